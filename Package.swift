@@ -1,0 +1,32 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Swift 5 language mode on purpose: every loop's state is confined to its own thread by
+// construction, which the Swift 6 checker cannot express without @unchecked annotations
+// on nearly every type of the reactor and the Lua binding.
+let package = Package(
+    name: "wsgate",
+    products: [
+        .executable(name: "wsgate", targets: ["wsgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .target(name: "CSystem"),
+        .target(name: "WebSocketCodec", dependencies: ["COpenSSL"]),
+        .target(name: "Reactor", dependencies: ["CSystem"]),
+        .target(name: "LuaRuntime", dependencies: ["CLua", "WebSocketCodec"]),
+        .target(name: "Gateway", dependencies: ["WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSystem"]),
+        .executableTarget(name: "wsgate", dependencies: [
+            "Gateway",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"]),
+        .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "CLua"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,42 @@
+#ifndef WSGATE_CSYSTEM_H
+#define WSGATE_CSYSTEM_H
+
+#include <stdint.h>
+
+/* Glibc's Swift overlay does not export epoll, eventfd or timerfd; these thin wrappers do. */
+
+#define CS_EPOLLIN 0x001u
+#define CS_EPOLLOUT 0x004u
+#define CS_EPOLLERR 0x008u
+#define CS_EPOLLHUP 0x010u
+
+typedef struct {
+    uint32_t events;
+    uint64_t token;
+} cs_event;
+
+int cs_epoll_create(void);
+int cs_epoll_add(int epfd, int fd, uint32_t events, uint64_t token);
+int cs_epoll_mod(int epfd, int fd, uint32_t events, uint64_t token);
+int cs_epoll_del(int epfd, int fd);
+/* Waits and copies up to max events into out; returns the count or -1 with errno set. */
+int cs_epoll_wait(int epfd, cs_event *out, int max, int timeout_ms);
+
+int cs_eventfd(void);
+int cs_eventfd_signal(int fd);
+int cs_eventfd_drain(int fd);
+
+/* Listening socket bound with SO_REUSEADDR and SO_REUSEPORT, non-blocking. Returns fd or -errno. */
+int cs_listen(const char *host, uint16_t port, int backlog);
+/* accept4 non-blocking, TCP_NODELAY set. Returns fd or -errno. */
+int cs_accept(int listen_fd);
+int cs_errno(void);
+/* The port a bound socket got (for port 0). */
+int cs_local_port(int fd);
+/* Disable SIGPIPE process-wide so writes to closed sockets return EPIPE. */
+void cs_ignore_sigpipe(void);
+/* Blocks the given signals in the calling thread (and threads it creates) and waits for one. */
+int cs_block_signals(void);
+int cs_wait_signal(void);
+
+#endif

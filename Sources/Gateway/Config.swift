@@ -1,0 +1,169 @@
+import Foundation
+
+/// What to do with a message that arrives when the connection's token bucket is empty.
+public enum RateLimitAction: String, CaseIterable {
+    case throttle, drop, close
+}
+
+/// The gateway's settings, read from JSON. Every key has a default; unknown keys and wrong types are
+/// errors that name the key.
+public struct GatewayConfig: Equatable {
+    public var host = "0.0.0.0"
+    public var port = 8080
+    public var endpoints = "Endpoints"
+    /// 0 means one loop per core.
+    public var workers = 0
+    public var logLevel = LogLevel.info
+    public var maxMessageBytes = 1 << 20
+    public var maxRequestHeaderBytes = 16 * 1024
+    /// 0 turns the rate limit off.
+    public var messagesPerSecond = 5.0
+    public var burst = 5
+    public var onExceed = RateLimitAction.throttle
+
+    public init() {}
+
+    public var effectiveWorkers: Int {
+        workers > 0 ? workers : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Any JSON value, decoded strictly: a number is never a boolean, a fraction never an integer.
+indirect enum JSONValue: Decodable, Equatable {
+    case null
+    case bool(Bool)
+    case int(Int)
+    case double(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let v = try? c.decode(Bool.self) { self = .bool(v) }
+        else if let v = try? c.decode(Int.self) { self = .int(v) }
+        else if let v = try? c.decode(Double.self) { self = .double(v) }
+        else if let v = try? c.decode(String.self) { self = .string(v) }
+        else if let v = try? c.decode([JSONValue].self) { self = .array(v) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "a boolean"
+        case .int, .double: return "a number"
+        case .string: return "a string"
+        case .array: return "an array"
+        case .object: return "an object"
+        }
+    }
+}
+
+extension GatewayConfig {
+    public static func load(path: String) throws(ConfigError) -> GatewayConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError(message: "config file \(path) cannot be read")
+        }
+        return try parse(data, source: path)
+    }
+
+    public static func parse(_ data: Data, source: String = "config") throws(ConfigError) -> GatewayConfig {
+        let root: JSONValue
+        do {
+            root = try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw ConfigError(message: "\(source) is not valid JSON: \(error)")
+        }
+        guard case .object = root else { throw ConfigError(message: "\(source): the top level must be an object") }
+        var config = GatewayConfig()
+        let reader = Reader(source: source)
+        try reader.object(root, prefix: "") { (key, value, r) throws(ConfigError) in
+            switch key {
+            case "host": config.host = try r.string(value, key)
+            case "port": config.port = try r.int(value, key, 0...65535)
+            case "endpoints": config.endpoints = try r.string(value, key)
+            case "workers": config.workers = try r.int(value, key, 0...1024)
+            case "logLevel":
+                let name = try r.string(value, key)
+                guard let level = LogLevel.allCases.first(where: { $0.label.lowercased() == name }) else {
+                    throw r.error(key, "must be one of debug, info, warn, error")
+                }
+                config.logLevel = level
+            case "limits":
+                try r.object(value, prefix: "limits.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "maxMessageBytes": config.maxMessageBytes = try r.int(value, "limits." + key, 1...(1 << 30))
+                    case "maxRequestHeaderBytes": config.maxRequestHeaderBytes = try r.int(value, "limits." + key, 256...(1 << 20))
+                    default: throw r.unknown("limits." + key)
+                    }
+                }
+            case "rateLimit":
+                try r.object(value, prefix: "rateLimit.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "messagesPerSecond": config.messagesPerSecond = try r.number(value, "rateLimit." + key, 0...1_000_000)
+                    case "burst": config.burst = try r.int(value, "rateLimit." + key, 0...1_000_000)
+                    case "onExceed":
+                        let name = try r.string(value, "rateLimit." + key)
+                        guard let action = RateLimitAction(rawValue: name) else {
+                            throw r.error("rateLimit." + key, "must be one of throttle, drop, close")
+                        }
+                        config.onExceed = action
+                    default: throw r.unknown("rateLimit." + key)
+                    }
+                }
+            default: throw r.unknown(key)
+            }
+        }
+        return config
+    }
+}
+
+/// Typed access to config values with errors that name the key.
+private struct Reader {
+    let source: String
+
+    func error(_ key: String, _ why: String) -> ConfigError {
+        ConfigError(message: "\(source): key \"\(key)\" \(why)")
+    }
+
+    func unknown(_ key: String) -> ConfigError {
+        ConfigError(message: "\(source): unknown key \"\(key)\"")
+    }
+
+    func object(_ value: JSONValue, prefix: String, _ each: (String, JSONValue, Reader) throws(ConfigError) -> Void) throws(ConfigError) {
+        guard case .object(let fields) = value else {
+            throw error(String(prefix.dropLast()), "must be an object, not \(value.typeName)")
+        }
+        for key in fields.keys.sorted() { try each(key, fields[key]!, self) }
+    }
+
+    func string(_ value: JSONValue, _ key: String) throws(ConfigError) -> String {
+        guard case .string(let s) = value else { throw error(key, "must be a string, not \(value.typeName)") }
+        return s
+    }
+
+    func int(_ value: JSONValue, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard case .int(let v) = value else { throw error(key, "must be an integer, not \(value.typeName)") }
+        guard range.contains(v) else { throw error(key, "must be between \(range.lowerBound) and \(range.upperBound)") }
+        return v
+    }
+
+    func number(_ value: JSONValue, _ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double {
+        let v: Double
+        switch value {
+        case .int(let i): v = Double(i)
+        case .double(let d): v = d
+        default: throw error(key, "must be a number, not \(value.typeName)")
+        }
+        guard range.contains(v) else { throw error(key, "must be between \(range.lowerBound) and \(range.upperBound)") }
+        return v
+    }
+}

@@ -1,0 +1,394 @@
+import Reactor
+import WebSocketCodec
+
+/// One client socket on one loop: the HTTP upgrade, then the frame stream. Owned by its worker and
+/// touched only on that worker's thread.
+final class Connection: IOHandler {
+    enum State {
+        /// Waiting for the complete upgrade request.
+        case handshake
+        case open
+        /// We sent a close frame and wait for the peer's.
+        case closing
+        /// The connection failed: our last bytes are flushed, then the socket is closed.
+        case finishing
+        case closed
+    }
+
+    let fd: Int32
+    unowned let worker: Worker
+    var registration = EventLoop.Registration.none
+    var state = State.handshake
+    /// Bytes read but not yet processed (a partial head or frame, or input held back by throttling).
+    var input = ByteBuffer()
+    /// Bytes waiting for the socket to accept them.
+    var output = ByteBuffer()
+    /// The fragments of the message being assembled.
+    var fragments = ByteBuffer()
+    var fragmentOpcode: Opcode?
+    var fragmentUTF8 = UTF8Validator()
+    /// The rest of a message is being discarded because the rate limit dropped its first frame.
+    var droppingMessage = false
+    var droppedMessages = 0
+
+    var info: ConnectionInfo?
+    var routeIndex = -1
+    /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
+    var luaFieldsRef: Int32 = 0
+    var bucket: TokenBucket
+    var readPaused = false
+    var wantsWrite = false
+    var inFlushList = false
+
+    init(fd: Int32, worker: Worker, now: UInt64) {
+        self.fd = fd
+        self.worker = worker
+        bucket = TokenBucket(burst: worker.config.burst, now: now)
+    }
+
+    var socketId: String { info?.socketId ?? "-" }
+
+    // MARK: I/O readiness
+
+    func ioReady(_ events: UInt32) {
+        if events & IOEvents.writable != 0 {
+            flush()
+            if state == .closed { return }
+        }
+        if readPaused {
+            // Level-triggered hang-ups keep firing while reading is off: nothing more can arrive.
+            if events & (IOEvents.hangup | IOEvents.error) != 0 { closeSocket() }
+            return
+        }
+        if events & (IOEvents.readable | IOEvents.hangup | IOEvents.error) != 0 {
+            readOnce()
+        }
+    }
+
+    private func readOnce() {
+        let result: Socket.IOResult
+        if input.isEmpty {
+            let scratch = worker.readBuffer
+            result = Socket.read(fd, into: scratch.baseAddress!, count: scratch.count)
+            if case .bytes(let n) = result {
+                let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
+                let used = process(bytes)
+                if used < n && state != .closed {
+                    input.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
+                }
+                return
+            }
+        } else {
+            let room = max(16 * 1024, min(pendingFrameBytes - input.count, 4 << 20))
+            let p = input.reserveWritable(room)
+            result = Socket.read(fd, into: p, count: room)
+            if case .bytes(let n) = result {
+                input.didWrite(n)
+                processInput()
+                return
+            }
+        }
+        switch result {
+        case .bytes, .wouldBlock:
+            return
+        case .closed:
+            if state == .open { Log.debug("socket \(socketId) closed by peer without a close frame") }
+            closeSocket()
+        case .failed(let e):
+            Log.debug("read failed on socket \(socketId): errno \(e)")
+            closeSocket()
+        }
+    }
+
+    /// How many bytes the frame at the start of `input` needs in all (0 when unknown).
+    private var pendingFrameBytes: Int {
+        guard state == .open || state == .closing else { return 0 }
+        if case .header(let h) = FrameDecoder.parseHeader(UnsafeRawBufferPointer(input.readable), role: .server, maxPayload: worker.config.maxMessageBytes) {
+            return h.frameLength
+        }
+        return 0
+    }
+
+    /// Processes the buffered input, keeping whatever is still incomplete.
+    func processInput() {
+        let used = process(input.readable)
+        if state != .closed { input.consume(used) }
+        if input.isEmpty { input.clear(keepingUpTo: 0) }
+    }
+
+    /// Handles as much of `bytes` as forms complete units; returns how many bytes were used.
+    private func process(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
+        switch state {
+        case .handshake:
+            guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(bytes)) else {
+                if bytes.count > worker.config.maxRequestHeaderBytes {
+                    respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
+                }
+                return bytes.count > worker.config.maxRequestHeaderBytes ? bytes.count : 0
+            }
+            if end > worker.config.maxRequestHeaderBytes {
+                respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
+                return bytes.count
+            }
+            worker.handleRequest(self, head: UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
+            guard state == .open else { return bytes.count }
+            return end + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[end...]))
+        case .open, .closing:
+            return processFrames(bytes)
+        case .finishing, .closed:
+            return bytes.count
+        }
+    }
+
+    private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
+        var offset = 0
+        let limit = worker.config.maxMessageBytes
+        while offset < bytes.count && (state == .open || state == .closing) && !readPaused {
+            let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[offset...])
+            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: .server, maxPayload: limit) {
+            case .needMore:
+                return offset
+            case .failure(let code, let reason):
+                fail(code, reason)
+                return bytes.count
+            case .header(let header):
+                guard rest.count >= header.frameLength else { return offset }
+                switch admit(header) {
+                case .hold:
+                    return readPaused ? offset : bytes.count
+                case .discard:
+                    offset += header.frameLength
+                case .handle:
+                    let payload = UnsafeMutableRawBufferPointer(rebasing: rest[header.headerLength..<header.frameLength])
+                    if let key = header.maskKey { Masking.apply(key, to: payload) }
+                    offset += header.frameLength
+                    handleFrame(header, payload)
+                }
+            }
+        }
+        return state == .open || state == .closing ? offset : bytes.count
+    }
+
+    private enum Admission {
+        case handle
+        /// Consume the frame without acting on it (a message the rate limit dropped).
+        case discard
+        /// Leave the frame unread: reading is throttled, or the connection was closed.
+        case hold
+    }
+
+    /// Applies the rate limit to the first frame of each data message, before it is unmasked, so a
+    /// held frame can be parsed again when reading resumes.
+    private func admit(_ header: FrameHeader) -> Admission {
+        if droppingMessage && header.opcode == .continuation {
+            if header.fin { droppingMessage = false }
+            return .discard
+        }
+        let config = worker.config
+        guard state == .open, header.opcode == .text || header.opcode == .binary,
+              config.messagesPerSecond > 0, fragmentOpcode == nil else { return .handle }
+        let now = worker.loop.now
+        if bucket.take(now: now, rate: config.messagesPerSecond, burst: config.burst) { return .handle }
+        switch config.onExceed {
+        case .throttle:
+            pauseReading(for: bucket.nanosUntilToken(now: now, rate: config.messagesPerSecond, burst: config.burst))
+            return .hold
+        case .drop:
+            droppedMessages += 1
+            if droppedMessages == 1 { Log.warn("rate limit: dropping messages on socket \(socketId) route=\(info?.route ?? "-")") }
+            droppingMessage = !header.fin
+            return .discard
+        case .close:
+            fail(.policyViolation, "rate limit exceeded")
+            return .hold
+        }
+    }
+
+    private func handleFrame(_ header: FrameHeader, _ payload: UnsafeMutableRawBufferPointer) {
+        switch header.opcode {
+        case .ping:
+            if state == .open { sendFrame(.pong, UnsafeRawBufferPointer(payload)) }
+        case .pong:
+            break
+        case .close:
+            handleClose(UnsafeRawBufferPointer(payload))
+        case .text, .binary:
+            guard state == .open else { return }
+            if fragmentOpcode != nil {
+                fail(.protocolError, "new message before the previous one finished")
+                return
+            }
+            if header.fin {
+                if header.opcode == .text && !UTF8Validator.isValid(UnsafeRawBufferPointer(payload)) {
+                    fail(.invalidPayload, "text message is not UTF-8")
+                    return
+                }
+                worker.dispatchData(self, UnsafeRawBufferPointer(payload), binary: header.opcode == .binary)
+            } else {
+                fragmentOpcode = header.opcode
+                fragmentUTF8 = UTF8Validator()
+                appendFragment(payload)
+            }
+        case .continuation:
+            guard state == .open else { return }
+            guard let opcode = fragmentOpcode else {
+                fail(.protocolError, "continuation frame without a message")
+                return
+            }
+            appendFragment(payload)
+            guard state == .open, header.fin else { return }
+            if opcode == .text && !fragmentUTF8.isComplete {
+                fail(.invalidPayload, "text message ends inside a UTF-8 sequence")
+                return
+            }
+            worker.dispatchData(self, UnsafeRawBufferPointer(fragments.readable), binary: opcode == .binary)
+            fragmentOpcode = nil
+            fragments.clear(keepingUpTo: 0)
+        }
+    }
+}
+
+extension Connection {
+    private func appendFragment(_ payload: UnsafeMutableRawBufferPointer) {
+        if fragments.count + payload.count > worker.config.maxMessageBytes {
+            fail(.messageTooBig, "message over \(worker.config.maxMessageBytes) bytes")
+            return
+        }
+        if fragmentOpcode == .text && !fragmentUTF8.feed(UnsafeRawBufferPointer(payload)) {
+            fail(.invalidPayload, "text message is not UTF-8")
+            return
+        }
+        fragments.append(UnsafeRawBufferPointer(payload))
+    }
+
+    private func handleClose(_ payload: UnsafeRawBufferPointer) {
+        switch state {
+        case .open:
+            switch ClosePayload.validate(payload) {
+            case .success(let code):
+                // Echo the peer's code, then close the TCP connection ourselves (RFC 6455 7.1.1).
+                let reply = code.map { FrameEncoder.closePayload($0) } ?? []
+                reply.withUnsafeBytes { sendFrame(.close, $0) }
+                state = .finishing
+                scheduleFlush()
+            case .failure(let failure):
+                fail(failure.code, failure.reason)
+            }
+        case .closing:
+            state = .finishing
+            scheduleFlush()
+        case .handshake, .finishing, .closed:
+            break
+        }
+    }
+
+    // MARK: Sending
+
+    /// Queues one unfragmented frame; it is written when the loop flushes.
+    func sendFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+        let headerLength = FrameEncoder.headerLength(payloadLength: payload.count)
+        let p = output.reserveWritable(headerLength + payload.count)
+        FrameEncoder.writeHeader(to: p, opcode: opcode, payloadLength: payload.count)
+        if payload.count > 0 { (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        output.didWrite(headerLength + payload.count)
+        scheduleFlush()
+    }
+
+    func scheduleFlush() {
+        if !inFlushList {
+            inFlushList = true
+            worker.flushList.append(self)
+        }
+    }
+
+    /// Starts the closing handshake (websocketInfo.close, Websocket.close).
+    func startClose(_ code: CloseCode, reason: String = "") {
+        guard state == .open else { return }
+        FrameEncoder.closePayload(code, reason: reason).withUnsafeBytes { sendFrame(.close, $0) }
+        state = .closing
+        worker.loop.schedule(after: 5_000_000_000) { [weak self] in
+            guard let self, self.state == .closing else { return }
+            Log.debug("socket \(self.socketId) did not answer our close frame")
+            self.closeSocket()
+        }
+    }
+
+    /// Fails the connection: a close frame with `code` where the protocol allows one, then close.
+    func fail(_ code: CloseCode, _ reason: String) {
+        Log.info("closing socket \(socketId) with \(code.rawValue): \(reason)")
+        if state == .open || state == .closing {
+            FrameEncoder.closePayload(code).withUnsafeBytes { sendFrame(.close, $0) }
+        }
+        state = .finishing
+        scheduleFlush()
+    }
+
+    /// Sends an HTTP response to a request that is not upgraded, then closes.
+    func respondAndClose(_ response: [UInt8]) {
+        output.append(response)
+        state = .finishing
+        scheduleFlush()
+    }
+
+    /// Writes queued output. Called once per loop iteration for connections with output, and when
+    /// the socket becomes writable again.
+    func flush() {
+        inFlushList = false
+        while !output.isEmpty {
+            switch Socket.write(fd, from: output.readable.baseAddress!, count: output.count) {
+            case .bytes(let n):
+                output.consume(n)
+            case .wouldBlock:
+                setWantsWrite(true)
+                return
+            case .closed, .failed:
+                closeSocket()
+                return
+            }
+        }
+        output.clear(keepingUpTo: 4096)
+        setWantsWrite(false)
+        if state == .finishing { closeSocket() }
+    }
+
+    private func setWantsWrite(_ wants: Bool) {
+        guard wants != wantsWrite, state != .closed else { return }
+        wantsWrite = wants
+        updateInterest()
+    }
+
+    func updateInterest() {
+        var events: UInt32 = 0
+        if !readPaused { events |= IOEvents.readable }
+        if wantsWrite { events |= IOEvents.writable }
+        worker.loop.modify(fd: fd, events: events, registration: registration)
+    }
+
+    /// Stops reading until a rate-limit token is due; buffered input is processed on resume.
+    private func pauseReading(for nanos: UInt64) {
+        readPaused = true
+        updateInterest()
+        worker.loop.schedule(after: max(nanos, 1_000_000)) { [weak self] in
+            guard let self, self.state != .closed, self.readPaused else { return }
+            self.readPaused = false
+            self.updateInterest()
+            if !self.input.isEmpty { self.processInput() }
+        }
+    }
+
+    /// Closes the socket now and tells the script, if it saw the socket open.
+    func closeSocket() {
+        guard state != .closed else { return }
+        let wasUpgraded = info != nil
+        state = .closed
+        worker.loop.deregister(fd: fd, registration: registration)
+        Socket.close(fd)
+        input.release()
+        output.release()
+        fragments.release()
+        if droppedMessages > 0 {
+            Log.info("socket \(socketId) dropped \(droppedMessages) messages over the rate limit")
+        }
+        worker.connectionClosed(self, wasUpgraded: wasUpgraded)
+    }
+}

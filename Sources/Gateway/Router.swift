@@ -1,0 +1,99 @@
+import Foundation
+import WebSocketCodec
+
+/// A route: an endpoint script and the URL path pattern its file name gives.
+public struct Route: Equatable {
+    public enum Segment: Equatable {
+        case literal(String)
+        case parameter(String)
+    }
+
+    /// The pattern as scripts see it, e.g. "/chat/{room}".
+    public let pattern: String
+    public let segments: [Segment]
+    /// The script's path relative to the endpoints folder, e.g. "chat/{room}.lua".
+    public let file: String
+
+    public init(file: String) {
+        self.file = file
+        let stem = file.hasSuffix(".lua") ? String(file.dropLast(4)) : file
+        pattern = "/" + stem
+        segments = stem.split(separator: "/").map { part in
+            if part.count > 2, part.first == "{", part.last == "}" {
+                return .parameter(String(part.dropFirst().dropLast()))
+            }
+            return .literal(String(part))
+        }
+    }
+}
+
+/// Maps request paths to routes; a literal segment beats a parameter at the first position where
+/// two matching routes differ.
+public struct Router {
+    public let routes: [Route]
+
+    public init(routes: [Route]) {
+        self.routes = routes
+    }
+
+    public struct Match {
+        public let routeIndex: Int
+        /// Path parameters, percent-decoded.
+        public let parameters: [(name: String, value: String)]
+    }
+
+    public func match(path: String) -> Match? {
+        let parts = path.split(separator: "/")
+        var best: (index: Int, literals: [Bool])?
+        for (index, route) in routes.enumerated() where route.segments.count == parts.count {
+            var literals: [Bool] = []
+            literals.reserveCapacity(parts.count)
+            var matches = true
+            for (segment, part) in zip(route.segments, parts) {
+                switch segment {
+                case .literal(let text):
+                    if text != URLComponentsDecoding.percentDecode(part, plusAsSpace: false) { matches = false }
+                    literals.append(true)
+                case .parameter:
+                    literals.append(false)
+                }
+                if !matches { break }
+            }
+            guard matches else { continue }
+            if let current = best, !Router.moreSpecific(literals, than: current.literals) { continue }
+            best = (index, literals)
+        }
+        guard let best else { return nil }
+        var parameters: [(name: String, value: String)] = []
+        for (segment, part) in zip(routes[best.index].segments, parts) {
+            if case .parameter(let name) = segment {
+                parameters.append((name, URLComponentsDecoding.percentDecode(part, plusAsSpace: false)))
+            }
+        }
+        return Match(routeIndex: best.index, parameters: parameters)
+    }
+
+    private static func moreSpecific(_ a: [Bool], than b: [Bool]) -> Bool {
+        for (x, y) in zip(a, b) where x != y { return x }
+        return false
+    }
+
+    /// The file name of the optional catch-all event handler in the endpoints folder.
+    public static let eventHandlerFile = "_websocket_info.lua"
+
+    /// Every `.lua` file below `folder` whose name does not start with "_", as routes, sorted by file.
+    public static func discover(in folder: String) throws(ConfigError) -> [Route] {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
+              FileManager.default.isReadableFile(atPath: folder),
+              let enumerator = FileManager.default.enumerator(atPath: folder) else {
+            throw ConfigError(message: "endpoints folder \(folder) cannot be read")
+        }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            let name = (relative as NSString).lastPathComponent
+            if name.hasSuffix(".lua") && !name.hasPrefix("_") { files.append(relative) }
+        }
+        return files.sorted().map { Route(file: $0) }
+    }
+}

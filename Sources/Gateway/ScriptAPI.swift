@@ -1,0 +1,373 @@
+import CLua
+import LuaRuntime
+import Reactor
+import WebSocketCodec
+
+/// The three events a connection's script runs for.
+enum ScriptEvent {
+    case open, data, close
+
+    var name: String {
+        switch self {
+        case .open: return "open"
+        case .data: return "data"
+        case .close: return "close"
+        }
+    }
+}
+
+/// The Lua API scripts see: `websocketInfo`, the `Websocket` service, `to_json`, `from_json`, `print`.
+/// Every function finds its worker through the Lua state's extra space, so none allocates a closure.
+enum ScriptAPI {
+    static func install(in lua: LuaState) {
+        let L = lua.L
+        lua.setBaseGlobal("Websocket") {
+            lua_createtable(L, 0, 5)
+            setFunction(L, "list", websocketList)
+            setFunction(L, "info", websocketInfo)
+            setFunction(L, "send", websocketSend)
+            setFunction(L, "close", websocketClose)
+            setFunction(L, "closeAll", websocketCloseAll)
+        }
+        lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
+        lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
+        lua.setBaseGlobal("print") { lua_pushcfunction(L, printToLog) }
+    }
+
+    private static func setFunction(_ L: OpaquePointer, _ name: String, _ f: lua_CFunction) {
+        lua_pushcfunction(L, f)
+        lua_setfield(L, -2, name)
+    }
+
+    @inline(__always)
+    static func worker(_ L: OpaquePointer?) -> Worker {
+        let raw = (UnsafeMutableRawPointer(L!) - MemoryLayout<UnsafeRawPointer>.size).load(as: UnsafeMutableRawPointer.self)
+        return Unmanaged<Worker>.fromOpaque(raw).takeUnretainedValue()
+    }
+
+    // MARK: websocketInfo
+
+    /// The fields of websocketInfo that never change for a socket, built once at open and copied
+    /// into each event's table.
+    static let constantFields = ["uri", "route", "socket_id", "headers", "parameters"]
+
+    static func makeConstantFields(_ L: OpaquePointer, _ info: ConnectionInfo) -> Int32 {
+        lua_createtable(L, 0, 5)
+        pushInfoFields(L, info)
+        return luaL_ref(L, lua_registryIndex())
+    }
+
+    /// Sets uri, route, socket_id, headers and parameters on the table on top of the stack.
+    static func pushInfoFields(_ L: OpaquePointer, _ info: ConnectionInfo) {
+        lua_pushswift(L, info.uri)
+        lua_setfield(L, -2, "uri")
+        lua_pushswift(L, info.route)
+        lua_setfield(L, -2, "route")
+        lua_pushswift(L, info.socketId)
+        lua_setfield(L, -2, "socket_id")
+        pushPairs(L, info.headers)
+        lua_setfield(L, -2, "headers")
+        pushPairs(L, info.parameters)
+        lua_setfield(L, -2, "parameters")
+    }
+
+    /// A table of name → value; the first of repeated names wins.
+    private static func pushPairs(_ L: OpaquePointer, _ pairs: [(name: String, value: String)]) {
+        lua_createtable(L, 0, Int32(pairs.count))
+        for (name, value) in pairs.reversed() {
+            lua_pushswift(L, value)
+            lua_setfield(L, -2, name)
+        }
+    }
+
+    static func pushWebsocketInfo(_ L: OpaquePointer, worker: Worker, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
+        lua_createtable(L, 0, 11)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(connection.luaFieldsRef))
+        for name in constantFields {
+            lua_getfield(L, -1, name)
+            lua_setfield(L, -3, name)
+        }
+        lua_pop(L, 1)
+        lua_pushswift(L, event.name)
+        lua_setfield(L, -2, "type")
+        lua_pushinteger(L, lua_Integer(EventLoop.wallMillis()))
+        lua_setfield(L, -2, "timestamp")
+        if let message {
+            if binary {
+                let length = Base64.encodedLength(message.count)
+                let p = worker.textScratch.reserveWritable(length)
+                Base64.encode(message, into: p)
+                lua_pushlstring(L, p.assumingMemoryBound(to: CChar.self), length)
+                worker.textScratch.clear(keepingUpTo: 1 << 20)
+            } else {
+                lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
+            }
+            lua_setfield(L, -2, "message")
+            lua_pushswift(L, binary ? "data-binary" : "data-text")
+            lua_setfield(L, -2, "message_type")
+        }
+        lua_pushcfunction(L, infoSend)
+        lua_setfield(L, -2, "send")
+        lua_pushcfunction(L, infoClose)
+        lua_setfield(L, -2, "close")
+    }
+
+    // MARK: Error objects
+
+    enum Failure: Error {
+        case badRequest(String)
+        case notFound(String)
+
+        var status: Int {
+            switch self {
+            case .badRequest: return 400
+            case .notFound: return 404
+            }
+        }
+
+        var type: String {
+            switch self {
+            case .badRequest: return "BadRequest"
+            case .notFound: return "NotFound"
+            }
+        }
+
+        var message: String {
+            switch self {
+            case .badRequest(let m), .notFound(let m): return m
+            }
+        }
+    }
+
+    /// Pushes `{type=, error=, status=}` and returns 1 (the count of results).
+    static func push(_ L: OpaquePointer, _ failure: Failure) -> Int32 {
+        lua_createtable(L, 0, 3)
+        lua_pushswift(L, failure.type)
+        lua_setfield(L, -2, "type")
+        lua_pushswift(L, failure.message)
+        lua_setfield(L, -2, "error")
+        lua_pushinteger(L, lua_Integer(failure.status))
+        lua_setfield(L, -2, "status")
+        return 1
+    }
+
+    // MARK: Sending
+
+    enum Payload {
+        case text(UnsafeRawBufferPointer)
+        case binary([UInt8])
+    }
+
+    /// Sends to any socket: directly when this worker owns it, else through the owner's mailbox.
+    static func send(from worker: Worker, to socketId: String, _ payload: Payload) -> Failure? {
+        if case .text(let bytes) = payload, !UTF8Validator.isValid(bytes) {
+            return .badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64")
+        }
+        if let connection = worker.connections[socketId] {
+            guard connection.state == .open else { return .notFound("socket \(socketId) is closed") }
+            switch payload {
+            case .text(let bytes): connection.sendFrame(.text, bytes)
+            case .binary(let bytes): bytes.withUnsafeBytes { connection.sendFrame(.binary, $0) }
+            }
+            return nil
+        }
+        guard let entry = worker.shared.registry.lookup(socketId) else {
+            return .notFound("socket \(socketId) is not open")
+        }
+        let owner = worker.shared.workers[entry.worker]
+        let (opcode, bytes): (Opcode, [UInt8])
+        switch payload {
+        case .text(let text): (opcode, bytes) = (.text, Array(text))
+        case .binary(let data): (opcode, bytes) = (.binary, data)
+        }
+        owner.loop.post { owner.deliver(to: socketId, opcode: opcode, payload: bytes) }
+        return nil
+    }
+
+    static func close(from worker: Worker, socketId: String) -> Failure? {
+        if let connection = worker.connections[socketId] {
+            guard connection.state == .open else { return .notFound("socket \(socketId) is closed") }
+            connection.startClose(.normal)
+            return nil
+        }
+        guard let entry = worker.shared.registry.lookup(socketId) else {
+            return .notFound("socket \(socketId) is not open")
+        }
+        let owner = worker.shared.workers[entry.worker]
+        owner.loop.post { owner.close(socketId: socketId, code: .normal) }
+        return nil
+    }
+
+    /// Sends the message at `index` as text: a string as is, a table as JSON.
+    private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, to socketId: String) -> Failure? {
+        switch lua_type(L, index) {
+        case LUA_TSTRING:
+            return send(from: worker, to: socketId, .text(lua_bytes(L, index)!))
+        case LUA_TTABLE:
+            worker.jsonScratch.removeAll(keepingCapacity: true)
+            if let error = JSONBridge.encode(L, index: index, into: &worker.jsonScratch) {
+                return .badRequest("message cannot be encoded as JSON: \(error)")
+            }
+            return worker.jsonScratch.withUnsafeBytes { send(from: worker, to: socketId, .text($0)) }
+        default:
+            return .badRequest("message must be a string or a table, not \(String(cString: luaL_typename(L, index)))")
+        }
+    }
+
+    // MARK: websocketInfo.send / close
+
+    private static let infoSend: lua_CFunction = { L in
+        let L = L!
+        let worker = worker(L)
+        guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open,
+              let socketId = connection.info?.socketId else {
+            return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+        }
+        if let failure = sendText(L, worker, 1, to: socketId) { return push(L, failure) }
+        return 0
+    }
+
+    private static let infoClose: lua_CFunction = { L in
+        let L = L!
+        let worker = worker(L)
+        guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
+            return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+        }
+        connection.startClose(.normal)
+        return 0
+    }
+
+    // MARK: Websocket service
+
+    /// The `socket_id` field of the table argument, or the failure to report.
+    private static func socketIdArgument(_ L: OpaquePointer) -> Result<String, Failure> {
+        guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
+        lua_getfield(L, 1, "socket_id")
+        defer { lua_pop(L, 1) }
+        guard lua_type(L, -1) == LUA_TSTRING, let id = lua_swiftstring(L, -1) else {
+            return .failure(.badRequest("socket_id is required and must be a string"))
+        }
+        return .success(id)
+    }
+
+    private static let websocketList: lua_CFunction = { L in
+        let L = L!
+        let entries = worker(L).shared.registry.all()
+        lua_createtable(L, Int32(entries.count), 0)
+        for (i, entry) in entries.enumerated() {
+            lua_pushswift(L, entry.info.socketId)
+            lua_rawseti(L, -2, lua_Integer(i + 1))
+        }
+        return 1
+    }
+
+    private static let websocketInfo: lua_CFunction = { L in
+        let L = L!
+        switch socketIdArgument(L) {
+        case .failure(let failure): return push(L, failure)
+        case .success(let id):
+            guard let entry = worker(L).shared.registry.lookup(id) else { return push(L, .notFound("socket \(id) is not open")) }
+            lua_createtable(L, 0, 7)
+            pushInfoFields(L, entry.info)
+            lua_pushswift(L, "open")
+            lua_setfield(L, -2, "type")
+            lua_pushinteger(L, lua_Integer(entry.info.openedAt))
+            lua_setfield(L, -2, "timestamp")
+            return 1
+        }
+    }
+
+    private static let websocketSend: lua_CFunction = { L in
+        let L = L!
+        let worker = worker(L)
+        let id: String
+        switch socketIdArgument(L) {
+        case .failure(let failure): return push(L, failure)
+        case .success(let value): id = value
+        }
+        lua_getfield(L, 1, "type")
+        let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
+        lua_getfield(L, 1, "message")
+        guard let message = lua_bytes(L, -1) else {
+            return push(L, .badRequest("message must be a string (encode tables with to_json)"))
+        }
+        let failure: Failure?
+        switch type {
+        case "data-text":
+            failure = send(from: worker, to: id, .text(message))
+        case "data-binary":
+            guard let bytes = Base64.decode(message) else { return push(L, .badRequest("message is not valid base64")) }
+            failure = send(from: worker, to: id, .binary(bytes))
+        default:
+            return push(L, .badRequest("type must be \"data-text\" or \"data-binary\""))
+        }
+        if let failure { return push(L, failure) }
+        return 0
+    }
+
+    private static let websocketClose: lua_CFunction = { L in
+        let L = L!
+        switch socketIdArgument(L) {
+        case .failure(let failure): return push(L, failure)
+        case .success(let id):
+            if let failure = close(from: worker(L), socketId: id) { return push(L, failure) }
+            return 0
+        }
+    }
+
+    private static let websocketCloseAll: lua_CFunction = { L in
+        let L = L!
+        let worker = worker(L)
+        var closed = 0
+        for entry in worker.shared.registry.all() where close(from: worker, socketId: entry.info.socketId) == nil {
+            closed += 1
+        }
+        lua_pushinteger(L, lua_Integer(closed))
+        return 1
+    }
+
+    // MARK: JSON and print
+
+    private static let toJSON: lua_CFunction = { L in
+        let L = L!
+        let worker = worker(L)
+        worker.jsonScratch.removeAll(keepingCapacity: true)
+        if let error = JSONBridge.encode(L, index: 1, into: &worker.jsonScratch) {
+            lua_pushnil(L)
+            lua_pushswift(L, error)
+            return 2
+        }
+        worker.jsonScratch.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        return 1
+    }
+
+    private static let fromJSON: lua_CFunction = { L in
+        let L = L!
+        guard let text = lua_bytes(L, 1) else {
+            lua_pushnil(L)
+            lua_pushswift(L, "from_json expects a string")
+            return 2
+        }
+        if let error = JSONBridge.decode(L, text) {
+            lua_pushnil(L)
+            lua_pushswift(L, error)
+            return 2
+        }
+        return 1
+    }
+
+    private static let printToLog: lua_CFunction = { L in
+        let L = L!
+        let worker = worker(L)
+        var parts: [String] = []
+        for i in stride(from: 1, through: lua_gettop(L), by: 1) {
+            var length = 0
+            let p = luaL_tolstring(L, i, &length)
+            parts.append(String(decoding: UnsafeRawBufferPointer(start: p, count: length), as: UTF8.self))
+            lua_pop(L, 1)
+        }
+        let connection = worker.current
+        Log.info("script print route=\(connection?.info?.route ?? "-") socket=\(connection?.socketId ?? "-"): \(parts.joined(separator: "\t"))")
+        return 0
+    }
+}

@@ -1,0 +1,204 @@
+import CSystem
+import Glibc
+
+/// Something the loop calls when its file descriptor is ready.
+public protocol IOHandler: AnyObject {
+    func ioReady(_ events: UInt32)
+}
+
+/// Readiness bits, as epoll reports them.
+public enum IOEvents {
+    public static let readable: UInt32 = CS_EPOLLIN
+    public static let writable: UInt32 = CS_EPOLLOUT
+    public static let error: UInt32 = CS_EPOLLERR
+    public static let hangup: UInt32 = CS_EPOLLHUP
+}
+
+/// One epoll event loop on one thread. Everything registered with it is touched only from that
+/// thread; other threads reach it through `post`, which queues a job and wakes the loop via eventfd.
+public final class EventLoop {
+    public let index: Int
+    private let epfd: Int32
+    private let wakeFd: Int32
+    private var slots: [IOHandler?] = []
+    private var generations: [UInt32] = []
+    private var freeSlots: [Int] = []
+    private var timers = TimerHeap()
+    private var mailbox: [() -> Void] = []
+    private let mailboxLock = Lock()
+    private var running = true
+    /// Called once after every batch of events, timers and mailbox jobs: where batched writes are flushed.
+    public var afterIteration: (() -> Void)?
+
+    /// Monotonic time in nanoseconds, refreshed once per loop iteration.
+    public private(set) var now: UInt64 = EventLoop.monotonicNanos()
+
+    public init(index: Int) {
+        self.index = index
+        epfd = cs_epoll_create()
+        wakeFd = cs_eventfd()
+        precondition(epfd >= 0 && wakeFd >= 0, "cannot create epoll or eventfd: errno \(cs_errno())")
+        _ = cs_epoll_add(epfd, wakeFd, CS_EPOLLIN, UInt64.max)
+    }
+
+    deinit {
+        close(epfd)
+        close(wakeFd)
+    }
+
+    public struct Registration: Equatable {
+        fileprivate let token: UInt64
+        public static let none = Registration(token: UInt64.max - 1)
+    }
+
+    /// Watches `fd` for `events`; the handler is held strongly until `deregister`.
+    public func register(fd: Int32, events: UInt32, handler: IOHandler) -> Registration {
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+            slots[slot] = handler
+        } else {
+            slot = slots.count
+            slots.append(handler)
+            generations.append(0)
+        }
+        let token = UInt64(generations[slot]) << 32 | UInt64(slot)
+        if cs_epoll_add(epfd, fd, events, token) != 0 {
+            slots[slot] = nil
+            freeSlots.append(slot)
+            return .none
+        }
+        return Registration(token: token)
+    }
+
+    public func modify(fd: Int32, events: UInt32, registration: Registration) {
+        _ = cs_epoll_mod(epfd, fd, events, registration.token)
+    }
+
+    /// Stops watching `fd`; events already fetched for it in this batch are discarded.
+    public func deregister(fd: Int32, registration: Registration) {
+        guard registration != .none else { return }
+        _ = cs_epoll_del(epfd, fd)
+        let slot = Int(registration.token & 0xFFFF_FFFF)
+        slots[slot] = nil
+        generations[slot] &+= 1
+        freeSlots.append(slot)
+    }
+
+    /// Runs `job` on this loop's thread; callable from any thread.
+    public func post(_ job: @escaping () -> Void) {
+        let wasEmpty = mailboxLock.locked {
+            mailbox.append(job)
+            return mailbox.count == 1
+        }
+        if wasEmpty { _ = cs_eventfd_signal(wakeFd) }
+    }
+
+    /// Runs `action` on this loop after `delayNanos`. Timers are not cancellable: the action checks
+    /// whether it still applies.
+    public func schedule(after delayNanos: UInt64, _ action: @escaping () -> Void) {
+        timers.push(deadline: now &+ delayNanos, action: action)
+    }
+
+    /// Stops the loop after the current iteration; callable from any thread.
+    public func stop() {
+        post { [unowned self] in self.running = false }
+    }
+
+    public func run() {
+        var events = [cs_event](repeating: cs_event(), count: 256)
+        while running {
+            let timeout: Int32
+            if let deadline = timers.nextDeadline {
+                let wait = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
+                timeout = Int32(min(wait, 60_000))
+            } else {
+                timeout = -1
+            }
+            let n = events.withUnsafeMutableBufferPointer { cs_epoll_wait(epfd, $0.baseAddress, 256, timeout) }
+            now = EventLoop.monotonicNanos()
+            if n < 0 {
+                if cs_errno() == EINTR { continue }
+                fatalError("epoll_wait failed: errno \(cs_errno())")
+            }
+            for i in 0..<Int(n) {
+                let event = events[i]
+                if event.token == UInt64.max {
+                    drainMailbox()
+                    continue
+                }
+                let slot = Int(event.token & 0xFFFF_FFFF)
+                guard slot < slots.count, UInt64(generations[slot]) == event.token >> 32, let handler = slots[slot] else { continue }
+                handler.ioReady(event.events)
+            }
+            while let action = timers.popExpired(now: now) { action() }
+            afterIteration?()
+        }
+    }
+
+    private func drainMailbox() {
+        _ = cs_eventfd_drain(wakeFd)
+        let jobs = mailboxLock.locked { () -> [() -> Void] in
+            let taken = mailbox
+            mailbox.removeAll(keepingCapacity: true)
+            return taken
+        }
+        for job in jobs { job() }
+    }
+
+    public static func monotonicNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch.
+    public static func wallMillis() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+/// A binary min-heap of timer deadlines.
+struct TimerHeap {
+    private var entries: [(deadline: UInt64, seq: UInt64, action: () -> Void)] = []
+    private var seq: UInt64 = 0
+
+    var nextDeadline: UInt64? { entries.first?.deadline }
+
+    private func less(_ a: Int, _ b: Int) -> Bool {
+        entries[a].deadline != entries[b].deadline ? entries[a].deadline < entries[b].deadline : entries[a].seq < entries[b].seq
+    }
+
+    mutating func push(deadline: UInt64, action: @escaping () -> Void) {
+        seq += 1
+        entries.append((deadline, seq, action))
+        var i = entries.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard less(i, parent) else { break }
+            entries.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func popExpired(now: UInt64) -> (() -> Void)? {
+        guard let first = entries.first, first.deadline <= now else { return nil }
+        let last = entries.removeLast()
+        if !entries.isEmpty {
+            entries[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < entries.count && less(l, m) { m = l }
+                if r < entries.count && less(r, m) { m = r }
+                if m == i { break }
+                entries.swapAt(i, m)
+                i = m
+            }
+        }
+        return first.action
+    }
+}

@@ -1,0 +1,70 @@
+import CSystem
+import Glibc
+
+public struct SocketError: Error, CustomStringConvertible {
+    public let operation: String
+    public let errno: Int32
+    public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+}
+
+/// Thin wrappers over the socket calls the gateway needs, with errno turned into results.
+public enum Socket {
+    /// A non-blocking listening socket with SO_REUSEPORT, so every loop can own one on the same port.
+    public static func listen(host: String, port: UInt16, backlog: Int32 = 4096) throws(SocketError) -> Int32 {
+        let fd = cs_listen(host, port, backlog)
+        if fd < 0 { throw SocketError(operation: "listen on \(host):\(port)", errno: -fd) }
+        return fd
+    }
+
+    public static func localPort(_ fd: Int32) -> Int { Int(cs_local_port(fd)) }
+
+    public enum AcceptResult {
+        case socket(Int32)
+        case wouldBlock
+        case failed(SocketError)
+    }
+
+    /// Accepts one connection, non-blocking with TCP_NODELAY.
+    public static func accept(_ listenFd: Int32) -> AcceptResult {
+        let fd = cs_accept(listenFd)
+        if fd >= 0 { return .socket(fd) }
+        if -fd == EAGAIN || -fd == EWOULDBLOCK { return .wouldBlock }
+        return .failed(SocketError(operation: "accept", errno: -fd))
+    }
+
+    public enum IOResult {
+        case bytes(Int)
+        case wouldBlock
+        case closed
+        case failed(Int32)
+    }
+
+    @inline(__always)
+    public static func read(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) -> IOResult {
+        while true {
+            let n = Glibc.read(fd, p, count)
+            if n > 0 { return .bytes(n) }
+            if n == 0 { return .closed }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            return .failed(e)
+        }
+    }
+
+    @inline(__always)
+    public static func write(_ fd: Int32, from p: UnsafeRawPointer, count: Int) -> IOResult {
+        while true {
+            let n = Glibc.write(fd, p, count)
+            if n >= 0 { return .bytes(n) }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return .wouldBlock }
+            return .failed(e)
+        }
+    }
+
+    public static func shutdownWrite(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
+
+    public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+}

@@ -1,0 +1,27 @@
+public enum Masking {
+    /// XORs `buffer` in place with the 4-byte mask `key`, starting at mask phase 0.
+    /// Works eight bytes at a time; the key is the raw wire value as loaded by `loadUnaligned`.
+    @inline(__always)
+    public static func apply(_ key: UInt32, to buffer: UnsafeMutableRawBufferPointer) {
+        guard var p = buffer.baseAddress else { return }
+        var remaining = buffer.count
+        let key64 = UInt64(key) | UInt64(key) << 32
+        while remaining >= 8 {
+            p.storeBytes(of: p.loadUnaligned(as: UInt64.self) ^ key64, as: UInt64.self)
+            p += 8
+            remaining -= 8
+        }
+        if remaining >= 4 {
+            p.storeBytes(of: p.loadUnaligned(as: UInt32.self) ^ key, as: UInt32.self)
+            p += 4
+            remaining -= 4
+        }
+        var k = key
+        while remaining > 0 {
+            p.storeBytes(of: p.load(as: UInt8.self) ^ UInt8(truncatingIfNeeded: k), as: UInt8.self)
+            k >>= 8
+            p += 1
+            remaining -= 1
+        }
+    }
+}

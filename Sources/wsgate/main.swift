@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Gateway
+
+struct WSGate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wsgate",
+        abstract: "A WebSocket gateway that routes each connection to a Lua endpoint script."
+    )
+
+    @Option(help: "JSON config file.")
+    var config: String?
+
+    @Option(help: "Address to listen on (overrides the config's host).")
+    var host: String?
+
+    @Option(help: "Port to listen on (overrides the config's port).")
+    var port: Int?
+
+    @Option(help: "Folder of endpoint scripts (overrides the config's endpoints).")
+    var endpoints: String?
+
+    @Option(help: "Event loops to run; 0 means one per core (overrides the config's workers).")
+    var workers: Int?
+
+    func run() throws {
+        var settings = GatewayConfig()
+        do {
+            if let config { settings = try GatewayConfig.load(path: config) }
+            if let host { settings.host = host }
+            if let port {
+                guard (0...65535).contains(port) else { throw ConfigError(message: "--port must be between 0 and 65535") }
+                settings.port = port
+            }
+            if let endpoints { settings.endpoints = endpoints }
+            if let workers {
+                guard (0...1024).contains(workers) else { throw ConfigError(message: "--workers must be between 0 and 1024") }
+                settings.workers = workers
+            }
+            let gateway = try Gateway(config: settings)
+            throw ExitCode(gateway.run())
+        } catch let error as ConfigError {
+            fail(error.message)
+        } catch let error as StartupError {
+            fail(error.message)
+        }
+    }
+
+    private func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("wsgate: \(message)\n".utf8))
+        Foundation.exit(2)
+    }
+}
+
+WSGate.main()
