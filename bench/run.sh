@@ -16,9 +16,17 @@
 # Exit status is non-zero if any load-generator run reported errors,
 # failed connections or wrong echoes.
 #
-# Tunables (environment): WSLOAD, WSLOAD_SRC, WSGATE_BIN, ECHO_SECS,
+# Tunables (environment): WSLOAD, WSLOAD_SRC, WSGATE_BIN, WSGATE_HOST, ECHO_SECS,
 # ECHO_CONNS, ECHO_SIZE, ECHO_DEPTHS, WARMUP_SECS, IDLE_CONNS, IDLE_SRCS,
-# IDLE_HOLD_SECS, SERVER_CPU, LOAD_CPU, KEEP_TMP=1 (keep logs).
+# IDLE_HOLD_SECS, SERVER_CPU, LOAD_CPU, QUIET_WAIT_SECS, QUIET_BUSY_PCT,
+# KEEP_TMP=1 (keep logs).
+#
+# The machine should otherwise be idle: before each echo run the script waits
+# (up to QUIET_WAIT_SECS) for total CPU use to drop below QUIET_BUSY_PCT, and
+# the "other%" column shows CPU used during the run by unrelated processes
+# (neither the server, nor this script and wsload, nor kernel threads); large
+# "other%" values mean noisy throughput numbers. The idle-memory baseline is
+# read after the echo runs, i.e. from a warmed-up server.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +35,7 @@ ROOT=$(dirname "$BENCH_DIR")
 WSLOAD=${WSLOAD:-/tmp/wsload}
 WSLOAD_SRC=${WSLOAD_SRC:-/work/shared/tools/wsload.c}
 WSGATE_BIN=${WSGATE_BIN:-$ROOT/.build/release/wsgate}
+WSGATE_HOST=${WSGATE_HOST-127.0.0.1}
 NGINX_BIN=${NGINX_BIN:-nginx}
 NGINX_CONF=$BENCH_DIR/nginx/nginx.conf
 
@@ -42,6 +51,10 @@ SETTLE_SECS=2
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 
+CLK_TCK=$(getconf CLK_TCK)
+QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-60}
+QUIET_BUSY_PCT=${QUIET_BUSY_PCT:-15}
+
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -52,7 +65,6 @@ case "$TARGET" in
   wsgate) SERVERS=(wsgate) ;;
   nginx) SERVERS=(nginx) ;;
   all) SERVERS=(wsgate nginx) ;;
-  -h|--help) usage ;;
   *) usage ;;
 esac
 [[ $# -le 1 ]] || usage
@@ -63,7 +75,7 @@ chmod 755 "$TMP_ROOT"          # nginx workers run as an unprivileged user
 SERVER_PID=""                  # process we started (nginx master / wsgate)
 SERVER_NAME=""
 SERVER_LOG=""
-LOAD_PID=""                    # background wsload (idle test)
+LOAD_PID=""                    # wsload running in the background
 FAILED=0
 declare -a JSON_LINES=()
 
@@ -94,16 +106,50 @@ cpu_ticks() {
   done
   echo "$total"
 }
-CLK_TCK=$(getconf CLK_TCK)
 
-# Percentage of all CPUs busy over one second (to warn about a noisy machine).
-machine_busy_pct() {
-  local a b
-  a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN {
-    n = split(a, x, " "); split(b, y, " ");
-    for (i = 2; i <= n; i++) { d = y[i] - x[i]; tot += d; if (i == 5 || i == 6) idle += d }
-    printf "%d", (tot > 0 ? 100 * (tot - idle) / tot + 0.5 : 0) }'
+# Non-idle clock ticks of the whole machine (user nice system irq softirq steal).
+busy_ticks() { awk '/^cpu / { printf "%d", $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# Snapshot "pid ppid own_ticks reaped_children_ticks" of every process.
+proc_snapshot() {
+  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ");
+    print pid, f[2], f[12] + f[13], f[14] + f[15] }' >"$1"
+}
+
+# CPU (% of one core) used between two snapshots by processes other than the
+# excluded pids, this script (whose reaped children include wsload) and kernel
+# threads: i.e. by other workloads sharing the machine. Short-lived processes
+# are counted through their parent's reaped-children time (their whole
+# lifetime, so this is an estimate that can overshoot; capped at all CPUs).
+foreign_pct() {
+  local s0=$1 s1=$2 secs=$3; shift 3
+  awk -v hz="$CLK_TCK" -v secs="$secs" -v ncpu="$(nproc)" -v ex="$* $$" '
+    BEGIN { n = split(ex, e, " "); for (i = 1; i <= n; i++) skip[e[i]] = 1 }
+    FNR == NR { own[$1] = $3; kids[$1] = $4; next }
+    {
+      if (($1 in skip) || $1 == 2 || $2 == 2) next
+      if ($1 in own) t += ($3 - own[$1]) + ($4 - kids[$1]); else t += $3 + $4
+    }
+    END { v = 100 * t / hz / secs; if (v > 100 * ncpu) v = 100 * ncpu
+          printf "%d", (v < 0 ? 0 : v + 0.5) }' "$s0" "$s1"
+}
+
+# Wait (up to QUIET_WAIT_SECS) for a one-second window in which the machine is
+# less than QUIET_BUSY_PCT busy, so that other workloads on a shared box do not
+# distort the throughput figures. Sets QUIET_BUSY to the last sample.
+QUIET_BUSY=0
+wait_quiet() {
+  local waited=0 a b
+  while :; do
+    a=$(busy_ticks); sleep 1; b=$(busy_ticks)
+    QUIET_BUSY=$(( 100 * (b - a) / (CLK_TCK * $(nproc)) ))
+    (( QUIET_BUSY < QUIET_BUSY_PCT )) && return 0
+    (( waited >= QUIET_WAIT_SECS )) && break
+    (( waited == 0 )) && log "machine is ${QUIET_BUSY}% busy; waiting up to ${QUIET_WAIT_SECS}s for it to calm down"
+    waited=$(( waited + 1 ))
+  done
+  log "WARNING: machine still ${QUIET_BUSY}% busy; throughput figures will be noisy"
 }
 
 sum_rss() {
@@ -165,6 +211,8 @@ trap 'exit 143' TERM
 # ------------------------------------------------------------- helpers ----
 # Extract a numeric field from wsload's one-line JSON.
 jnum() { sed -n "s/.*\"$1\":\\(-\\{0,1\\}[0-9.]*\\).*/\\1/p" <<<"$2"; }
+# Same, but "null" when missing (for the JSON summary).
+jval() { local v; v=$(jnum "$1" "$2"); echo "${v:-null}"; }
 
 free_port() {
   # Below the ephemeral range so wsload's own sockets cannot collide with it.
@@ -201,16 +249,43 @@ check_result() {
   return 0
 }
 
-run_wsload() { taskset -c "$LOAD_CPU" "$WSLOAD" "$@"; }
+# Start wsload pinned to LOAD_CPU in the background (a plain command, so
+# LOAD_PID is wsload itself), stdout to $1.
+start_wsload() {
+  local out=$1; shift
+  taskset -c "$LOAD_CPU" "$WSLOAD" "$@" >"$out" 2>"$out.err" &
+  LOAD_PID=$!
+}
+
+# Wait for the background wsload; `wait` (unlike a foreground command) lets
+# the INT/TERM traps run at once, and cleanup then stops wsload too.
+wait_wsload() {
+  local rc=0
+  wait "$LOAD_PID" || rc=$?
+  LOAD_PID=""
+  (( rc == 0 )) || log "WARNING: wsload exited with status $rc: $(cat "$1.err" 2>/dev/null)"
+}
+
+# Run wsload to completion and print its JSON result line.
+run_wsload() {
+  local out=$TMP_ROOT/wsload.out
+  start_wsload "$out" "$@"
+  wait_wsload "$out"
+  grep '^{' "$out" | tail -n 1 || true
+}
 
 # --------------------------------------------------------------- servers ----
 start_wsgate() {
   local dir=$1 port=$2
   printf '%s\n' '{"rateLimit": {"messagesPerSecond": 0}}' >"$dir/wsgate.json"
   SERVER_LOG=$dir/wsgate.log
+  # Bind to loopback like nginx does (wsgate's default host is 0.0.0.0);
+  # WSGATE_HOST= (empty) omits the flag.
+  local -a host_arg=()
+  [[ -n $WSGATE_HOST ]] && host_arg=(--host "$WSGATE_HOST")
   # Run from the temp dir so nothing the server might write lands in the repo.
   (cd "$dir" && exec taskset -c "$SERVER_CPU" "$WSGATE_BIN" --config "$dir/wsgate.json" \
-       --workers 1 --port "$port" --endpoints "$ROOT/Endpoints") >"$SERVER_LOG" 2>&1 &
+       --workers 1 --port "$port" --endpoints "$ROOT/Endpoints" "${host_arg[@]}") >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
 }
 
@@ -233,12 +308,6 @@ bench_server() {
   url="ws://127.0.0.1:$port/echo"
   SERVER_NAME=$name
 
-  local busy
-  busy=$(machine_busy_pct)
-  if (( busy > 10 )); then
-    log "WARNING: machine is already ${busy}% busy before starting $name; throughput figures will be noisy"
-  fi
-
   log "starting $name on 127.0.0.1:$port (cpu $SERVER_CPU)"
   "start_$name" "$dir" "$port"
   wait_ready "$port"
@@ -254,28 +323,40 @@ bench_server() {
   # ---- (a) echo throughput
   log "$name: warm-up ${WARMUP_SECS}s"
   local warm
-  warm=$(run_wsload -m echo -c "$ECHO_CONNS" -s "$ECHO_SIZE" -p 1 -d "$WARMUP_SECS" "$url" | tail -n 1)
+  run_wsload -m echo -c "$ECHO_CONNS" -s "$ECHO_SIZE" -p 1 -d "$WARMUP_SECS" "$url" >"$dir/warm.json"
+  warm=$(cat "$dir/warm.json")
   check_result "warm-up" "$warm" "$ECHO_CONNS" || true
 
-  local d res echo_json="" cpu_json="" echo_rows="" c0 c1 t0 t1 pct srv_pids
+  local d res echo_json="" cpu_json="" other_json="" echo_rows="" srv_pids
+  local c0 c1 t0 t1 pct other
   for d in $ECHO_DEPTHS; do
+    wait_quiet
     log "$name: echo -c $ECHO_CONNS -s $ECHO_SIZE -p $d -d $ECHO_SECS"
     srv_pids="$SERVER_PID $(descendants "$SERVER_PID" | tr '\n' ' ')"
+    proc_snapshot "$TMP_ROOT/snap0"
     # shellcheck disable=SC2086
-    c0=$(cpu_ticks $srv_pids); t0=$(date +%s.%N)
-    res=$(run_wsload -m echo -c "$ECHO_CONNS" -s "$ECHO_SIZE" -p "$d" -d "$ECHO_SECS" "$url" | tail -n 1)
+    c0=$(cpu_ticks $srv_pids)
+    t0=$(date +%s.%N)
+    run_wsload -m echo -c "$ECHO_CONNS" -s "$ECHO_SIZE" -p "$d" -d "$ECHO_SECS" "$url" >"$dir/echo-p$d.json"
+    res=$(cat "$dir/echo-p$d.json")
     # shellcheck disable=SC2086
-    c1=$(cpu_ticks $srv_pids); t1=$(date +%s.%N)
-    # Server CPU use over the whole wsload run (connect + measure + 0.5 s drain).
+    c1=$(cpu_ticks $srv_pids)
+    t1=$(date +%s.%N)
+    proc_snapshot "$TMP_ROOT/snap1"
+    # CPU use (in % of one core) over the whole wsload run (connect + measure
+    # + 0.5 s drain): the server's, and that of unrelated processes.
     pct=$(awk -v c="$(( c1 - c0 ))" -v hz="$CLK_TCK" -v a="$t0" -v b="$t1" 'BEGIN { printf "%d", 100 * c / hz / (b - a) + 0.5 }')
+    # shellcheck disable=SC2086
+    other=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" $srv_pids)
     log "  $res"
     local ok=ok
     check_result "echo -p $d" "$res" "$ECHO_CONNS" || ok=FAIL
-    echo_json+="${echo_json:+,}\"p$d\":$(jnum msgs_per_s "$res")"
+    echo_json+="${echo_json:+,}\"p$d\":$(jval msgs_per_s "$res")"
     cpu_json+="${cpu_json:+,}\"p$d\":$pct"
-    echo_rows+=$(printf '  %-22s %12s %9s %9s %9s %9s %7s %s' "echo -p $d" \
+    other_json+="${other_json:+,}\"p$d\":$other"
+    echo_rows+=$(printf '  %-22s %12s %9s %9s %9s %9s %9s %7s %s' "echo -p $d" \
       "$(jnum msgs_per_s "$res")" "$(jnum p50_us "$res")" "$(jnum p99_us "$res")" \
-      "$(jnum p999_us "$res")" "$pct" "$(jnum errors "$res")" "$ok")$'\n'
+      "$(jnum p999_us "$res")" "$pct" "$other" "$(jnum errors "$res")" "$ok")$'\n'
   done
 
   # ---- (b) idle-connection memory
@@ -288,9 +369,7 @@ bench_server() {
   [[ -n $kids ]] && base_main=$(sum_rss $kids) || base_main=$(rss_kib "$SERVER_PID")
 
   log "$name: opening $IDLE_CONNS idle connections over $IDLE_SRCS source addresses"
-  run_wsload -m idle -c "$IDLE_CONNS" -S "$IDLE_SRCS" -d "$IDLE_HOLD_SECS" "$url" \
-      >"$dir/idle.out" 2>"$dir/idle.err" &
-  LOAD_PID=$!
+  start_wsload "$dir/idle.out" -m idle -c "$IDLE_CONNS" -S "$IDLE_SRCS" -d "$IDLE_HOLD_SECS" "$url"
   local ready=""
   for _ in $(seq 1 1500); do
     ready=$(sed -n 's/^READY \([0-9]*\)$/\1/p' "$dir/idle.out")
@@ -298,7 +377,7 @@ bench_server() {
     alive "$LOAD_PID" || break
     sleep 0.1
   done
-  [[ -n $ready ]] || die "wsload idle never reported READY: $(cat "$dir/idle.err" "$dir/idle.out")"
+  [[ -n $ready ]] || die "wsload idle never reported READY: $(cat "$dir/idle.out.err" "$dir/idle.out")"
   sleep "$SETTLE_SECS"
   alive "$SERVER_PID" || die "$name died while holding idle connections"
   kids=$(descendants "$SERVER_PID")
@@ -307,8 +386,7 @@ bench_server() {
   idle_total=$(sum_rss "$SERVER_PID" $kids)
   # shellcheck disable=SC2086
   [[ -n $kids ]] && idle_main=$(sum_rss $kids) || idle_main=$(rss_kib "$SERVER_PID")
-  wait "$LOAD_PID" || true
-  LOAD_PID=""
+  wait_wsload "$dir/idle.out"
   local idle_res
   idle_res=$(grep '^{' "$dir/idle.out" | tail -n 1)
   log "  READY $ready; $idle_res"
@@ -327,7 +405,7 @@ bench_server() {
   {
     echo
     echo "== $name  (server cpu $SERVER_CPU, load cpu $LOAD_CPU, $ECHO_CONNS conns x $ECHO_SIZE B, ${ECHO_SECS}s)"
-    printf '  %-22s %12s %9s %9s %9s %9s %7s %s\n' test "msgs/s" "p50 us" "p99 us" "p99.9 us" "srv cpu%" errors check
+    printf '  %-22s %12s %9s %9s %9s %9s %9s %7s %s\n' test "msgs/s" "p50 us" "p99 us" "p99.9 us" "srv cpu%" "other%" errors check
     printf '%s' "$echo_rows"
     printf '  %-22s %12s %12s %14s %s\n' "memory (RSS)" "base KiB" "10k idle KiB" "B per idle conn" check
     local label="total"; [[ $has_kids == 1 ]] && label="master+worker"
@@ -339,7 +417,7 @@ bench_server() {
 
   local extra=""
   [[ $has_kids == 1 ]] && extra=",\"worker_rss_base_kib\":$base_main,\"worker_rss_10k_kib\":$idle_main,\"worker_bytes_per_idle_conn\":$per_conn_main"
-  JSON_LINES+=("{\"server\":\"$name\",\"echo_msgs_per_s\":{$echo_json},\"echo_conns\":$ECHO_CONNS,\"echo_size\":$ECHO_SIZE,\"echo_secs\":$ECHO_SECS,\"echo_server_cpu_pct\":{$cpu_json},\"machine_busy_pct_before\":$busy,\"rss_start_kib\":$rss_start,\"rss_base_kib\":$base_total,\"rss_10k_kib\":$idle_total,\"bytes_per_idle_conn\":$per_conn,\"idle_open\":$open$extra}")
+  JSON_LINES+=("{\"server\":\"$name\",\"echo_msgs_per_s\":{$echo_json},\"echo_conns\":$ECHO_CONNS,\"echo_size\":$ECHO_SIZE,\"echo_secs\":$ECHO_SECS,\"echo_server_cpu_pct\":{$cpu_json},\"echo_other_cpu_pct\":{$other_json},\"rss_start_kib\":$rss_start,\"rss_base_kib\":$base_total,\"rss_10k_kib\":$idle_total,\"bytes_per_idle_conn\":$per_conn,\"idle_open\":$open$extra}")
 }
 
 # ---------------------------------------------------------------- main ----

@@ -10,8 +10,11 @@ final class Connection: IOHandler {
         case open
         /// We sent a close frame and wait for the peer's.
         case closing
-        /// The connection failed: our last bytes are flushed, then the socket is closed.
+        /// Our last bytes are being flushed; then the write half is shut.
         case finishing
+        /// Write half shut: input is read and discarded until the peer's EOF, so our last frame is not
+        /// lost to a reset caused by unread data.
+        case draining
         case closed
     }
 
@@ -43,7 +46,7 @@ final class Connection: IOHandler {
     init(fd: Int32, worker: Worker, now: UInt64) {
         self.fd = fd
         self.worker = worker
-        bucket = TokenBucket(burst: worker.config.burst, now: now)
+        bucket = TokenBucket(now: now)
     }
 
     var socketId: String { info?.socketId ?? "-" }
@@ -135,7 +138,7 @@ final class Connection: IOHandler {
             return end + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[end...]))
         case .open, .closing:
             return processFrames(bytes)
-        case .finishing, .closed:
+        case .finishing, .draining, .closed:
             return bytes.count
         }
     }
@@ -277,7 +280,7 @@ extension Connection {
         case .closing:
             state = .finishing
             scheduleFlush()
-        case .handshake, .finishing, .closed:
+        case .handshake, .finishing, .draining, .closed:
             break
         }
     }
@@ -348,7 +351,20 @@ extension Connection {
         }
         output.clear(keepingUpTo: 4096)
         setWantsWrite(false)
-        if state == .finishing { closeSocket() }
+        if state == .finishing { linger() }
+    }
+
+    private func linger() {
+        state = .draining
+        Socket.shutdownWrite(fd)
+        if readPaused {
+            readPaused = false
+            updateInterest()
+        }
+        worker.loop.schedule(after: 2_000_000_000) { [weak self] in
+            guard let self, self.state == .draining else { return }
+            self.closeSocket()
+        }
     }
 
     private func setWantsWrite(_ wants: Bool) {

@@ -81,7 +81,9 @@ public struct Router {
     /// The file name of the optional catch-all event handler in the endpoints folder.
     public static let eventHandlerFile = "_websocket_info.lua"
 
-    /// Every `.lua` file below `folder` whose name does not start with "_", as routes, sorted by file.
+    /// Every `.lua` file below `folder` as a route, sorted by file, except where the file or a folder
+    /// on its path starts with "_" (shared code and the event handler live there) or "." (hidden, such
+    /// as the timestamped folders of a Kubernetes ConfigMap mount; symlinks to files are followed).
     public static func discover(in folder: String) throws(ConfigError) -> [Route] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
@@ -91,8 +93,12 @@ public struct Router {
         }
         var files: [String] = []
         while let relative = enumerator.nextObject() as? String {
-            let name = (relative as NSString).lastPathComponent
-            if name.hasSuffix(".lua") && !name.hasPrefix("_") { files.append(relative) }
+            var isFolder: ObjCBool = false
+            guard relative.hasSuffix(".lua"),
+                  !relative.split(separator: "/").contains(where: { $0.hasPrefix("_") || $0.hasPrefix(".") }),
+                  FileManager.default.fileExists(atPath: folder + "/" + relative, isDirectory: &isFolder),
+                  !isFolder.boolValue else { continue }
+            files.append(relative)
         }
         return files.sorted().map { Route(file: $0) }
     }

@@ -1,34 +1,30 @@
-/// A per-connection token bucket: `rate` tokens a second, holding at most `burst`.
-/// Time is monotonic nanoseconds supplied by the caller, so the bucket itself never reads a clock.
+/// A per-connection token bucket, kept as a theoretical arrival time (GCRA) in whole nanoseconds so
+/// the rate is exact however the takes are spaced. Time is monotonic nanoseconds from the caller.
 public struct TokenBucket {
-    private var tokens: Double
-    private var last: UInt64
+    /// When the bucket would be full again if nothing more were taken.
+    private var fullAt: UInt64
 
-    public init(burst: Int, now: UInt64) {
-        tokens = Double(burst)
-        last = now
+    public init(now: UInt64) {
+        fullAt = now
     }
 
-    private mutating func refill(now: UInt64, rate: Double, burst: Int) {
-        if now > last {
-            tokens = min(Double(max(burst, 1)), tokens + Double(now - last) * rate / 1e9)
-        }
-        last = now
-    }
+    @inline(__always)
+    private static func interval(_ rate: Double) -> UInt64 { UInt64((1e9 / rate).rounded()) }
 
-    /// Takes one token if one is available.
+    /// Takes one token if one is available: at most `burst` at once, refilled at `rate` a second.
     public mutating func take(now: UInt64, rate: Double, burst: Int) -> Bool {
-        refill(now: now, rate: rate, burst: burst)
-        if tokens >= 1 {
-            tokens -= 1
-            return true
-        }
-        return false
+        let interval = TokenBucket.interval(rate)
+        let start = max(fullAt, now)
+        guard start - now <= interval * UInt64(max(burst, 1) - 1) else { return false }
+        fullAt = start + interval
+        return true
     }
 
     /// Nanoseconds until a token is due (0 when one is available now).
-    public mutating func nanosUntilToken(now: UInt64, rate: Double, burst: Int) -> UInt64 {
-        refill(now: now, rate: rate, burst: burst)
-        return tokens >= 1 ? 0 : UInt64(((1 - tokens) * 1e9 / rate).rounded(.up))
+    public func nanosUntilToken(now: UInt64, rate: Double, burst: Int) -> UInt64 {
+        let interval = TokenBucket.interval(rate)
+        let tolerance = interval * UInt64(max(burst, 1) - 1)
+        let available = fullAt > tolerance ? fullAt - tolerance : 0
+        return available > now ? available - now : 0
     }
 }

@@ -95,11 +95,14 @@ final class Worker {
         }
     }
 
+    /// Flushes until no connection has output left: a flush can close a socket, whose close script
+    /// may queue output for others.
     private func flushAll() {
-        guard !flushList.isEmpty else { return }
-        let list = flushList
-        flushList.removeAll(keepingCapacity: true)
-        for connection in list where connection.state != .closed { connection.flush() }
+        while !flushList.isEmpty {
+            let list = flushList
+            flushList.removeAll(keepingCapacity: true)
+            for connection in list where connection.state != .closed { connection.flush() }
+        }
     }
 
     // MARK: HTTP

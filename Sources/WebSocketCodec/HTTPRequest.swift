@@ -32,7 +32,8 @@ public struct HTTPRequestHead {
 
     /// Whether a comma-separated header contains `token` (case-insensitive).
     public func headerContainsToken(_ name: String, _ token: String) -> Bool {
-        headers.contains { header in
+        let token = token.lowercased()
+        return headers.contains { header in
             header.name == name && header.value.split(separator: ",").contains {
                 $0.trimmingSpaces().lowercased() == token
             }

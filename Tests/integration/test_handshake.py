@@ -16,30 +16,26 @@ if websocketInfo.type == "data" then websocketInfo.send(websocketInfo.message) e
     "chat/{room}.lua": """
 if websocketInfo.type == "open" then websocketInfo.send("room:" .. websocketInfo.parameters.room) end
 """,
-    "a/{x}.lua": """
-if websocketInfo.type == "open" then websocketInfo.send("x:" .. websocketInfo.parameters.x) end
-""",
-    "a/b.lua": """
-if websocketInfo.type == "open" then websocketInfo.send("b") end
-""",
-    # More static/parameter pairs, so that precedence cannot come from the
-    # order in which files are listed or sorted ("~" sorts after "{").
-    "m/{x}.lua": """
-if websocketInfo.type == "open" then websocketInfo.send("x:" .. websocketInfo.parameters.x) end
-""",
-    "m/mid.lua": """
-if websocketInfo.type == "open" then websocketInfo.send("mid") end
-""",
-    "s/~static.lua": """
-if websocketInfo.type == "open" then websocketInfo.send("~static") end
-""",
-    "s/{x}.lua": """
-if websocketInfo.type == "open" then websocketInfo.send("x:" .. websocketInfo.parameters.x) end
-""",
     "_private.lua": """
 if websocketInfo.type == "open" then websocketInfo.send("private") end
 """,
 }
+
+# Folders holding a parameter script and a static script side by side. Several
+# pairs with different names, so that precedence cannot come from the order in
+# which a file system happens to list them or from sorting them ("~" sorts
+# after "{", "0" before). Each parameter script answers "<param>:<value>".
+STATIC_PAIRS = [
+    ("a", "x", "b"), ("m", "id", "mid"), ("s", "name", "~static"),
+    ("z", "k", "zeta"), ("n", "slot", "0"), ("q", "item", "alpha"),
+]
+for _folder, _param, _static in STATIC_PAIRS:
+    ROUTES[f"{_folder}/{{{_param}}}.lua"] = f"""
+if websocketInfo.type == "open" then websocketInfo.send("{_param}:" .. websocketInfo.parameters["{_param}"]) end
+"""
+    ROUTES[f"{_folder}/{_static}.lua"] = f"""
+if websocketInfo.type == "open" then websocketInfo.send("{_static}") end
+"""
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +71,10 @@ def test_path_parameter_route(server):
     assert run(first_message(server.url("/chat/lobby"))) == "room:lobby"
 
 
-@pytest.mark.parametrize("folder, static", [("a", "b"), ("m", "mid"), ("s", "~static")])
-def test_static_segment_beats_parameter(server, folder, static):
+@pytest.mark.parametrize("folder, param, static", STATIC_PAIRS)
+def test_static_segment_beats_parameter(server, folder, param, static):
     assert run(first_message(server.url(f"/{folder}/{static}"))) == static
-    assert run(first_message(server.url(f"/{folder}/other"))) == "x:other"
+    assert run(first_message(server.url(f"/{folder}/other"))) == f"{param}:other"
 
 
 def test_underscore_file_is_not_a_route(server):

@@ -251,6 +251,15 @@ def test_send_and_close_on_close_event_return_error_objects(server):
         assert {"status", "error", "type"} <= set(result), f"{key}: {result!r}"
 
 
+def test_close_event_reaches_a_socket_on_the_same_worker(wsgate):
+    # With one worker both sockets always share an event loop, so a send made
+    # from the close event has to be flushed by the same loop that ran it.
+    server = wsgate({"info.lua": INFO}, {"rateLimit": {"messagesPerSecond": 0}}, workers=1)
+    closing_id, report = close_event_report(server)
+    assert report["t"] == "close"
+    assert report["id"] == closing_id
+
+
 # --- environment, send, close ------------------------------------------------
 
 

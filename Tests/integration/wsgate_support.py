@@ -246,7 +246,10 @@ def connect(url: str, **kwargs):
 
 
 async def recv(ws, timeout: float = STEP_TIMEOUT):
-    return await asyncio.wait_for(ws.recv(), timeout)
+    try:
+        return await asyncio.wait_for(ws.recv(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"no message arrived within {timeout}s") from None
 
 
 async def recv_json(ws, timeout: float = STEP_TIMEOUT):
