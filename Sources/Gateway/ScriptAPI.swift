@@ -47,10 +47,6 @@ enum ScriptAPI {
 
     // MARK: websocketInfo
 
-    /// The fields of websocketInfo that never change for a socket, built once at open and copied
-    /// into each event's table.
-    static let constantFields = ["uri", "route", "socket_id", "headers", "parameters"]
-
     static func makeConstantFields(_ L: OpaquePointer, _ info: ConnectionInfo) -> Int32 {
         lua_createtable(L, 0, 5)
         pushInfoFields(L, info)
@@ -82,13 +78,25 @@ enum ScriptAPI {
 
     static func pushWebsocketInfo(_ L: OpaquePointer, worker: Worker, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
         lua_createtable(L, 0, 11)
+        // The fields that never change for a socket were built once at open; copy them over.
+        // Literal names throughout: a String variable would be converted to a C string per call.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(connection.luaFieldsRef))
-        for name in constantFields {
-            lua_getfield(L, -1, name)
-            lua_setfield(L, -3, name)
-        }
+        lua_getfield(L, -1, "uri")
+        lua_setfield(L, -3, "uri")
+        lua_getfield(L, -1, "route")
+        lua_setfield(L, -3, "route")
+        lua_getfield(L, -1, "socket_id")
+        lua_setfield(L, -3, "socket_id")
+        lua_getfield(L, -1, "headers")
+        lua_setfield(L, -3, "headers")
+        lua_getfield(L, -1, "parameters")
+        lua_setfield(L, -3, "parameters")
         lua_pop(L, 1)
-        lua_pushswift(L, event.name)
+        switch event {
+        case .open: lua_pushstring(L, "open")
+        case .data: lua_pushstring(L, "data")
+        case .close: lua_pushstring(L, "close")
+        }
         lua_setfield(L, -2, "type")
         lua_pushinteger(L, lua_Integer(EventLoop.wallMillis()))
         lua_setfield(L, -2, "timestamp")
@@ -103,7 +111,7 @@ enum ScriptAPI {
                 lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
             }
             lua_setfield(L, -2, "message")
-            lua_pushswift(L, binary ? "data-binary" : "data-text")
+            lua_pushstring(L, binary ? "data-binary" : "data-text")
             lua_setfield(L, -2, "message_type")
         }
         lua_pushcfunction(L, infoSend)
@@ -198,17 +206,24 @@ enum ScriptAPI {
         return nil
     }
 
-    /// Sends the message at `index` as text: a string as is, a table as JSON.
-    private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, to socketId: String) -> Failure? {
+    /// Sends the message at `index` as text on a connection of this worker: a string as is, a table as JSON.
+    private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, on connection: Connection) -> Failure? {
+        func sendValid(_ bytes: UnsafeRawBufferPointer) -> Failure? {
+            guard UTF8Validator.isValid(bytes) else {
+                return .badRequest("message is not valid UTF-8; send it with Websocket.send and type \"data-binary\" as base64")
+            }
+            connection.sendFrame(.text, bytes)
+            return nil
+        }
         switch lua_type(L, index) {
         case LUA_TSTRING:
-            return send(from: worker, to: socketId, .text(lua_bytes(L, index)!))
+            return sendValid(lua_bytes(L, index)!)
         case LUA_TTABLE:
             worker.jsonScratch.removeAll(keepingCapacity: true)
             if let error = JSONBridge.encode(L, index: index, into: &worker.jsonScratch) {
                 return .badRequest("message cannot be encoded as JSON: \(error)")
             }
-            return worker.jsonScratch.withUnsafeBytes { send(from: worker, to: socketId, .text($0)) }
+            return worker.jsonScratch.withUnsafeBytes { sendValid($0) }
         default:
             return .badRequest("message must be a string or a table, not \(String(cString: luaL_typename(L, index)))")
         }
@@ -219,11 +234,10 @@ enum ScriptAPI {
     private static let infoSend: lua_CFunction = { L in
         let L = L!
         let worker = worker(L)
-        guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open,
-              let socketId = connection.info?.socketId else {
+        guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
             return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
         }
-        if let failure = sendText(L, worker, 1, to: socketId) { return push(L, failure) }
+        if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
         return 0
     }
 

@@ -51,6 +51,9 @@ public final class LuaState {
         guard let state = luaL_newstate() else { fatalError("cannot create a Lua state") }
         L = state
         luaL_openlibs(L)
+        // Every event makes a few short-lived tables: the generational collector suits that best.
+        // (lua_gc is variadic and does not import, so ask through Lua itself.)
+        if luaL_loadstring(L, "collectgarbage('generational')") == LUA_OK { _ = lua_pcall(L, 0, 0, 0) }
         // The base environment is the standard globals minus what a sandboxed script must not reach.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(LUA_RIDX_GLOBALS))
         for name in ["io", "package", "require", "debug", "dofile", "loadfile"] {
