@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -113,9 +115,33 @@ int cs_block_signals(void) {
     return pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-int cs_wait_signal(void) {
+int cs_signalfd(void) {
     sigset_t set = handled_signals();
-    int sig = 0;
-    if (sigwait(&set, &sig) != 0) return -1;
-    return sig;
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int cs_read_signal(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof info);
+    return n == (ssize_t)sizeof info ? (int)info.ssi_signo : 0;
+}
+
+int cs_inotify_init(void) { return inotify_init1(IN_NONBLOCK | IN_CLOEXEC); }
+
+int cs_inotify_watch_folder(int fd, const char *path) {
+    return inotify_add_watch(fd, path, IN_CREATE | IN_DELETE | IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF);
+}
+
+int cs_inotify_drain(int fd) {
+    char buffer[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+    int events = 0;
+    for (;;) {
+        ssize_t n = read(fd, buffer, sizeof buffer);
+        if (n <= 0) return (n < 0 && errno != EAGAIN) ? -1 : events;
+        for (char *p = buffer; p < buffer + n;) {
+            struct inotify_event *event = (struct inotify_event *)p;
+            events++;
+            p += sizeof *event + event->len;
+        }
+    }
 }

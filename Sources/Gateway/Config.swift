@@ -20,8 +20,27 @@ public struct GatewayConfig: Equatable {
     public var messagesPerSecond = 5.0
     public var burst = 5
     public var onExceed = RateLimitAction.throttle
+    public var maxConnections = 100_000
+    public var handshakeTimeoutMs = 10_000
+    /// 0 turns pings off.
+    public var pingIntervalMs = 30_000
+    /// 0 turns the idle timeout off.
+    public var idleTimeoutMs = 120_000
+    public var sendQueueBytes = 4 << 20
+    /// Regular expressions an upgrade's Origin must match (any one); empty allows every origin.
+    public var approvedSocketDomains: [String] = []
+    public var subprotocols: [String] = []
+    public var scriptTimeoutMs = 1000
+    public var scriptMemoryBytes = 64 << 20
+    public var shutdownTimeoutMs = 10_000
 
     public init() {}
+
+    /// The keys that only take effect at start-up, with their values, to report on a reload.
+    var restartOnlySettings: [(key: String, value: String)] {
+        [("host", host), ("port", "\(port)"), ("endpoints", endpoints), ("workers", "\(workers)"),
+         ("scripts.memoryBytes", "\(scriptMemoryBytes)")]
+    }
 
     public var effectiveWorkers: Int {
         workers > 0 ? workers : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
@@ -102,6 +121,11 @@ extension GatewayConfig {
                     switch key {
                     case "maxMessageBytes": config.maxMessageBytes = try r.int(value, "limits." + key, 1...(1 << 30))
                     case "maxRequestHeaderBytes": config.maxRequestHeaderBytes = try r.int(value, "limits." + key, 256...(1 << 20))
+                    case "maxConnections": config.maxConnections = try r.int(value, "limits." + key, 1...10_000_000)
+                    case "handshakeTimeoutMs": config.handshakeTimeoutMs = try r.int(value, "limits." + key, 1...3_600_000)
+                    case "pingIntervalMs": config.pingIntervalMs = try r.int(value, "limits." + key, 0...86_400_000)
+                    case "idleTimeoutMs": config.idleTimeoutMs = try r.int(value, "limits." + key, 0...86_400_000)
+                    case "sendQueueBytes": config.sendQueueBytes = try r.int(value, "limits." + key, 1024...(1 << 34))
                     default: throw r.unknown("limits." + key)
                     }
                 }
@@ -119,6 +143,27 @@ extension GatewayConfig {
                     default: throw r.unknown("rateLimit." + key)
                     }
                 }
+            case "websocket":
+                try r.object(value, prefix: "websocket.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "approvedSocketDomains":
+                        config.approvedSocketDomains = try r.strings(value, "websocket." + key)
+                        for (i, pattern) in config.approvedSocketDomains.enumerated() where OriginPolicy.compile(pattern) == nil {
+                            throw r.error("websocket.\(key)[\(i)]", "is not a valid regular expression: \(pattern)")
+                        }
+                    case "subprotocols": config.subprotocols = try r.strings(value, "websocket." + key)
+                    default: throw r.unknown("websocket." + key)
+                    }
+                }
+            case "scripts":
+                try r.object(value, prefix: "scripts.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "timeoutMs": config.scriptTimeoutMs = try r.int(value, "scripts." + key, 0...3_600_000)
+                    case "memoryBytes": config.scriptMemoryBytes = try r.int(value, "scripts." + key, 0...(1 << 40))
+                    default: throw r.unknown("scripts." + key)
+                    }
+                }
+            case "shutdownTimeoutMs": config.shutdownTimeoutMs = try r.int(value, key, 0...3_600_000)
             default: throw r.unknown(key)
             }
         }
@@ -148,6 +193,16 @@ private struct Reader {
     func string(_ value: JSONValue, _ key: String) throws(ConfigError) -> String {
         guard case .string(let s) = value else { throw error(key, "must be a string, not \(value.typeName)") }
         return s
+    }
+
+    func strings(_ value: JSONValue, _ key: String) throws(ConfigError) -> [String] {
+        guard case .array(let items) = value else { throw error(key, "must be an array of strings, not \(value.typeName)") }
+        var result: [String] = []
+        for (i, item) in items.enumerated() {
+            guard case .string(let s) = item else { throw error("\(key)[\(i)]", "must be a string, not \(item.typeName)") }
+            result.append(s)
+        }
+        return result
     }
 
     func int(_ value: JSONValue, _ key: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {

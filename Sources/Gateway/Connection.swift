@@ -29,16 +29,21 @@ final class Connection: IOHandler {
     /// The fragments of the message being assembled.
     var fragments = ByteBuffer()
     var fragmentOpcode: Opcode?
+    var fragmentCount = 0
     var fragmentUTF8 = UTF8Validator()
     /// The rest of a message is being discarded because the rate limit dropped its first frame.
     var droppingMessage = false
     var droppedMessages = 0
 
     var info: ConnectionInfo?
-    var routeIndex = -1
+    /// The endpoint script (or event handler) this socket's events run.
+    var script: EndpointScript?
     /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
     var luaFieldsRef: Int32 = 0
     var bucket: TokenBucket
+    /// Monotonic times of the last bytes received and of our last ping, for pings and idle timeouts.
+    var lastReceived: UInt64 = 0
+    var lastPing: UInt64 = 0
     var readPaused = false
     var wantsWrite = false
     var inFlushList = false
@@ -74,6 +79,7 @@ final class Connection: IOHandler {
             let scratch = worker.readBuffer
             result = Socket.read(fd, into: scratch.baseAddress!, count: scratch.count)
             if case .bytes(let n) = result {
+                lastReceived = worker.loop.now
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
                 let used = process(bytes)
                 if used < n && state != .closed {
@@ -86,6 +92,7 @@ final class Connection: IOHandler {
             let p = input.reserveWritable(room)
             result = Socket.read(fd, into: p, count: room)
             if case .bytes(let n) = result {
+                lastReceived = worker.loop.now
                 input.didWrite(n)
                 processInput()
                 return
@@ -229,6 +236,7 @@ final class Connection: IOHandler {
                 worker.dispatchData(self, UnsafeRawBufferPointer(payload), binary: header.opcode == .binary)
             } else {
                 fragmentOpcode = header.opcode
+                fragmentCount = 0
                 fragmentUTF8 = UTF8Validator()
                 appendFragment(payload)
             }
@@ -246,14 +254,20 @@ final class Connection: IOHandler {
             }
             worker.dispatchData(self, UnsafeRawBufferPointer(fragments.readable), binary: opcode == .binary)
             fragmentOpcode = nil
+            fragmentCount = 0
             fragments.clear(keepingUpTo: 0)
         }
     }
 }
 
 extension Connection {
+    /// Each fragment also costs this much of limits.maxMessageBytes, so a message of endless empty
+    /// fragments is bounded too.
+    static let fragmentOverhead = 8
+
     private func appendFragment(_ payload: UnsafeMutableRawBufferPointer) {
-        if fragments.count + payload.count > worker.config.maxMessageBytes {
+        fragmentCount += 1
+        if fragments.count + payload.count + fragmentCount * Connection.fragmentOverhead > worker.config.maxMessageBytes {
             fail(.messageTooBig, "message over \(worker.config.maxMessageBytes) bytes")
             return
         }
@@ -294,7 +308,25 @@ extension Connection {
         FrameEncoder.writeHeader(to: p, opcode: opcode, payloadLength: payload.count)
         if payload.count > 0 { (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
         output.didWrite(headerLength + payload.count)
+        if output.count > worker.config.sendQueueBytes && state == .open {
+            abandonSlowReader()
+            return
+        }
+        info?.queuedBytes.store(output.count, ordering: .relaxed)
         scheduleFlush()
+    }
+
+    /// The peer stopped reading while messages for it piled up: drop the queue and close with 1008,
+    /// giving the close frame a second to get out.
+    private func abandonSlowReader() {
+        Log.warn("closing socket \(socketId): send queue over limits.sendQueueBytes (\(worker.config.sendQueueBytes)); the client is not reading")
+        output.release()
+        info?.queuedBytes.store(0, ordering: .relaxed)
+        let close = FrameEncoder.frame(.close, payload: FrameEncoder.closePayload(.policyViolation, reason: "send queue full"))
+        output.append(close)
+        state = .finishing
+        scheduleFlush()
+        worker.loop.schedule(after: 1_000_000_000) { [weak self] in self?.closeSocket() }
     }
 
     func scheduleFlush() {
@@ -342,6 +374,7 @@ extension Connection {
             case .bytes(let n):
                 output.consume(n)
             case .wouldBlock:
+                info?.queuedBytes.store(output.count, ordering: .relaxed)
                 setWantsWrite(true)
                 return
             case .closed, .failed:
@@ -350,6 +383,7 @@ extension Connection {
             }
         }
         output.clear(keepingUpTo: 4096)
+        info?.queuedBytes.store(0, ordering: .relaxed)
         setWantsWrite(false)
         if state == .finishing { linger() }
     }

@@ -1,4 +1,5 @@
 import Reactor
+import Synchronization
 
 /// What a connection's upgrade request established; immutable, so any loop may read it.
 public final class ConnectionInfo {
@@ -9,15 +10,21 @@ public final class ConnectionInfo {
     public let headers: [(name: String, value: String)]
     /// Path parameters first, then query parameters whose names no path parameter took.
     public let parameters: [(name: String, value: String)]
+    /// The negotiated subprotocol, or "".
+    public let subprotocol: String
     /// Milliseconds since the Unix epoch when the upgrade was accepted.
     public let openedAt: Int64
+    /// Bytes queued for the socket and not yet written, published by the owning loop so scripts on
+    /// other loops can see a slow reader.
+    let queuedBytes = Atomic<Int>(0)
 
-    init(socketId: String, uri: String, route: String, headers: [(name: String, value: String)], parameters: [(name: String, value: String)], openedAt: Int64) {
+    init(socketId: String, uri: String, route: String, headers: [(name: String, value: String)], parameters: [(name: String, value: String)], subprotocol: String, openedAt: Int64) {
         self.socketId = socketId
         self.uri = uri
         self.route = route
         self.headers = headers
         self.parameters = parameters
+        self.subprotocol = subprotocol
         self.openedAt = openedAt
     }
 }

@@ -9,33 +9,26 @@ public struct StartupError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// The running gateway: one worker per loop, all listening on the same port.
+/// The running gateway: one worker per loop, all listening on the same port, and a supervisor on
+/// the main thread for signals, script hot reload and shutdown.
 public final class Gateway {
     private let shared: SharedState
+    private var config: GatewayConfig
+    private var scripts: ScriptSet
+    /// Reads the config again for SIGHUP (the file plus the command line's overrides).
+    private let reloadConfig: () throws -> GatewayConfig
     public let port: Int
 
     /// Loads routes and scripts, compiles every script once to report errors, and binds the port.
-    public init(config: GatewayConfig) throws(StartupError) {
+    public init(config: GatewayConfig, reloadConfig: @escaping () throws -> GatewayConfig) throws(StartupError) {
         Log.level = config.logLevel
-        let folder = config.endpoints
-        let routes: [Route]
-        do { routes = try Router.discover(in: folder) } catch { throw StartupError(message: error.message) }
-        let probe = LuaState()
-        func load(_ file: String) throws(StartupError) -> [UInt8] {
-            let path = (folder as NSString).appendingPathComponent(file)
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw StartupError(message: "script \(path) cannot be read")
-            }
-            let source = [UInt8](data)
-            if case .failure(let error) = probe.compile(source, chunkName: path) {
-                throw StartupError(message: "script \(path) does not compile: \(error.message)")
-            }
-            return source
-        }
-        let scripts = try routes.map { (route) throws(StartupError) in try load(route.file) }
-        let handlerPath = (folder as NSString).appendingPathComponent(Router.eventHandlerFile)
-        let eventHandler = FileManager.default.fileExists(atPath: handlerPath) ? try load(Router.eventHandlerFile) : nil
-        shared = SharedState(config: config, router: Router(routes: routes), scripts: scripts, eventHandler: eventHandler, endpointsFolder: folder)
+        self.config = config
+        self.reloadConfig = reloadConfig
+        let (scripts, problems): (ScriptSet, [ScriptSet.Problem])
+        do { (scripts, problems) = try ScriptSet.load(folder: config.endpoints, previous: nil) } catch { throw StartupError(message: error.message) }
+        if let first = problems.first { throw StartupError(message: first.message) }
+        self.scripts = scripts
+        shared = SharedState(endpointsFolder: config.endpoints)
 
         cs_ignore_sigpipe()
         var listeners: [Int32] = []
@@ -50,22 +43,180 @@ public final class Gateway {
             }
         }
         self.port = port
-        shared.workers = listeners.enumerated().map { Worker(index: $0.offset, shared: shared, listenFd: $0.element) }
-        for route in routes { Log.info("route \(route.pattern) -> \(route.file)") }
-        if eventHandler != nil { Log.info("event handler \(Router.eventHandlerFile) serves every other path") }
+        // Signals are blocked before any loop thread exists, so only the supervisor's signalfd sees them.
+        _ = cs_block_signals()
+        shared.workers = listeners.enumerated().map {
+            Worker(index: $0.offset, shared: shared, config: config, scripts: scripts, listenFd: $0.element)
+        }
+        for route in scripts.routes { Log.info("route \(route.pattern) -> \(route.file)") }
+        if scripts.hasEventHandler { Log.info("event handler \(Router.eventHandlerFile) serves every other path") }
     }
 
-    /// Starts the loops and blocks until SIGINT or SIGTERM.
+    /// Starts the loops and runs the supervisor until shutdown; returns the exit code.
     public func run() -> Int32 {
-        _ = cs_block_signals()
         for worker in shared.workers { worker.start() }
-        Log.info("wsgate listening on \(shared.config.host):\(port) with \(shared.workers.count) loops")
+        Log.info("wsgate listening on \(config.host):\(port) with \(shared.workers.count) loops")
+        let supervisor = Supervisor(gateway: self)
+        supervisor.run()
+        return 0
+    }
+
+    // MARK: Supervisor actions (main thread)
+
+    /// Rescans the endpoints folder; changed scripts reach every loop through its mailbox.
+    fileprivate func reloadScripts() {
+        let next: ScriptSet
+        let problems: [ScriptSet.Problem]
+        do {
+            (next, problems) = try ScriptSet.load(folder: config.endpoints, previous: scripts)
+        } catch {
+            Log.error("cannot reload scripts: \(error.message)")
+            return
+        }
+        for problem in problems { Log.error("\(problem.message); the previous version stays in service") }
+        let before = Set(scripts.sources.keys), after = Set(next.sources.keys)
+        let changed = after.intersection(before).filter { scripts.sources[$0] != next.sources[$0] }
+        guard before != after || !changed.isEmpty else { return }
+        for file in after.subtracting(before).sorted() { Log.info("script added: \(file)") }
+        for file in changed.sorted() { Log.info("script changed: \(file)") }
+        for file in before.subtracting(after).sorted() { Log.info("script removed: \(file); its sockets are closed with 1001") }
+        scripts = next
+        for worker in shared.workers { worker.loop.post { worker.apply(next) } }
+    }
+
+    /// SIGHUP: scripts, plus the config keys that can change live.
+    fileprivate func reloadConfiguration() {
+        reloadScripts()
+        let next: GatewayConfig
+        do {
+            next = try reloadConfig()
+        } catch {
+            Log.error("config not reloaded, the current one stays in service: \(error)")
+            return
+        }
+        for (old, new) in zip(config.restartOnlySettings, next.restartOnlySettings) where old.value != new.value {
+            Log.warn("config key \(old.key) changed from \(old.value) to \(new.value): it takes effect after a restart")
+        }
+        var live = next
+        live.host = config.host
+        live.port = config.port
+        live.endpoints = config.endpoints
+        live.workers = config.workers
+        live.scriptMemoryBytes = config.scriptMemoryBytes
+        config = live
+        Log.level = live.logLevel
+        for worker in shared.workers { worker.loop.post { worker.update(live) } }
+        Log.info("config reloaded")
+    }
+
+    fileprivate func beginShutdown() {
+        for worker in shared.workers { worker.loop.post { worker.beginShutdown() } }
+    }
+
+    fileprivate var openSockets: Int { shared.registry.count }
+    fileprivate var endpointsFolder: String { config.endpoints }
+    fileprivate var shutdownTimeoutMs: Int { config.shutdownTimeoutMs }
+}
+
+/// The main thread's own event loop: signals through a signalfd, the endpoints folder through inotify.
+private final class Supervisor: IOHandler {
+    private let gateway: Gateway
+    private let loop = EventLoop(index: -1)
+    private let signalFd = cs_signalfd()
+    private let inotifyFd = cs_inotify_init()
+    private var watcher: FolderWatcher?
+    private var reloadPending = false
+    private var stopping = false
+    private var done = false
+
+    init(gateway: Gateway) {
+        self.gateway = gateway
+    }
+
+    func run() {
+        _ = loop.register(fd: signalFd, events: IOEvents.readable, handler: self)
+        if inotifyFd >= 0 {
+            let watcher = FolderWatcher(fd: inotifyFd, folder: gateway.endpointsFolder) { [unowned self] in self.scriptsChanged() }
+            watcher.watchTree()
+            _ = loop.register(fd: inotifyFd, events: IOEvents.readable, handler: watcher)
+            self.watcher = watcher
+        } else {
+            Log.warn("inotify is not available: scripts reload on SIGHUP only")
+        }
+        while !done { loop.runOnce() }
+    }
+
+    func ioReady(_ events: UInt32) {
         while true {
-            let signal = cs_wait_signal()
-            if signal == SIGINT || signal == SIGTERM {
-                Log.info("signal \(signal): stopping")
-                return 0
+            let signal = cs_read_signal(signalFd)
+            if signal == 0 { return }
+            if signal == SIGHUP {
+                Log.info("SIGHUP: reloading scripts and config")
+                gateway.reloadConfiguration()
+            } else if !stopping {
+                stop(signal)
+            } else {
+                Log.warn("second stop signal: exiting now")
+                done = true
             }
         }
+    }
+
+    private func scriptsChanged() {
+        // Editors write a file in several steps: wait for the burst to settle.
+        guard !reloadPending else { return }
+        reloadPending = true
+        loop.schedule(after: 200_000_000) { [unowned self] in
+            self.reloadPending = false
+            self.watcher?.watchTree()
+            self.gateway.reloadScripts()
+        }
+    }
+
+    private func stop(_ signal: Int32) {
+        stopping = true
+        let timeout = UInt64(gateway.shutdownTimeoutMs) * 1_000_000
+        Log.info("signal \(signal): closing \(gateway.openSockets) sockets with 1001, waiting up to \(timeout / 1_000_000) ms")
+        gateway.beginShutdown()
+        let deadline = loop.now + timeout
+        func check() {
+            let open = gateway.openSockets
+            if open == 0 || loop.now >= deadline {
+                if open > 0 { Log.warn("shutdown timeout: \(open) sockets did not finish their close handshake") }
+                Log.info("stopped")
+                done = true
+            } else {
+                loop.schedule(after: 20_000_000, check)
+            }
+        }
+        loop.schedule(after: 10_000_000, check)
+    }
+}
+
+/// Watches every folder of the endpoints tree (inotify is not recursive).
+private final class FolderWatcher: IOHandler {
+    private let fd: Int32
+    private let folder: String
+    private let changed: () -> Void
+
+    init(fd: Int32, folder: String, changed: @escaping () -> Void) {
+        self.fd = fd
+        self.folder = folder
+        self.changed = changed
+    }
+
+    /// Adds a watch for the folder and each folder below it; watching a folder twice is harmless.
+    func watchTree() {
+        _ = cs_inotify_watch_folder(fd, folder)
+        guard let enumerator = FileManager.default.enumerator(atPath: folder) else { return }
+        while let relative = enumerator.nextObject() as? String {
+            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeDirectory {
+                _ = cs_inotify_watch_folder(fd, (folder as NSString).appendingPathComponent(relative))
+            }
+        }
+    }
+
+    func ioReady(_ events: UInt32) {
+        if cs_inotify_drain(fd) > 0 { changed() }
     }
 }

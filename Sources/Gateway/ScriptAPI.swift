@@ -48,7 +48,7 @@ enum ScriptAPI {
     // MARK: websocketInfo
 
     static func makeConstantFields(_ L: OpaquePointer, _ info: ConnectionInfo) -> Int32 {
-        lua_createtable(L, 0, 5)
+        lua_createtable(L, 0, 6)
         pushInfoFields(L, info)
         return luaL_ref(L, lua_registryIndex())
     }
@@ -65,6 +65,8 @@ enum ScriptAPI {
         lua_setfield(L, -2, "headers")
         pushPairs(L, info.parameters)
         lua_setfield(L, -2, "parameters")
+        lua_pushswift(L, info.subprotocol)
+        lua_setfield(L, -2, "subprotocol")
     }
 
     /// A table of name → value; the first of repeated names wins.
@@ -77,7 +79,7 @@ enum ScriptAPI {
     }
 
     static func pushWebsocketInfo(_ L: OpaquePointer, worker: Worker, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        lua_createtable(L, 0, 11)
+        lua_createtable(L, 0, 12)
         // The fields that never change for a socket were built once at open; copy them over.
         // Literal names throughout: a String variable would be converted to a C string per call.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(connection.luaFieldsRef))
@@ -91,6 +93,8 @@ enum ScriptAPI {
         lua_setfield(L, -3, "headers")
         lua_getfield(L, -1, "parameters")
         lua_setfield(L, -3, "parameters")
+        lua_getfield(L, -1, "subprotocol")
+        lua_setfield(L, -3, "subprotocol")
         lua_pop(L, 1)
         switch event {
         case .open: lua_pushstring(L, "open")
@@ -125,11 +129,14 @@ enum ScriptAPI {
     enum Failure: Error {
         case badRequest(String)
         case notFound(String)
+        /// The socket's send queue is over half of limits.sendQueueBytes: the reader is slow.
+        case tooManyRequests(String)
 
         var status: Int {
             switch self {
             case .badRequest: return 400
             case .notFound: return 404
+            case .tooManyRequests: return 429
             }
         }
 
@@ -137,12 +144,13 @@ enum ScriptAPI {
             switch self {
             case .badRequest: return "BadRequest"
             case .notFound: return "NotFound"
+            case .tooManyRequests: return "TooManyRequests"
             }
         }
 
         var message: String {
             switch self {
-            case .badRequest(let m), .notFound(let m): return m
+            case .badRequest(let m), .notFound(let m), .tooManyRequests(let m): return m
             }
         }
     }
@@ -173,6 +181,7 @@ enum ScriptAPI {
         }
         if let connection = worker.connections[socketId] {
             guard connection.state == .open else { return .notFound("socket \(socketId) is closed") }
+            if connection.output.count > worker.config.sendQueueBytes / 2 { return slowReader(socketId) }
             switch payload {
             case .text(let bytes): connection.sendFrame(.text, bytes)
             case .binary(let bytes): bytes.withUnsafeBytes { connection.sendFrame(.binary, $0) }
@@ -182,6 +191,7 @@ enum ScriptAPI {
         guard let entry = worker.shared.registry.lookup(socketId) else {
             return .notFound("socket \(socketId) is not open")
         }
+        if entry.info.queuedBytes.load(ordering: .relaxed) > worker.config.sendQueueBytes / 2 { return slowReader(socketId) }
         let owner = worker.shared.workers[entry.worker]
         let (opcode, bytes): (Opcode, [UInt8])
         switch payload {
@@ -190,6 +200,10 @@ enum ScriptAPI {
         }
         owner.loop.post { owner.deliver(to: socketId, opcode: opcode, payload: bytes) }
         return nil
+    }
+
+    private static func slowReader(_ socketId: String) -> Failure {
+        .tooManyRequests("socket \(socketId) is not reading: its send queue is over half of limits.sendQueueBytes")
     }
 
     static func close(from worker: Worker, socketId: String) -> Failure? {
@@ -212,6 +226,7 @@ enum ScriptAPI {
             guard UTF8Validator.isValid(bytes) else {
                 return .badRequest("message is not valid UTF-8; send it with Websocket.send and type \"data-binary\" as base64")
             }
+            if connection.output.count > worker.config.sendQueueBytes / 2 { return slowReader(connection.socketId) }
             connection.sendFrame(.text, bytes)
             return nil
         }
@@ -281,7 +296,7 @@ enum ScriptAPI {
         case .failure(let failure): return push(L, failure)
         case .success(let id):
             guard let entry = worker(L).shared.registry.lookup(id) else { return push(L, .notFound("socket \(id) is not open")) }
-            lua_createtable(L, 0, 7)
+            lua_createtable(L, 0, 8)
             pushInfoFields(L, entry.info)
             lua_pushswift(L, "open")
             lua_setfield(L, -2, "type")

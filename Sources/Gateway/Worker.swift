@@ -4,43 +4,40 @@ import LuaRuntime
 import Reactor
 import WebSocketCodec
 
-/// What all workers share: immutable routing and settings, the socket registry, the worker list.
+/// What all workers share: the socket registry, the worker list, start-up settings.
 final class SharedState {
-    let config: GatewayConfig
-    let router: Router
-    /// Script sources by route index, and the event handler's source when the folder has one.
-    let scripts: [[UInt8]]
-    let eventHandler: [UInt8]?
-    let endpointsFolder: String
     let registry = Registry()
+    let endpointsFolder: String
     /// Makes socket ids unique across restarts: random per process.
     let socketIdPrefix: String
     var workers: [Worker] = []
 
-    init(config: GatewayConfig, router: Router, scripts: [[UInt8]], eventHandler: [UInt8]?, endpointsFolder: String) {
-        self.config = config
-        self.router = router
-        self.scripts = scripts
-        self.eventHandler = eventHandler
+    init(endpointsFolder: String) {
         self.endpointsFolder = endpointsFolder
         var random = SystemRandomNumberGenerator()
         socketIdPrefix = String(random.next() & 0xFFFF_FFFF_FFFF, radix: 36)
     }
 }
 
-/// One event loop, its Lua state and the sockets it owns.
+/// One event loop, its Lua state and the sockets it owns. Everything here is touched only on the
+/// loop's thread; other threads reach it through `loop.post`.
 final class Worker {
     static let healthPath = "/api/v1/solution/health"
 
     let index: Int
     let loop: EventLoop
     let shared: SharedState
-    let config: GatewayConfig
+    private(set) var config: GatewayConfig
+    private var originPolicy: OriginPolicy
     let lua = LuaState()
-    private var chunkRefs: [Int32] = []
-    private var eventHandlerRef: Int32?
+    private var router = Router(routes: [])
+    private var routeScripts: [EndpointScript] = []
+    private var eventHandler: EndpointScript?
+    private var scripts: [String: EndpointScript] = [:]
     private let listenFd: Int32
     let listenPort: Int
+    /// Set by `beginShutdown`: upgrades and the health route answer 503.
+    private(set) var shuttingDown = false
 
     /// Upgraded sockets by id.
     var connections: [String: Connection] = [:]
@@ -57,27 +54,21 @@ final class Worker {
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
 
-    init(index: Int, shared: SharedState, listenFd: Int32) {
+    init(index: Int, shared: SharedState, config: GatewayConfig, scripts: ScriptSet, listenFd: Int32) {
         self.index = index
         self.shared = shared
-        self.config = shared.config
+        self.config = config
+        originPolicy = OriginPolicy(patterns: config.approvedSocketDomains)
         self.listenFd = listenFd
         listenPort = Socket.localPort(listenFd)
         loop = EventLoop(index: index)
         lua.extraSpace.storeBytes(of: Unmanaged.passUnretained(self).toOpaque(), as: UnsafeMutableRawPointer.self)
         ScriptAPI.install(in: lua)
-        for (i, source) in shared.scripts.enumerated() {
-            chunkRefs.append(try! lua.compile(source, chunkName: chunkName(shared.router.routes[i].file)).get())
-        }
-        if let source = shared.eventHandler {
-            eventHandlerRef = try! lua.compile(source, chunkName: chunkName(Router.eventHandlerFile)).get()
-        }
+        apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
-        _ = loop.register(fd: listenFd, events: IOEvents.readable, handler: Listener(worker: self, fd: listenFd))
-    }
-
-    private func chunkName(_ file: String) -> String {
-        (shared.endpointsFolder as NSString).appendingPathComponent(file)
+        let listener = Listener(worker: self, fd: listenFd)
+        listener.registration = loop.register(fd: listenFd, events: IOEvents.readable, handler: listener)
+        scheduleSweep()
     }
 
     func start() {
@@ -90,8 +81,15 @@ final class Worker {
     func accept(_ fd: Int32) {
         let connection = Connection(fd: fd, worker: self, now: loop.now)
         connection.registration = loop.register(fd: fd, events: IOEvents.readable, handler: connection)
-        if connection.registration == .none {
+        guard connection.registration != .none else {
             Socket.close(fd)
+            return
+        }
+        let timeout = UInt64(config.handshakeTimeoutMs) * 1_000_000
+        loop.schedule(after: timeout) { [weak connection] in
+            guard let connection, connection.state == .handshake else { return }
+            Log.debug("dropping a connection that sent no complete upgrade request within \(timeout / 1_000_000) ms")
+            connection.closeSocket()
         }
     }
 
@@ -102,6 +100,79 @@ final class Worker {
             let list = flushList
             flushList.removeAll(keepingCapacity: true)
             for connection in list where connection.state != .closed { connection.flush() }
+        }
+    }
+
+    // MARK: Live changes (run on this loop through its mailbox)
+
+    /// Compiles new and changed scripts; sockets of a removed route are closed with 1001.
+    func apply(_ set: ScriptSet) {
+        var next: [String: EndpointScript] = [:]
+        for (file, source) in set.sources {
+            let name = (shared.endpointsFolder as NSString).appendingPathComponent(file)
+            if let script = scripts[file] {
+                if script.source != source {
+                    switch lua.compile(source, chunkName: name) {
+                    case .success(let ref):
+                        lua.release(script.ref)
+                        script.ref = ref
+                        script.source = source
+                    case .failure(let error):
+                        Log.error("script \(name) does not compile, keeping the previous version: \(error.message)")
+                    }
+                }
+                next[file] = script
+            } else if case .success(let ref) = lua.compile(source, chunkName: name) {
+                next[file] = EndpointScript(file: file, source: source, ref: ref)
+            }
+        }
+        for (file, script) in scripts where next[file] == nil {
+            script.removed = true
+            lua.release(script.ref)
+        }
+        scripts = next
+        router = Router(routes: set.routes.filter { next[$0.file] != nil })
+        routeScripts = router.routes.map { next[$0.file]! }
+        eventHandler = next[Router.eventHandlerFile]
+        for connection in connections.values where connection.script?.removed == true {
+            connection.startClose(.goingAway, reason: "endpoint removed")
+        }
+    }
+
+    func update(_ newConfig: GatewayConfig) {
+        config = newConfig
+        originPolicy = OriginPolicy(patterns: newConfig.approvedSocketDomains)
+    }
+
+    func beginShutdown() {
+        shuttingDown = true
+        for connection in connections.values { connection.startClose(.goingAway, reason: "server shutting down") }
+    }
+
+    // MARK: Pings and idle timeouts
+
+    private func scheduleSweep() {
+        let periods = [config.pingIntervalMs, config.idleTimeoutMs].filter { $0 > 0 }
+        let every = min(max((periods.min() ?? 1000) / 4, 50), 1000)
+        loop.schedule(after: UInt64(every) * 1_000_000) { [unowned self] in
+            self.sweep()
+            self.scheduleSweep()
+        }
+    }
+
+    private func sweep() {
+        let now = loop.now
+        let ping = UInt64(config.pingIntervalMs) * 1_000_000
+        let idle = UInt64(config.idleTimeoutMs) * 1_000_000
+        guard ping > 0 || idle > 0 else { return }
+        for connection in connections.values where connection.state == .open {
+            let quiet = now &- connection.lastReceived
+            if idle > 0 && quiet >= idle {
+                connection.startClose(.goingAway, reason: "idle timeout")
+            } else if ping > 0 && quiet >= ping && now &- connection.lastPing >= ping {
+                connection.lastPing = now
+                connection.sendFrame(.ping, UnsafeRawBufferPointer(start: nil, count: 0))
+            }
         }
     }
 
@@ -118,13 +189,19 @@ final class Worker {
         }
         let path = head.path
         if path == Worker.healthPath {
-            let ok = head.method == "GET" || head.method == "HEAD"
-            connection.respondAndClose(ok ? HTTPResponse.make(status: 200, reason: "OK", body: "OK")
-                                          : HTTPResponse.make(status: 405, reason: "Method Not Allowed", headers: ["Allow: GET"]))
+            let response: [UInt8]
+            if head.method != "GET" && head.method != "HEAD" {
+                response = HTTPResponse.make(status: 405, reason: "Method Not Allowed", headers: ["Allow: GET"])
+            } else if shuttingDown {
+                response = HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n")
+            } else {
+                response = HTTPResponse.make(status: 200, reason: "OK", body: "OK")
+            }
+            connection.respondAndClose(response)
             return
         }
-        let match = shared.router.match(path: path)
-        guard match != nil || eventHandlerRef != nil else {
+        let match = router.match(path: path)
+        guard match != nil || eventHandler != nil else {
             connection.respondAndClose(HTTPResponse.make(status: 404, reason: "Not Found"))
             return
         }
@@ -138,8 +215,31 @@ final class Worker {
         case .upgradeRequired:
             connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", headers: ["Sec-WebSocket-Version: 13"]))
         case .upgrade(let key):
-            upgrade(connection, head: head, key: key, match: match)
+            let origin = head.header("origin")
+            if !originPolicy.allows(origin: origin) {
+                Log.warn("refused upgrade on \(path) from origin \(origin.map { "\"\($0)\"" } ?? "(none)"): not in websocket.approvedSocketDomains")
+                connection.respondAndClose(HTTPResponse.make(status: 403, reason: "Forbidden", body: "origin not allowed\n"))
+            } else if shuttingDown {
+                connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n", headers: ["Retry-After: 5"]))
+            } else if shared.registry.count >= config.maxConnections {
+                Log.warn("refused upgrade on \(path): limits.maxConnections (\(config.maxConnections)) reached")
+                connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "too many connections\n", headers: ["Retry-After: 5"]))
+            } else {
+                upgrade(connection, head: head, key: key, match: match)
+            }
         }
+    }
+
+    /// The first protocol the client offers that we support, or "".
+    private func chooseSubprotocol(_ head: HTTPRequestHead) -> String {
+        guard !config.subprotocols.isEmpty else { return "" }
+        for header in head.headers where header.name == "sec-websocket-protocol" {
+            for offered in header.value.split(separator: ",") {
+                let name = offered.trimmingCharacters(in: .whitespaces)
+                if config.subprotocols.contains(name) { return name }
+            }
+        }
+        return ""
     }
 
     private func upgrade(_ connection: Connection, head: HTTPRequestHead, key: String, match: Router.Match?) {
@@ -150,14 +250,18 @@ final class Worker {
             parameters.append(item)
         }
         let host = head.header("host") ?? "\(config.host):\(listenPort)"
+        let subprotocol = chooseSubprotocol(head)
         let info = ConnectionInfo(socketId: socketId, uri: "ws://\(host)\(head.target)",
-                                  route: match.map { shared.router.routes[$0.routeIndex].pattern } ?? head.path,
-                                  headers: head.headers, parameters: parameters, openedAt: EventLoop.wallMillis())
-        connection.output.append(Handshake.switchingProtocols(key: key))
+                                  route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
+                                  headers: head.headers, parameters: parameters, subprotocol: subprotocol,
+                                  openedAt: EventLoop.wallMillis())
+        connection.output.append(Handshake.switchingProtocols(key: key, extraHeaders: subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]))
         connection.scheduleFlush()
         connection.info = info
-        connection.routeIndex = match?.routeIndex ?? -1
+        connection.script = match.map { routeScripts[$0.routeIndex] } ?? eventHandler
         connection.state = .open
+        connection.lastReceived = loop.now
+        connection.lastPing = loop.now
         connection.luaFieldsRef = ScriptAPI.makeConstantFields(lua.L, info)
         connections[socketId] = connection
         shared.registry.add(info, worker: index)
@@ -181,6 +285,7 @@ final class Worker {
     }
 
     private func runScript(_ connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
+        guard let script = connection.script, !script.removed else { return }
         let L = lua.L
         current = connection
         currentEvent = event
@@ -189,10 +294,10 @@ final class Worker {
         ScriptAPI.pushWebsocketInfo(L, worker: self, connection: connection, event: event, message: message, binary: binary)
         lua_setfield(L, -2, "websocketInfo")
         let failure: String?
-        if connection.routeIndex >= 0 {
-            failure = lua.run(chunkRefs[connection.routeIndex])
+        if !script.isEventHandler {
+            failure = lua.run(script.ref)
         } else {
-            failure = lua.run(eventHandlerRef!) { [lua] env in
+            failure = lua.run(script.ref) { [lua] env in
                 lua_getfield(L, env, "handle_websocket_websocket_info")
                 guard lua_type(L, -1) == LUA_TFUNCTION else {
                     lua_pop(L, 1)
@@ -224,6 +329,7 @@ final class Worker {
 final class Listener: IOHandler {
     unowned let worker: Worker
     let fd: Int32
+    var registration = EventLoop.Registration.none
 
     init(worker: Worker, fd: Int32) {
         self.worker = worker
@@ -236,7 +342,13 @@ final class Listener: IOHandler {
             case .socket(let client): worker.accept(client)
             case .wouldBlock: return
             case .failed(let error):
-                Log.warn("\(error)")
+                // Out of descriptors: the pending connection stays readable, so stop watching for
+                // a moment rather than spin.
+                Log.warn("\(error); pausing accepts for 100 ms")
+                worker.loop.modify(fd: fd, events: 0, registration: registration)
+                worker.loop.schedule(after: 100_000_000) { [self] in
+                    worker.loop.modify(fd: fd, events: IOEvents.readable, registration: registration)
+                }
                 return
             }
         }

@@ -26,7 +26,6 @@ public final class EventLoop {
     private var timers = TimerHeap()
     private var mailbox: [() -> Void] = []
     private let mailboxLock = Lock()
-    private var running = true
     /// Called once after every batch of events, timers and mailbox jobs: where batched writes are flushed.
     public var afterIteration: (() -> Void)?
 
@@ -100,40 +99,40 @@ public final class EventLoop {
         timers.push(deadline: now &+ delayNanos, action: action)
     }
 
-    /// Stops the loop after the current iteration; callable from any thread.
-    public func stop() {
-        post { [unowned self] in self.running = false }
+    /// Runs for the life of the process.
+    public func run() -> Never {
+        while true { runOnce() }
     }
 
-    public func run() {
-        var events = [cs_event](repeating: cs_event(), count: 256)
-        while running {
-            let timeout: Int32
-            if let deadline = timers.nextDeadline {
-                let wait = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
-                timeout = Int32(min(wait, 60_000))
-            } else {
-                timeout = -1
-            }
-            let n = events.withUnsafeMutableBufferPointer { cs_epoll_wait(epfd, $0.baseAddress, 256, timeout) }
-            now = EventLoop.monotonicNanos()
-            if n < 0 {
-                if cs_errno() == EINTR { continue }
-                fatalError("epoll_wait failed: errno \(cs_errno())")
-            }
-            for i in 0..<Int(n) {
-                let event = events[i]
-                if event.token == UInt64.max {
-                    drainMailbox()
-                    continue
-                }
-                let slot = Int(event.token & 0xFFFF_FFFF)
-                guard slot < slots.count, UInt64(generations[slot]) == event.token >> 32, let handler = slots[slot] else { continue }
-                handler.ioReady(event.events)
-            }
-            while let action = timers.popExpired(now: now) { action() }
-            afterIteration?()
+    private var events = [cs_event](repeating: cs_event(), count: 256)
+
+    /// One iteration: waits for events or the next timer, then handles them.
+    public func runOnce() {
+        let timeout: Int32
+        if let deadline = timers.nextDeadline {
+            let wait = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
+            timeout = Int32(min(wait, 60_000))
+        } else {
+            timeout = -1
         }
+        let n = events.withUnsafeMutableBufferPointer { cs_epoll_wait(epfd, $0.baseAddress, 256, timeout) }
+        now = EventLoop.monotonicNanos()
+        if n < 0 {
+            if cs_errno() == EINTR { return }
+            fatalError("epoll_wait failed: errno \(cs_errno())")
+        }
+        for i in 0..<Int(n) {
+            let event = events[i]
+            if event.token == UInt64.max {
+                drainMailbox()
+                continue
+            }
+            let slot = Int(event.token & 0xFFFF_FFFF)
+            guard slot < slots.count, UInt64(generations[slot]) == event.token >> 32, let handler = slots[slot] else { continue }
+            handler.ioReady(event.events)
+        }
+        while let action = timers.popExpired(now: now) { action() }
+        afterIteration?()
     }
 
     private func drainMailbox() {

@@ -23,21 +23,26 @@ struct WSGate: ParsableCommand {
     @Option(help: "Event loops to run; 0 means one per core (overrides the config's workers).")
     var workers: Int?
 
-    func run() throws {
+    /// The config file (or the defaults) with the command line's overrides on top; read again on SIGHUP.
+    func settings() throws(ConfigError) -> GatewayConfig {
         var settings = GatewayConfig()
+        if let config { settings = try GatewayConfig.load(path: config) }
+        if let host { settings.host = host }
+        if let port {
+            guard (0...65535).contains(port) else { throw ConfigError(message: "--port must be between 0 and 65535") }
+            settings.port = port
+        }
+        if let endpoints { settings.endpoints = endpoints }
+        if let workers {
+            guard (0...1024).contains(workers) else { throw ConfigError(message: "--workers must be between 0 and 1024") }
+            settings.workers = workers
+        }
+        return settings
+    }
+
+    func run() throws {
         do {
-            if let config { settings = try GatewayConfig.load(path: config) }
-            if let host { settings.host = host }
-            if let port {
-                guard (0...65535).contains(port) else { throw ConfigError(message: "--port must be between 0 and 65535") }
-                settings.port = port
-            }
-            if let endpoints { settings.endpoints = endpoints }
-            if let workers {
-                guard (0...1024).contains(workers) else { throw ConfigError(message: "--workers must be between 0 and 1024") }
-                settings.workers = workers
-            }
-            let gateway = try Gateway(config: settings)
+            let gateway = try Gateway(config: try settings(), reloadConfig: settings)
             throw ExitCode(gateway.run())
         } catch let error as ConfigError {
             fail(error.message)

@@ -35,8 +35,16 @@ int cs_errno(void);
 int cs_local_port(int fd);
 /* Disable SIGPIPE process-wide so writes to closed sockets return EPIPE. */
 void cs_ignore_sigpipe(void);
-/* Blocks the given signals in the calling thread (and threads it creates) and waits for one. */
+/* Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it creates later). */
 int cs_block_signals(void);
-int cs_wait_signal(void);
+/* A non-blocking signalfd for those signals; cs_read_signal returns the next one, or 0 when none is pending. */
+int cs_signalfd(void);
+int cs_read_signal(int fd);
+
+/* inotify: a non-blocking instance, a watch for changes to a folder's entries, and a drain that
+   returns how many events were read (0 when none were pending, -1 on error). */
+int cs_inotify_init(void);
+int cs_inotify_watch_folder(int fd, const char *path);
+int cs_inotify_drain(int fd);
 
 #endif
