@@ -18,7 +18,8 @@ let package = Package(
         .target(name: "CSystem"),
         .target(name: "WebSocketCodec", dependencies: ["COpenSSL"]),
         .target(name: "Reactor", dependencies: ["CSystem"]),
-        .target(name: "LuaRuntime", dependencies: ["CLua", "WebSocketCodec"]),
+        .target(name: "CLuaSupport", dependencies: ["CLua"]),
+        .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport", "WebSocketCodec"]),
         .target(name: "Gateway", dependencies: ["WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSystem"]),
         .executableTarget(name: "wsgate", dependencies: [
             "Gateway",

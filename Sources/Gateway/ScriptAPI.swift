@@ -31,12 +31,26 @@ enum ScriptAPI {
         }
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
-        lua.setBaseGlobal("print") { lua_pushcfunction(L, printToLog) }
+        // print converts its arguments in Lua, where a failing __tostring is an ordinary script error.
+        lua.setBaseGlobal("print") {
+            let wrapper = "local log = ... return function(...) local n = select('#', ...) local parts = {...} "
+                + "for i = 1, n do parts[i] = tostring(parts[i]) end return log(table.concat(parts, '\\t', 1, n)) end"
+            guard luaL_loadstring(L, wrapper) == LUA_OK else { fatalError("print wrapper does not compile") }
+            lua_pushcfunction(L, printToLog)
+            guard lua_pcall(L, 1, 1, 0) == LUA_OK else { fatalError("print wrapper failed") }
+        }
     }
 
     private static func setFunction(_ L: OpaquePointer, _ name: String, _ f: lua_CFunction) {
         lua_pushcfunction(L, f)
         lua_setfield(L, -2, name)
+    }
+
+    /// Runs a C function's body with the state's memory limit lifted: a Lua memory error raised here
+    /// would unwind through Swift frames. Script allocations stay limited.
+    @inline(__always)
+    private static func withoutMemoryLimit(_ L: OpaquePointer?, _ body: (OpaquePointer) -> Int32) -> Int32 {
+        LuaState.withMemoryLimitSuspended(L!) { body(L!) }
     }
 
     @inline(__always)
@@ -247,23 +261,25 @@ enum ScriptAPI {
     // MARK: websocketInfo.send / close
 
     private static let infoSend: lua_CFunction = { L in
-        let L = L!
-        let worker = worker(L)
-        guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
-            return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+        withoutMemoryLimit(L) { L in
+            let worker = worker(L)
+            guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
+                return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+            }
+            if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
+            return 0
         }
-        if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
-        return 0
     }
 
     private static let infoClose: lua_CFunction = { L in
-        let L = L!
-        let worker = worker(L)
-        guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
-            return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+        withoutMemoryLimit(L) { L in
+            let worker = worker(L)
+            guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
+                return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+            }
+            connection.startClose(.normal)
+            return 0
         }
-        connection.startClose(.normal)
-        return 0
     }
 
     // MARK: Websocket service
@@ -280,123 +296,124 @@ enum ScriptAPI {
     }
 
     private static let websocketList: lua_CFunction = { L in
-        let L = L!
-        let entries = worker(L).shared.registry.all()
-        lua_createtable(L, Int32(entries.count), 0)
-        for (i, entry) in entries.enumerated() {
-            lua_pushswift(L, entry.info.socketId)
-            lua_rawseti(L, -2, lua_Integer(i + 1))
-        }
-        return 1
-    }
-
-    private static let websocketInfo: lua_CFunction = { L in
-        let L = L!
-        switch socketIdArgument(L) {
-        case .failure(let failure): return push(L, failure)
-        case .success(let id):
-            guard let entry = worker(L).shared.registry.lookup(id) else { return push(L, .notFound("socket \(id) is not open")) }
-            lua_createtable(L, 0, 8)
-            pushInfoFields(L, entry.info)
-            lua_pushswift(L, "open")
-            lua_setfield(L, -2, "type")
-            lua_pushinteger(L, lua_Integer(entry.info.openedAt))
-            lua_setfield(L, -2, "timestamp")
+        withoutMemoryLimit(L) { L in
+            let entries = worker(L).shared.registry.all()
+            lua_createtable(L, Int32(entries.count), 0)
+            for (i, entry) in entries.enumerated() {
+                lua_pushswift(L, entry.info.socketId)
+                lua_rawseti(L, -2, lua_Integer(i + 1))
+            }
             return 1
         }
     }
 
-    private static let websocketSend: lua_CFunction = { L in
-        let L = L!
-        let worker = worker(L)
-        let id: String
-        switch socketIdArgument(L) {
-        case .failure(let failure): return push(L, failure)
-        case .success(let value): id = value
+    private static let websocketInfo: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            switch socketIdArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let id):
+                guard let entry = worker(L).shared.registry.lookup(id) else { return push(L, .notFound("socket \(id) is not open")) }
+                lua_createtable(L, 0, 8)
+                pushInfoFields(L, entry.info)
+                lua_pushswift(L, "open")
+                lua_setfield(L, -2, "type")
+                lua_pushinteger(L, lua_Integer(entry.info.openedAt))
+                lua_setfield(L, -2, "timestamp")
+                return 1
+            }
         }
-        lua_getfield(L, 1, "type")
-        let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
-        lua_getfield(L, 1, "message")
-        guard let message = lua_bytes(L, -1) else {
-            return push(L, .badRequest("message must be a string (encode tables with to_json)"))
-        }
-        let failure: Failure?
-        switch type {
-        case "data-text":
-            failure = send(from: worker, to: id, .text(message))
-        case "data-binary":
-            guard let bytes = Base64.decode(message) else { return push(L, .badRequest("message is not valid base64")) }
-            failure = send(from: worker, to: id, .binary(bytes))
-        default:
-            return push(L, .badRequest("type must be \"data-text\" or \"data-binary\""))
-        }
-        if let failure { return push(L, failure) }
-        return 0
     }
 
-    private static let websocketClose: lua_CFunction = { L in
-        let L = L!
-        switch socketIdArgument(L) {
-        case .failure(let failure): return push(L, failure)
-        case .success(let id):
-            if let failure = close(from: worker(L), socketId: id) { return push(L, failure) }
+    private static let websocketSend: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            let worker = worker(L)
+            let id: String
+            switch socketIdArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let value): id = value
+            }
+            lua_getfield(L, 1, "type")
+            let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
+            lua_getfield(L, 1, "message")
+            guard let message = lua_bytes(L, -1) else {
+                return push(L, .badRequest("message must be a string (encode tables with to_json)"))
+            }
+            let failure: Failure?
+            switch type {
+            case "data-text":
+                failure = send(from: worker, to: id, .text(message))
+            case "data-binary":
+                guard let bytes = Base64.decode(message) else { return push(L, .badRequest("message is not valid base64")) }
+                failure = send(from: worker, to: id, .binary(bytes))
+            default:
+                return push(L, .badRequest("type must be \"data-text\" or \"data-binary\""))
+            }
+            if let failure { return push(L, failure) }
             return 0
         }
     }
 
-    private static let websocketCloseAll: lua_CFunction = { L in
-        let L = L!
-        let worker = worker(L)
-        var closed = 0
-        for entry in worker.shared.registry.all() where close(from: worker, socketId: entry.info.socketId) == nil {
-            closed += 1
+    private static let websocketClose: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            switch socketIdArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let id):
+                if let failure = close(from: worker(L), socketId: id) { return push(L, failure) }
+                return 0
+            }
         }
-        lua_pushinteger(L, lua_Integer(closed))
-        return 1
+    }
+
+    private static let websocketCloseAll: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            let worker = worker(L)
+            var closed = 0
+            for entry in worker.shared.registry.all() where close(from: worker, socketId: entry.info.socketId) == nil {
+                closed += 1
+            }
+            lua_pushinteger(L, lua_Integer(closed))
+            return 1
+        }
     }
 
     // MARK: JSON and print
 
     private static let toJSON: lua_CFunction = { L in
-        let L = L!
-        let worker = worker(L)
-        worker.jsonScratch.removeAll(keepingCapacity: true)
-        if let error = JSONBridge.encode(L, index: 1, into: &worker.jsonScratch) {
-            lua_pushnil(L)
-            lua_pushswift(L, error)
-            return 2
+        withoutMemoryLimit(L) { L in
+            let worker = worker(L)
+            worker.jsonScratch.removeAll(keepingCapacity: true)
+            if let error = JSONBridge.encode(L, index: 1, into: &worker.jsonScratch) {
+                lua_pushnil(L)
+                lua_pushswift(L, error)
+                return 2
+            }
+            worker.jsonScratch.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            return 1
         }
-        worker.jsonScratch.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
-        return 1
     }
 
     private static let fromJSON: lua_CFunction = { L in
-        let L = L!
-        guard let text = lua_bytes(L, 1) else {
-            lua_pushnil(L)
-            lua_pushswift(L, "from_json expects a string")
-            return 2
+        withoutMemoryLimit(L) { L in
+            guard let text = lua_bytes(L, 1) else {
+                lua_pushnil(L)
+                lua_pushswift(L, "from_json expects a string")
+                return 2
+            }
+            if let error = JSONBridge.decode(L, text) {
+                lua_pushnil(L)
+                lua_pushswift(L, error)
+                return 2
+            }
+            return 1
         }
-        if let error = JSONBridge.decode(L, text) {
-            lua_pushnil(L)
-            lua_pushswift(L, error)
-            return 2
-        }
-        return 1
     }
 
     private static let printToLog: lua_CFunction = { L in
-        let L = L!
-        let worker = worker(L)
-        var parts: [String] = []
-        for i in stride(from: 1, through: lua_gettop(L), by: 1) {
-            var length = 0
-            let p = luaL_tolstring(L, i, &length)
-            parts.append(String(decoding: UnsafeRawBufferPointer(start: p, count: length), as: UTF8.self))
-            lua_pop(L, 1)
+        withoutMemoryLimit(L) { L in
+            let connection = worker(L).current
+            let text = lua_swiftstring(L, 1) ?? ""
+            Log.info("script print route=\(connection?.info?.route ?? "-") socket=\(connection?.socketId ?? "-"): \(text)")
+            return 0
         }
-        let connection = worker.current
-        Log.info("script print route=\(connection?.info?.route ?? "-") socket=\(connection?.socketId ?? "-"): \(parts.joined(separator: "\t"))")
-        return 0
     }
 }

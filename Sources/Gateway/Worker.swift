@@ -29,7 +29,7 @@ final class Worker {
     let shared: SharedState
     private(set) var config: GatewayConfig
     private var originPolicy: OriginPolicy
-    let lua = LuaState()
+    let lua: LuaState
     private var router = Router(routes: [])
     private var routeScripts: [EndpointScript] = []
     private var eventHandler: EndpointScript?
@@ -62,8 +62,11 @@ final class Worker {
         self.listenFd = listenFd
         listenPort = Socket.localPort(listenFd)
         loop = EventLoop(index: index)
+        lua = LuaState(memoryLimit: config.scriptMemoryBytes)
+        lua.timeoutNanos = UInt64(config.scriptTimeoutMs) * 1_000_000
         lua.extraSpace.storeBytes(of: Unmanaged.passUnretained(self).toOpaque(), as: UnsafeMutableRawPointer.self)
         ScriptAPI.install(in: lua)
+        lua.sealBaseEnvironment()
         apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
         let listener = Listener(worker: self, fd: listenFd)
@@ -141,6 +144,7 @@ final class Worker {
 
     func update(_ newConfig: GatewayConfig) {
         config = newConfig
+        lua.timeoutNanos = UInt64(newConfig.scriptTimeoutMs) * 1_000_000
         originPolicy = OriginPolicy(patterns: newConfig.approvedSocketDomains)
     }
 

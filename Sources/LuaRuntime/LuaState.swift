@@ -1,4 +1,5 @@
 import CLua
+import CLuaSupport
 
 /// The Lua C API macros that do not import into Swift, as the functions behind them.
 @inline(__always) public func lua_pop(_ L: OpaquePointer, _ n: Int32) { lua_settop(L, -n - 1) }
@@ -42,57 +43,90 @@ public struct LuaError: Error, CustomStringConvertible {
 
 /// One Lua state with a sandboxed base environment. Each script run gets a fresh global table whose
 /// misses fall through to the shared base, so globals set by one run are never seen by another.
+///
+/// The sandbox: scripts see base (without dofile/loadfile; `load` text-only; `collectgarbage` limited
+/// to collect/count/step/isrunning; `rawset` refusing read-only tables; `setmetatable` refusing
+/// `__gc`), string (without dump), table, math, utf8, coroutine and os.time/clock/date/difftime.
+/// Library tables are read-only proxies, the string metatable and the environment metatable are
+/// hidden, and `_G` in a run is that run's own environment.
+/// Runs are bounded by `timeoutNanos` and `memoryLimit`.
 public final class LuaState {
     public let L: OpaquePointer
+    private let control: UnsafeMutablePointer<cls_control>
     private let envMetatableRef: Int32
     private let tracebackRef: Int32
+    private var runDepth = 0
+    private var timeoutArmed = false
+    private var sealed = false
 
-    public init() {
-        guard let state = luaL_newstate() else { fatalError("cannot create a Lua state") }
-        L = state
-        luaL_openlibs(L)
-        // Every event makes a few short-lived tables: the generational collector suits that best.
-        // (lua_gc is variadic and does not import, so ask through Lua itself.)
-        if luaL_loadstring(L, "collectgarbage('generational')") == LUA_OK { _ = lua_pcall(L, 0, 0, 0) }
-        // The base environment is the standard globals minus what a sandboxed script must not reach.
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(LUA_RIDX_GLOBALS))
-        for name in ["io", "package", "require", "debug", "dofile", "loadfile"] {
-            lua_pushnil(L)
-            lua_setfield(L, -2, name)
-        }
-        lua_getfield(L, -1, "os")
-        for name in ["execute", "exit", "getenv", "remove", "rename", "tmpname", "setlocale"] {
-            lua_pushnil(L)
-            lua_setfield(L, -2, name)
-        }
-        lua_pop(L, 1)
-        // Metatable for per-run environments: reads fall back to the base globals.
-        lua_createtable(L, 0, 1)
-        lua_pushvalue(L, -2)
-        lua_setfield(L, -2, "__index")
-        envMetatableRef = luaL_ref(L, lua_registryIndex())
-        lua_pop(L, 1)
-        lua_pushcfunction(L) { L in
-            let message = lua_tolstring(L!, 1, nil).map { String(cString: $0) } ?? "(error object is a \(String(cString: luaL_typename(L!, 1))) value)"
-            luaL_traceback(L, L, message, 1)
-            return 1
-        }
-        tracebackRef = luaL_ref(L, lua_registryIndex())
+    /// Longest time one run (`run`, including its `after`, or a top-level `protectedCall`) may take;
+    /// past it the script gets the error "script timed out after N ms", which it cannot catch for
+    /// good. 0 = no limit. Checked every 1000 VM instructions, so time spent inside a single C
+    /// function (one huge string.rep, a pathological pattern match) is not interrupted.
+    public var timeoutNanos: UInt64 = 0
+
+    /// Most bytes the state may hold while a script runs; an allocation that would pass it fails
+    /// with Lua's "not enough memory" (after an emergency collection). 0 = unlimited. The host's own
+    /// allocations between runs (compiling, pushing event data) are never refused, so they can
+    /// never reach Lua's panic handler; they can leave the state over the limit, in which case the
+    /// next script's first growing allocation fails.
+    public var memoryLimit: Int {
+        get { control.pointee.limit }
+        set { control.pointee.limit = max(0, newValue) }
     }
 
-    deinit { lua_close(L) }
+    /// Bytes the state holds now, as Lua accounts them (garbage included until collected).
+    public var memoryInUse: Int { control.pointee.in_use }
+
+    public init(memoryLimit: Int = 0) {
+        control = .allocate(capacity: 1)
+        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0))
+        guard let state = cls_newstate(control) else { fatalError("cannot create a Lua state") }
+        L = state
+        // Setup runs unlimited (the limit is only enforced inside runs) and protected.
+        lua_pushcfunction(L, cls_open_sandbox)
+        guard lua_pcall(L, 0, 2, 0) == LUA_OK else {
+            fatalError("cannot set up the Lua sandbox: \(lua_swiftstring(L, -1) ?? "?")")
+        }
+        tracebackRef = luaL_ref(L, lua_registryIndex())
+        envMetatableRef = luaL_ref(L, lua_registryIndex())
+        self.memoryLimit = memoryLimit
+    }
+
+    deinit {
+        lua_close(L)
+        control.deinitialize(count: 1)
+        control.deallocate()
+    }
 
     /// A pointer-sized slot inside the state, for the owner to find itself from C callbacks.
     public var extraSpace: UnsafeMutableRawPointer {
         UnsafeMutableRawPointer(L) - MemoryLayout<UnsafeRawPointer>.size
     }
 
-    /// Sets a global in the shared base environment (visible to every run, read-only by convention).
+    /// Sets a global in the shared base environment (visible to every run). Tables stay writable
+    /// for scripts until `sealBaseEnvironment()`; after it, a table set here is sealed at once.
     public func setBaseGlobal(_ name: String, _ push: () -> Void) {
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(LUA_RIDX_GLOBALS))
         push()
+        if sealed && lua_type(L, -1) == LUA_TTABLE {
+            lua_pushcfunction(L, cls_seal_value)
+            lua_rotate(L, -2, 1)
+            guard lua_pcall(L, 1, 1, 0) == LUA_OK else { fatalError("cannot seal \(name): \(lua_swiftstring(L, -1) ?? "?")") }
+        }
         lua_setfield(L, -2, name)
         lua_pop(L, 1)
+    }
+
+    /// Makes every table in the base environment (the gateway's globals, and tables inside them)
+    /// read-only for scripts: they get proxies whose writes raise "attempt to modify read-only
+    /// table". The standard library tables are sealed from the start. Call once after installing
+    /// the host's globals; host code must not write into these tables through the globals
+    /// afterwards (the proxies would raise outside any protected call). Idempotent.
+    public func sealBaseEnvironment() {
+        lua_pushcfunction(L, cls_seal_globals)
+        guard lua_pcall(L, 0, 0, 0) == LUA_OK else { fatalError("cannot seal the base environment: \(lua_swiftstring(L, -1) ?? "?")") }
+        sealed = true
     }
 
     /// Compiles a text chunk; returns a registry reference to the function.
@@ -110,16 +144,19 @@ public final class LuaState {
 
     public func release(_ ref: Int32) { luaL_unref(L, lua_registryIndex(), ref) }
 
-    /// Pushes a fresh, empty global environment for one run.
+    /// Pushes a fresh, empty global environment for one run (its `_G` is itself).
     public func pushFreshEnvironment(slots: Int32 = 2) {
-        lua_createtable(L, 0, slots)
+        lua_createtable(L, 0, slots + 1)
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(envMetatableRef))
         lua_setmetatable(L, -2)
+        lua_pushvalue(L, -1)
+        lua_setfield(L, -2, "_G")
     }
 
     /// Runs the compiled chunk `ref` with the environment on top of the stack (which is consumed).
     /// `after` runs once the chunk succeeded, given the environment's stack index, for handler-style
     /// scripts that define a function to call; it returns an error message or nil.
+    /// The chunk and `after` share one deadline (`timeoutNanos`) and the memory limit.
     /// Returns the error message with traceback on failure.
     public func run(_ ref: Int32, after: ((Int32) -> String?)? = nil) -> String? {
         let base = lua_gettop(L) - 1
@@ -128,26 +165,68 @@ public final class LuaState {
         lua_pushvalue(L, base + 1)
         lua_setupvalue(L, -2, 1)
         var failure: String?
-        if lua_pcall(L, 0, 0, base + 2) != LUA_OK {
-            failure = lua_swiftstring(L, -1) ?? "error object is not a string"
-        } else if let after {
+        beginRun()
+        let status = lua_pcall(L, 0, 0, base + 2)
+        if status == LUA_OK, let after {
             failure = after(base + 1)
+        }
+        endRun()
+        if status != LUA_OK {
+            failure = lua_swiftstring(L, -1) ?? "error object is not a string"
         }
         lua_settop(L, base)
         return failure
     }
 
     /// Calls the function at -2 with one argument at -1 under the traceback handler; pops both.
+    /// Inside `run`'s `after` it shares the run's deadline; on its own it gets a deadline of its own.
     public func protectedCall() -> String? {
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(tracebackRef))
         lua_rotate(L, -3, 1)
         let handler = lua_gettop(L) - 2
         var failure: String?
-        if lua_pcall(L, 1, 0, handler) != LUA_OK {
+        beginRun()
+        let status = lua_pcall(L, 1, 0, handler)
+        endRun()
+        if status != LUA_OK {
             failure = lua_swiftstring(L, -1) ?? "error object is not a string"
             lua_pop(L, 1)
         }
         lua_pop(L, 1)
         return failure
+    }
+
+    /// Runs `body` with the memory limit of the state `L` belongs to lifted. For C functions written
+    /// in Swift that allocate Lua memory (push strings or tables) while a script runs: a refused
+    /// allocation raises a Lua error, whose longjmp must never cross Swift frames. The memory
+    /// still counts; the script's next growing allocation fails instead.
+    public static func withMemoryLimitSuspended<T>(_ L: OpaquePointer, _ body: () throws -> T) rethrows -> T {
+        guard let control = cls_control_of(L) else { return try body() }
+        let saved = control.pointee.enforcing
+        control.pointee.enforcing = 0
+        defer { control.pointee.enforcing = saved }
+        return try body()
+    }
+
+    @inline(__always)
+    private func beginRun() {
+        runDepth += 1
+        guard runDepth == 1 else { return }
+        control.pointee.enforcing = 1
+        if timeoutNanos > 0 {
+            cls_arm_timeout(L, timeoutNanos)
+            timeoutArmed = true
+        }
+    }
+
+    @inline(__always)
+    private func endRun() {
+        runDepth -= 1
+        guard runDepth == 0 else { return }
+        control.pointee.enforcing = 0
+        if timeoutArmed {
+            cls_disarm_timeout(L)
+            timeoutArmed = false
+        }
     }
 }

@@ -399,3 +399,387 @@ def raw_exchange(port: int, request: bytes, timeout: float = STEP_TIMEOUT) -> Ra
             # request to its end; the answer is still in our receive buffer.
             pass
         return read_head(sock)
+
+
+# ---------------------------------------------------------------------------
+# Raw WebSocket clients, bystanders and process probes for the hostile,
+# lifecycle and access tests. Everything below only adds to the helpers above.
+
+import errno as _errno
+import selectors as _selectors
+import struct as _struct
+import threading as _threading
+
+OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+ECHO_SCRIPT = """
+if websocketInfo.type == "data" then
+  if websocketInfo.message_type == "data-binary" then
+    Websocket.send{socket_id = websocketInfo.socket_id, message = websocketInfo.message, type = "data-binary"}
+  else
+    websocketInfo.send(websocketInfo.message)
+  end
+end
+"""
+
+
+def ws_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True,
+             mask_key: bytes | None = None) -> bytes:
+    """Encode one client frame (masked unless told otherwise)."""
+    first = (0x80 if fin else 0) | (opcode & 0xF)
+    mask_bit = 0x80 if masked else 0
+    n = len(payload)
+    if n < 126:
+        head = _struct.pack("!BB", first, mask_bit | n)
+    elif n < 65536:
+        head = _struct.pack("!BBH", first, mask_bit | 126, n)
+    else:
+        head = _struct.pack("!BBQ", first, mask_bit | 127, n)
+    if not masked:
+        return head + payload
+    key = mask_key if mask_key is not None else os.urandom(4)
+    if key == b"\x00\x00\x00\x00" or not payload:
+        return head + key + payload
+    body = (int.from_bytes(payload, "big") ^ int.from_bytes((key * (n // 4 + 1))[:n], "big")).to_bytes(n, "big")
+    return head + key + body
+
+
+def ws_close_frame(code: int = 1000, reason: bytes = b"") -> bytes:
+    return ws_frame(OP_CLOSE, _struct.pack("!H", code) + reason)
+
+
+def parse_server_frame(buf: bytes | bytearray, offset: int = 0):
+    """Parse one unmasked server frame at ``offset``.
+
+    Returns ``(fin, opcode, payload, next offset)`` or ``None`` when more bytes are needed.
+    """
+    if len(buf) - offset < 2:
+        return None
+    b0, b1 = buf[offset], buf[offset + 1]
+    n = b1 & 0x7F
+    pos = offset + 2
+    if n == 126:
+        if len(buf) - pos < 2:
+            return None
+        (n,) = _struct.unpack_from("!H", buf, pos)
+        pos += 2
+    elif n == 127:
+        if len(buf) - pos < 8:
+            return None
+        (n,) = _struct.unpack_from("!Q", buf, pos)
+        pos += 8
+    if b1 & 0x80:
+        pos += 4  # a masked server frame is a protocol error; callers check the bit
+    if len(buf) - pos < n:
+        return None
+    return bool(b0 & 0x80), b0 & 0x0F, bytes(buf[pos:pos + n]), pos + n
+
+
+def close_code_of(payload: bytes):
+    return _struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
+
+class RawClient:
+    """A blocking raw-socket WebSocket client.
+
+    ``rcvbuf`` sets SO_RCVBUF before connecting (for clients that do not read).
+    ``expect`` is the HTTP status the upgrade must get (101 unless told otherwise).
+    """
+
+    def __init__(self, port: int, path: str = "/echo", headers: dict | None = None,
+                 rcvbuf: int | None = None, timeout: float = STEP_TIMEOUT, expect: int | None = 101):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((HOST, port))
+        self.key = new_key()
+        self.sock.sendall(build_request(port, path, headers=headers, key=self.key))
+        self.response = read_head(self.sock)
+        if expect is not None:
+            assert self.response.status == expect, f"upgrade of {path}: {self.response!r}"
+        if self.response.status == 101:
+            assert self.response.headers.get("sec-websocket-accept") == accept_for(self.key)
+        self.buf = bytearray(self.response.rest)
+        self.frames_seen: list = []
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def send_text(self, text: str) -> None:
+        self.sock.sendall(ws_frame(OP_TEXT, text.encode("utf-8")))
+
+    def read_frame(self, timeout: float | None = None, answer_pings: bool = True):
+        """Next server frame as ``(fin, opcode, payload)``; pings are answered, not returned,
+        when ``answer_pings``. Raises EOFError at the end of the stream, AssertionError on timeout."""
+        deadline = time.monotonic() + (timeout if timeout is not None else STEP_TIMEOUT)
+        while True:
+            parsed = parse_server_frame(self.buf)
+            if parsed is not None:
+                fin, opcode, payload, end = parsed
+                assert self.buf[1] & 0x80 == 0, "server frames must not be masked"
+                del self.buf[:end]
+                self.frames_seen.append(opcode)
+                if opcode == OP_PING and answer_pings:
+                    self.sock.sendall(ws_frame(OP_PONG, payload))
+                    continue
+                return fin, opcode, payload
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no complete frame within {timeout or STEP_TIMEOUT}s "
+                                     f"({len(self.buf)} bytes buffered)")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except ConnectionResetError:
+                raise EOFError("connection reset by the server") from None
+            if not chunk:
+                raise EOFError(f"TCP connection closed with {len(self.buf)} bytes of a partial frame")
+            self.buf += chunk
+
+    def recv_text(self, timeout: float | None = None) -> str:
+        while True:
+            fin, opcode, payload = self.read_frame(timeout)
+            if opcode == OP_TEXT:
+                return payload.decode("utf-8")
+            if opcode == OP_CLOSE:
+                raise AssertionError(f"server closed with {close_code_of(payload)} while a text message was expected")
+
+    def read_close(self, timeout: float | None = None, answer_pings: bool = True):
+        """Skip frames until the server's close frame; returns ``(code, other frames)``."""
+        seen = []
+        deadline = time.monotonic() + (timeout if timeout is not None else STEP_TIMEOUT)
+        while True:
+            remaining = max(0.01, deadline - time.monotonic())
+            try:
+                fin, opcode, payload = self.read_frame(remaining, answer_pings=answer_pings)
+            except EOFError as exc:
+                raise AssertionError(f"no close frame before EOF ({exc}); frames seen: {seen[:10]!r}") from None
+            if opcode == OP_CLOSE:
+                return close_code_of(payload), seen
+            seen.append((opcode, payload[:60]))
+
+    def wait_eof(self, timeout: float = STEP_TIMEOUT) -> bool:
+        """True when the server ends the TCP connection (EOF or reset) within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            if not chunk:
+                return True
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Bystander:
+    """An innocent client echoing numbered messages on its own thread.
+
+    Each message ``<label>-<n>`` is sent once the previous echo arrived (after
+    ``interval`` seconds); every echo must be exactly the message sent, so a lost,
+    altered or reordered message is caught. ``stop()`` ends it with a close
+    handshake; ``assert_intact(context)`` fails the test if anything went wrong.
+    """
+
+    def __init__(self, port: int, path: str = "/echo", interval: float = 0.02,
+                 label: str = "bystander", reply_timeout: float = STEP_TIMEOUT):
+        self.port = port
+        self.path = path
+        self.interval = interval
+        self.label = label
+        self.reply_timeout = reply_timeout
+        self.sent = 0
+        self.received = 0
+        self.latencies: list[float] = []
+        self.problems: list[str] = []
+        self.close_code = None
+        self._stop = _threading.Event()
+        self._thread = None
+        self.client = None
+
+    def start(self) -> "Bystander":
+        self.client = RawClient(self.port, self.path)
+        self._thread = _threading.Thread(target=self._run, name=f"bystander-{self.label}", daemon=True)
+        self._thread.start()
+        # Wait for the first echo so the bystander is known to be served before the attack.
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while self.received == 0 and not self.problems and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert self.received > 0, f"bystander never got its first echo: {self.problems!r}"
+        return self
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            message = f"{self.label}-{n}"
+            started = time.monotonic()
+            try:
+                self.client.send_text(message)
+                self.sent += 1
+                got = self.client.recv_text(self.reply_timeout)
+            except (AssertionError, EOFError, OSError) as exc:
+                self.problems.append(f"message {n}: {exc}")
+                return
+            self.latencies.append(time.monotonic() - started)
+            if got != message:
+                self.problems.append(f"sent {message!r}, got {got!r}")
+                return
+            self.received += 1
+            n += 1
+            if self.interval:
+                self._stop.wait(self.interval)
+
+    def stop(self, close: bool = True) -> "Bystander":
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.reply_timeout + 2)
+            if self._thread.is_alive():
+                self.problems.append("bystander thread did not finish")
+        if close and self.client is not None and not self.problems:
+            try:
+                self.client.send(ws_close_frame(1000))
+                self.close_code, _ = self.client.read_close(STEP_TIMEOUT)
+            except (AssertionError, OSError) as exc:
+                self.problems.append(f"close handshake: {exc}")
+        if self.client is not None:
+            self.client.close()
+        return self
+
+    @property
+    def max_latency(self) -> float:
+        return max(self.latencies) if self.latencies else float("nan")
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+    def summary(self) -> str:
+        return (f"bystander {self.label}: {self.sent} sent, {self.received} echoed in order, "
+                f"max latency {self.max_latency * 1000:.0f} ms, p99 {self.percentile(0.99) * 1000:.0f} ms, "
+                f"problems {self.problems!r}")
+
+    def assert_intact(self, context: str = "", max_latency: float | None = None) -> None:
+        assert not self.problems, f"{context}: {self.summary()}"
+        assert self.sent == self.received and self.received > 0, f"{context}: {self.summary()}"
+        if max_latency is not None:
+            assert self.max_latency <= max_latency, (
+                f"{context}: bystander latency over {max_latency * 1000:.0f} ms: {self.summary()}")
+
+
+def report(line: str) -> str:
+    """Print one result line (shown with ``pytest -s``) and return it for assertion messages."""
+    print(f"\n[wsgate-report] {line}", flush=True)
+    return line
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of a process in KiB (VmRSS), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def open_fds(pid: int) -> int | None:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, PermissionError):
+        return None
+
+
+class RssWatchdog:
+    """Samples a process's RSS every 20 ms and records the peak.
+
+    A process whose RSS passes ``kill_above_mib`` is killed on the spot (a
+    missing memory limit must not take the test machine down); ``killed``
+    tells the test.
+    """
+
+    def __init__(self, proc: subprocess.Popen, kill_above_mib: int = 1536):
+        self.proc = proc
+        self.kill_above = kill_above_mib * 1024
+        self.peak_kib = 0
+        self.killed = False
+        self._stop = _threading.Event()
+        self._thread = _threading.Thread(target=self._run, name="rss-watchdog", daemon=True)
+
+    def __enter__(self) -> "RssWatchdog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_kib(self.proc.pid)
+            if value is None:
+                return
+            self.peak_kib = max(self.peak_kib, value)
+            if value > self.kill_above and self.proc.poll() is None:
+                self.killed = True
+                self.proc.kill()
+                return
+            self._stop.wait(0.02)
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise this process's soft open-files limit towards ``wanted`` (up to the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float):
+    """Wait for a process to exit; returns (exit code or None, seconds waited)."""
+    started = time.monotonic()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    return code, time.monotonic() - started
+
+
+def ask(port: int, path: str, message: str, timeout: float = STEP_TIMEOUT) -> str:
+    """Open a raw connection on ``path``, send one text message, return the first text reply."""
+    client = RawClient(port, path)
+    try:
+        client.send_text(message)
+        return client.recv_text(timeout)
+    finally:
+        client.close()
+
+
+def upgrade_status(port: int, path: str = "/echo", headers: dict | None = None,
+                   timeout: float = STEP_TIMEOUT) -> RawResponse:
+    """Send one upgrade request on a fresh connection; return the response head."""
+    return raw_exchange(port, build_request(port, path, headers=headers), timeout)

@@ -1,0 +1,361 @@
+import XCTest
+import CLua
+import LuaRuntime
+
+final class SandboxTests: XCTestCase {
+    // MARK: helpers
+
+    /// Compiles `code` and runs it once in a fresh environment; returns the run's error or nil.
+    private func run(_ lua: LuaState, _ code: String, file: StaticString = #filePath, line: UInt = #line) -> String? {
+        let ref: Int32
+        switch lua.compile(Array(code.utf8), chunkName: "test.lua") {
+        case .success(let r): ref = r
+        case .failure(let error):
+            XCTFail("compile error: \(error.message)", file: file, line: line)
+            return error.message
+        }
+        defer { lua.release(ref) }
+        let top = lua_gettop(lua.L)
+        lua.pushFreshEnvironment()
+        let failure = lua.run(ref)
+        XCTAssertEqual(lua_gettop(lua.L), top, "unbalanced stack", file: file, line: line)
+        return failure
+    }
+
+    /// Runs `code`, failing the test if it raises.
+    private func expectSuccess(_ lua: LuaState, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
+        if let failure = run(lua, code, file: file, line: line) {
+            XCTFail("Lua error: \(failure)", file: file, line: line)
+        }
+    }
+
+    /// Runs `code`, expecting an error that contains `fragment`; returns the seconds the run took.
+    @discardableResult
+    private func expectFailure(_ lua: LuaState, _ code: String, containing fragment: String,
+                               file: StaticString = #filePath, line: UInt = #line) -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let failure = run(lua, code, file: file, line: line)
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        if let failure {
+            XCTAssertTrue(failure.contains(fragment), "expected '\(fragment)' in: \(failure)", file: file, line: line)
+        } else {
+            XCTFail("expected an error containing '\(fragment)'", file: file, line: line)
+        }
+        return seconds
+    }
+
+    // MARK: libraries
+
+    func testRemovedFunctionsAreNil() {
+        let lua = LuaState()
+        expectSuccess(lua, """
+        for _, name in ipairs{"io", "package", "require", "debug", "dofile", "loadfile"} do
+          assert(_ENV[name] == nil, name .. " is reachable")
+        end
+        for _, name in ipairs{"execute", "exit", "getenv", "remove", "rename", "tmpname", "setlocale"} do
+          assert(os[name] == nil, "os." .. name .. " is reachable")
+        end
+        assert(string.dump == nil, "string.dump is reachable")
+        assert(("x").dump == nil, "string.dump is reachable through the string metatable")
+        """)
+    }
+
+    func testKeptLibrariesWork() {
+        let lua = LuaState()
+        expectSuccess(lua, """
+        assert(type(os.time()) == "number" and type(os.clock()) == "number")
+        assert(type(os.date("%Y")) == "string" and os.difftime(2, 1) == 1)
+        assert(string.format("%d-%s", 4, "x") == "4-x")
+        assert(table.concat({1, 2, 3}, ",") == "1,2,3")
+        assert(math.max(1, 5) == 5 and math.type(1) == "integer")
+        assert(utf8.char(72, 228) == "H\\u{E4}" and utf8.len("H\\u{E4}") == 2)
+        local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+        assert(co(1) == 2 and co(5) == 10)
+        assert(select("#", 1, 2) == 2 and tostring(12) == "12" and tonumber("7") == 7)
+        assert(pcall(error, "x") == false)
+        local t = setmetatable({}, {__index = function(_, k) return k .. "!" end})
+        assert(t.a == "a!")
+        assert(rawget(t, "a") == nil and rawlen({1, 2}) == 2 and rawequal(t, t))
+        rawset(t, "b", 1)
+        assert(rawget(t, "b") == 1)
+        """)
+    }
+
+    func testLoadAcceptsOnlyText() {
+        let lua = LuaState()
+        expectSuccess(lua, """
+        local f, err = load("\\27LuaT\\0\\25\\147\\r\\n\\26\\n")
+        assert(f == nil and err:find("binary"), "binary chunk loaded: " .. tostring(err))
+        -- an explicit binary mode is overridden
+        f, err = load("\\27Lua", "chunk", "b")
+        assert(f == nil and err:find("binary"), tostring(err))
+        assert(load("return 1 + 1", "chunk", "b")() == 2)
+        -- reader functions go through the same check
+        local parts = {"\\27Lu", "a"}
+        f, err = load(function() return table.remove(parts, 1) end)
+        assert(f == nil and err:find("binary"), tostring(err))
+        parts = {"return ", "40 + 2"}
+        assert(load(function() return table.remove(parts, 1) end)() == 42)
+        -- syntax errors are reported, not raised
+        f, err = load("return +")
+        assert(f == nil and type(err) == "string")
+        """)
+    }
+
+    func testLoadEnvironment() {
+        let lua = LuaState()
+        expectSuccess(lua, """
+        x = 5
+        assert(load("return x")() == 5, "loaded chunk does not see the caller's globals")
+        load("y = 1")()
+        assert(y == 1, "loaded chunk does not write the caller's globals")
+        local env = {}
+        load("z = 3", "chunk", "t", env)()
+        assert(env.z == 3 and z == nil)
+        -- called from C (pcall), the chunk gets its own environment over the base
+        local ok, f = pcall(load, "w = 1; return print")
+        assert(ok and f() == print and w == nil)
+        """)
+        expectSuccess(lua, "assert(w == nil and x == nil and y == nil, 'load leaked into the base')")
+    }
+
+    func testCollectGarbageIsLimited() {
+        let lua = LuaState()
+        for option in ["stop", "restart", "incremental", "generational", "setpause", "setstepmul", "nonsense"] {
+            expectFailure(lua, "collectgarbage('\(option)')", containing: "not allowed")
+        }
+        expectSuccess(lua, """
+        assert(type(collectgarbage("count")) == "number" and collectgarbage("count") > 0)
+        assert(collectgarbage() == 0 and collectgarbage("collect") == 0)
+        assert(type(collectgarbage("step")) == "boolean")
+        assert(collectgarbage("isrunning") == true)
+        """)
+    }
+
+    func testFinalizersAreRefused() {
+        let lua = LuaState()
+        expectFailure(lua, "setmetatable({}, {__gc = function() while true do end end})", containing: "__gc")
+        expectSuccess(lua, "local t = setmetatable({}, {__index = {a = 1}}) assert(t.a == 1)")
+    }
+
+    // MARK: read-only base
+
+    func testLibraryTablesAreReadOnly() {
+        let lua = LuaState()
+        expectFailure(lua, "string.upper = nil", containing: "attempt to modify read-only table")
+        expectFailure(lua, "math.pi = 3", containing: "attempt to modify read-only table")
+        expectFailure(lua, "os.exit = function() end", containing: "attempt to modify read-only table")
+        expectFailure(lua, "table.insert(table, 1)", containing: "attempt to modify read-only table")
+        expectFailure(lua, "rawset(string, 'upper', print)", containing: "attempt to modify read-only table")
+        expectFailure(lua, "setmetatable(string, nil)", containing: "protected metatable")
+        expectSuccess(lua, """
+        assert(getmetatable(string) == false)
+        assert(("x"):upper() == "X" and string.upper("y") == "Y" and ("%d"):format(3) == "3")
+        assert(type(string.upper) == "function" and math.pi > 3.14)
+        local names = {}
+        for name in pairs(string) do names[name] = true end
+        assert(names.upper and names.format and not names.dump)
+        assert(#utf8.charpattern > 0)
+        -- assigning a global only shadows it for this run (assigning nil shadows nothing)
+        string = 1
+        print = nil
+        assert(string == 1)
+        assert(("x"):upper() == "X")
+        """)
+        expectSuccess(lua, "assert(string.upper('x') == 'X' and print ~= nil)")
+    }
+
+    func testStringMetatableIsHidden() {
+        let lua = LuaState()
+        expectSuccess(lua, """
+        assert(type(getmetatable("")) ~= "table", "string metatable exposed")
+        assert(not pcall(setmetatable, "", {}))
+        assert(getmetatable(_ENV) == false, "environment metatable exposed")
+        assert(("abc"):len() == 3 and ("a,b"):find(",") == 2)
+        """)
+    }
+
+    func testGlobalsAreIsolatedBetweenRuns() {
+        let lua = LuaState()
+        expectSuccess(lua, """
+        leaked = 42
+        _G.alsoLeaked = 1
+        assert(_G == _ENV and alsoLeaked == 1)
+        _ENV._G = nil
+        assert(type(_G) == "table" and _G ~= _ENV)
+        local ok = pcall(function() _G.viaBase = 1 end)
+        assert(not ok, "base _G is writable")
+        """)
+        expectSuccess(lua, "assert(leaked == nil and alsoLeaked == nil and viaBase == nil)")
+    }
+
+    func testHostGlobalsAreSealed() {
+        let lua = LuaState()
+        let L = lua.L
+        lua.setBaseGlobal("Websocket") {
+            lua_createtable(L, 0, 2)
+            lua_pushinteger(L, 7)
+            lua_setfield(L, -2, "answer")
+            lua_createtable(L, 0, 1)
+            lua_setfield(L, -2, "nested")
+        }
+        lua.sealBaseEnvironment()
+        lua.setBaseGlobal("Late") { lua_createtable(L, 0, 0) }
+        expectFailure(lua, "Websocket.answer = 1", containing: "attempt to modify read-only table")
+        expectFailure(lua, "Websocket.nested.x = 1", containing: "attempt to modify read-only table")
+        expectFailure(lua, "Late.x = 1", containing: "attempt to modify read-only table")
+        expectSuccess(lua, "Websocket = nil Late = 'shadowed' assert(Late == 'shadowed')")
+        expectSuccess(lua, "assert(Websocket.answer == 7 and type(Websocket.nested) == 'table' and type(Late) == 'table')")
+    }
+
+    // MARK: timeout
+
+    func testTimeoutStopsInfiniteLoop() {
+        let lua = LuaState()
+        lua.timeoutNanos = 100_000_000
+        let seconds = expectFailure(lua, "while true do end", containing: "timed out")
+        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertGreaterThanOrEqual(seconds, 0.09)
+        expectSuccess(lua, "local n = 0 for i = 1, 1000 do n = n + i end assert(n == 500500)")
+        let message = run(lua, "while true do end") ?? ""
+        XCTAssertTrue(message.contains("script timed out after 100 ms"), message)
+    }
+
+    func testTimeoutCannotBeCaught() {
+        let lua = LuaState()
+        lua.timeoutNanos = 100_000_000
+        var seconds = expectFailure(lua, "while true do pcall(function() while true do end end) end", containing: "timed out")
+        XCTAssertLessThan(seconds, 0.5)
+        seconds = expectFailure(lua, """
+        while true do
+          pcall(function()
+            while true do pcall(function() while true do end end) end
+          end)
+        end
+        """, containing: "timed out")
+        XCTAssertLessThan(seconds, 0.5)
+        seconds = expectFailure(lua, "while true do pcall(string.rep, 'x', 100) end", containing: "timed out")
+        XCTAssertLessThan(seconds, 0.5)
+        seconds = expectFailure(lua, "while true do xpcall(function() while true do end end, function(m) return m end) end",
+                                containing: "timed out")
+        XCTAssertLessThan(seconds, 0.5)
+        seconds = expectFailure(lua, """
+        while true do
+          pcall(coroutine.wrap(function() while true do end end))
+          coroutine.resume(coroutine.create(function() while true do end end))
+        end
+        """, containing: "timed out")
+        XCTAssertLessThan(seconds, 0.5)
+        expectSuccess(lua, "assert(pcall(function() return 1 end))")
+    }
+
+    func testTimeoutCoversAfter() {
+        let lua = LuaState()
+        lua.timeoutNanos = 100_000_000
+        guard case .success(let ref) = lua.compile(Array("function handler(info) while true do end end".utf8), chunkName: "h.lua") else {
+            return XCTFail("compile")
+        }
+        let L = lua.L
+        let start = DispatchTime.now().uptimeNanoseconds
+        lua.pushFreshEnvironment()
+        let failure = lua.run(ref) { env in
+            lua_getfield(L, env, "handler")
+            lua_pushnil(L)
+            return lua.protectedCall()
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        XCTAssertTrue(failure?.contains("timed out") == true, failure ?? "no error")
+        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertEqual(lua_gettop(L), 0)
+        expectSuccess(lua, "assert(true)")
+    }
+
+    func testNoTimeoutByDefault() {
+        let lua = LuaState()
+        expectSuccess(lua, "local n = 0 for i = 1, 3e6 do n = n + 1 end assert(n == 3e6)")
+    }
+
+    // MARK: memory
+
+    func testMemoryLimit() {
+        let limit = 16 << 20
+        let lua = LuaState(memoryLimit: limit)
+        XCTAssertEqual(lua.memoryLimit, limit)
+        XCTAssertGreaterThan(lua.memoryInUse, 0)
+        XCTAssertLessThan(lua.memoryInUse, 1 << 20)
+        expectFailure(lua, "local t = {} for i = 1, 1e8 do t[i] = string.rep('x', 100) .. i end", containing: "not enough memory")
+        XCTAssertLessThanOrEqual(lua.memoryInUse, limit)
+        expectSuccess(lua, "local t = {} for i = 1, 1000 do t[i] = ('y'):rep(10) .. i end assert(#t == 1000)")
+        expectSuccess(lua, "collectgarbage()")
+        XCTAssertLessThan(lua.memoryInUse, 1 << 20)
+        expectFailure(lua, "local s = string.rep('x', 1e9)", containing: "not enough memory")
+        expectFailure(lua, "local ok, e = pcall(string.rep, 'x', 1e9) assert(not ok and e:find('memory')) error('caught: ' .. e)",
+                      containing: "caught: not enough memory")
+        expectSuccess(lua, "assert(#string.rep('x', 1e6) == 1e6)")
+        // Raising the limit lets the same script get further.
+        lua.memoryLimit = 0
+        expectSuccess(lua, "local s = string.rep('x', 32 * 1024 * 1024) assert(#s == 32 * 1024 * 1024)")
+        XCTAssertEqual(lua.memoryLimit, 0)
+    }
+
+    func testMemoryLimitOnlyAppliesToRuns() {
+        let lua = LuaState(memoryLimit: 1 << 20)
+        let L = lua.L
+        // The host may push more than the limit between runs without a panic.
+        let big = [UInt8](repeating: 65, count: 2 << 20)
+        big.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+        XCTAssertGreaterThan(lua.memoryInUse, 1 << 20)
+        lua_pop(L, 1)
+        expectSuccess(lua, "collectgarbage()")
+        XCTAssertLessThan(lua.memoryInUse, 1 << 20)
+        expectFailure(lua, "local s = string.rep('x', 2 * 1024 * 1024)", containing: "not enough memory")
+    }
+
+    func testSuspendedLimitForHostFunctions() {
+        let lua = LuaState(memoryLimit: 1 << 20)
+        lua.setBaseGlobal("bigString") {
+            lua_pushcfunction(lua.L) { L in
+                LuaState.withMemoryLimitSuspended(L!) {
+                    let bytes = [UInt8](repeating: 66, count: 2 << 20)
+                    bytes.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+                }
+                return 1
+            }
+        }
+        expectFailure(lua, "local s = bigString() assert(#s == 2 * 1024 * 1024) local t = {} for i = 1, 1e5 do t[i] = {} end",
+                      containing: "not enough memory")
+        expectSuccess(lua, "assert(#bigString() == 2 * 1024 * 1024)")
+    }
+
+    // MARK: cost
+
+    /// Not a pass/fail check: prints what the deadline and the count hook cost.
+    func testMeasureTimeoutOverhead() {
+        func measure(_ lua: LuaState, _ code: String, times: Int) -> Double {
+            guard case .success(let ref) = lua.compile(Array(code.utf8), chunkName: "bench.lua") else { return -1 }
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<times {
+                lua.pushFreshEnvironment()
+                _ = lua.run(ref)
+            }
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / Double(times)
+        }
+        let plain = LuaState()
+        let bounded = LuaState()
+        bounded.timeoutNanos = 1_000_000_000
+        let small = "local t = {a = 1, b = 'x'} local n = 0 for i = 1, 10 do n = n + i end if n ~= 55 then error('x') end"
+        let loop = "local n = 0 for i = 1, 5e6 do n = n + i % 7 end"
+        _ = measure(plain, small, times: 10_000)
+        _ = measure(bounded, small, times: 10_000)
+        let emptyPlain = measure(plain, "", times: 100_000)
+        let emptyBounded = measure(bounded, "", times: 100_000)
+        let smallPlain = measure(plain, small, times: 100_000)
+        let smallBounded = measure(bounded, small, times: 100_000)
+        let loopPlain = measure(plain, loop, times: 2)
+        let loopBounded = measure(bounded, loop, times: 2)
+        print(String(format: "empty run: %.0f ns plain, %.0f ns with deadline", emptyPlain, emptyBounded))
+        print(String(format: "small run: %.0f ns plain, %.0f ns with deadline", smallPlain, smallBounded))
+        print(String(format: "5e6-iteration loop: %.1f ms plain, %.1f ms with deadline (%.2fx)",
+                     loopPlain / 1e6, loopBounded / 1e6, loopBounded / loopPlain))
+    }
+}
