@@ -15,9 +15,11 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CSystem"),
-        .target(name: "WebSocketCodec", dependencies: ["COpenSSL"]),
-        .target(name: "Reactor", dependencies: ["CSystem"]),
+        .target(name: "WebSocketCodec", dependencies: ["COpenSSL", "CZlib"]),
+        .target(name: "CTLS", dependencies: ["COpenSSL"]),
+        .target(name: "Reactor", dependencies: ["CSystem", "CTLS", "COpenSSL"]),
         .target(name: "CLuaSupport", dependencies: ["CLua"]),
         .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport", "WebSocketCodec"]),
         .target(name: "Gateway", dependencies: ["WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSystem"]),
@@ -28,6 +30,7 @@ let package = Package(
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec"]),
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "CLua"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
+        .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTLS", "COpenSSL"]),
     ],
     swiftLanguageModes: [.v5]
 )

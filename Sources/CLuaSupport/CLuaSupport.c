@@ -1,6 +1,7 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include "CLuaSupport.h"
+#include "cls_internal.h"
 
 #include <lauxlib.h>
 #include <lua.h>
@@ -61,7 +62,7 @@ cls_control *cls_control_of(lua_State *L) {
 
 /* MARK: Timeout */
 
-static uint64_t now_ns(void) {
+uint64_t cls_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -77,14 +78,19 @@ static void cls_hook(lua_State *L, lua_Debug *ar) {
         lua_sethook(L, NULL, 0, 0);
         return;
     }
-    if (now_ns() < c->deadline) return;
+    if (cls_now_ns() < c->deadline) return;
+    cls_raise_timeout(L, c, 0);
+}
+
+int cls_raise_timeout(lua_State *L, cls_control *c, int level) {
     /* From now on fire before every instruction of this thread, so a script that catches the error
        with pcall cannot run a single further instruction: every level unwinds in turn. */
     lua_sethook(L, cls_hook, LUA_MASKCOUNT, 1);
-    luaL_where(L, 0);
+    c->timed_out = 1;
+    luaL_where(L, level);
     lua_pushfstring(L, "script timed out after %I ms", (lua_Integer)(c->timeout_ns / 1000000u));
     lua_concat(L, 2);
-    lua_error(L);
+    return lua_error(L);
 }
 
 void cls_arm_timeout(lua_State *L, uint64_t timeout_ns) {
@@ -92,7 +98,8 @@ void cls_arm_timeout(lua_State *L, uint64_t timeout_ns) {
     lua_getallocf(L, &ud);
     cls_control *c = ud;
     c->timeout_ns = timeout_ns;
-    c->deadline = now_ns() + timeout_ns;
+    c->timed_out = 0;
+    c->deadline = cls_now_ns() + timeout_ns;
     lua_sethook(L, cls_hook, LUA_MASKCOUNT, CLS_HOOK_COUNT);
 }
 
@@ -375,6 +382,10 @@ int cls_open_sandbox(lua_State *L) {
     lua_getfield(L, globals, "string");
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
+    /* Pattern matching that observes the deadline (the count hook cannot interrupt a single C
+       call), and a bounded string.rep. Done before sealing; string methods find them too, since
+       the string metatable's __index is this same table. */
+    cls_install_string_functions(L, lua_gettop(L));
     lua_pop(L, 1);
 
     /* Method calls on strings keep using the real string table; getmetatable("") no longer

@@ -21,7 +21,12 @@ final class Connection: IOHandler {
     let fd: Int32
     unowned let worker: Worker
     var registration = EventLoop.Registration.none
-    var state = State.handshake
+    var state = State.handshake {
+        didSet {
+            // A socket that is closing is no longer open: list() leaves it out, sends to it get 404.
+            if oldValue == .open, let id = info?.socketId { worker.shared.registry.remove(id) }
+        }
+    }
     /// Bytes read but not yet processed (a partial head or frame, or input held back by throttling).
     var input = ByteBuffer()
     /// Bytes waiting for the socket to accept them.
@@ -34,6 +39,8 @@ final class Connection: IOHandler {
     /// The rest of a message is being discarded because the rate limit dropped its first frame.
     var droppingMessage = false
     var droppedMessages = 0
+    /// Bytes of script messages refused since the send queue went over half full.
+    var refusedBytes = 0
 
     var info: ConnectionInfo?
     /// The endpoint script (or event handler) this socket's events run.
@@ -316,6 +323,23 @@ extension Connection {
         scheduleFlush()
     }
 
+    /// Queues a script's message unless the peer has stopped reading: past half of
+    /// limits.sendQueueBytes the message is refused (false, the caller answers 429), and once queued
+    /// plus refused bytes pass the limit the connection is closed with 1008.
+    func offer(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) -> Bool {
+        if output.count > worker.config.sendQueueBytes / 2 {
+            refuse(payload.count)
+            return false
+        }
+        sendFrame(opcode, payload)
+        return true
+    }
+
+    func refuse(_ bytes: Int) {
+        refusedBytes += bytes
+        if output.count + refusedBytes > worker.config.sendQueueBytes { abandonSlowReader() }
+    }
+
     /// The peer stopped reading while messages for it piled up: drop the queue and close with 1008,
     /// giving the close frame a second to get out.
     private func abandonSlowReader() {
@@ -383,6 +407,7 @@ extension Connection {
             }
         }
         output.clear(keepingUpTo: 4096)
+        refusedBytes = 0
         info?.queuedBytes.store(0, ordering: .relaxed)
         setWantsWrite(false)
         if state == .finishing { linger() }
@@ -414,8 +439,9 @@ extension Connection {
         worker.loop.modify(fd: fd, events: events, registration: registration)
     }
 
-    /// Stops reading until a rate-limit token is due; buffered input is processed on resume.
-    private func pauseReading(for nanos: UInt64) {
+    /// Stops reading for a while (a rate-limit token is due, or the script overran its time);
+    /// buffered input is processed on resume.
+    func pauseReading(for nanos: UInt64) {
         readPaused = true
         updateInterest()
         worker.loop.schedule(after: max(nanos, 1_000_000)) { [weak self] in

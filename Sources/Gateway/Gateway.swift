@@ -113,7 +113,7 @@ public final class Gateway {
         for worker in shared.workers { worker.loop.post { worker.beginShutdown() } }
     }
 
-    fileprivate var openSockets: Int { shared.registry.count }
+    fileprivate var openSockets: Int { shared.liveSockets.load(ordering: .relaxed) }
     fileprivate var endpointsFolder: String { config.endpoints }
     fileprivate var shutdownTimeoutMs: Int { config.shutdownTimeoutMs }
 }

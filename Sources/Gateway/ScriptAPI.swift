@@ -195,18 +195,28 @@ enum ScriptAPI {
         }
         if let connection = worker.connections[socketId] {
             guard connection.state == .open else { return .notFound("socket \(socketId) is closed") }
-            if connection.output.count > worker.config.sendQueueBytes / 2 { return slowReader(socketId) }
+            let queued: Bool
             switch payload {
-            case .text(let bytes): connection.sendFrame(.text, bytes)
-            case .binary(let bytes): bytes.withUnsafeBytes { connection.sendFrame(.binary, $0) }
+            case .text(let bytes): queued = connection.offer(.text, bytes)
+            case .binary(let bytes): queued = bytes.withUnsafeBytes { connection.offer(.binary, $0) }
             }
-            return nil
+            return queued ? nil : slowReader(socketId)
         }
         guard let entry = worker.shared.registry.lookup(socketId) else {
             return .notFound("socket \(socketId) is not open")
         }
-        if entry.info.queuedBytes.load(ordering: .relaxed) > worker.config.sendQueueBytes / 2 { return slowReader(socketId) }
         let owner = worker.shared.workers[entry.worker]
+        let count: Int
+        switch payload {
+        case .text(let text): count = text.count
+        case .binary(let data): count = data.count
+        }
+        // Count the message into the gauge now: the owner publishes its real queue only when it
+        // gets to its mailbox, and a script sending in a loop must see 429 before then.
+        if entry.info.queuedBytes.wrappingAdd(count, ordering: .relaxed).oldValue > worker.config.sendQueueBytes / 2 {
+            owner.loop.post { owner.refused(socketId: socketId, bytes: count) }
+            return slowReader(socketId)
+        }
         let (opcode, bytes): (Opcode, [UInt8])
         switch payload {
         case .text(let text): (opcode, bytes) = (.text, Array(text))
@@ -240,9 +250,7 @@ enum ScriptAPI {
             guard UTF8Validator.isValid(bytes) else {
                 return .badRequest("message is not valid UTF-8; send it with Websocket.send and type \"data-binary\" as base64")
             }
-            if connection.output.count > worker.config.sendQueueBytes / 2 { return slowReader(connection.socketId) }
-            connection.sendFrame(.text, bytes)
-            return nil
+            return connection.offer(.text, bytes) ? nil : slowReader(connection.socketId)
         }
         switch lua_type(L, index) {
         case LUA_TSTRING:

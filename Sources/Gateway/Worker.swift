@@ -2,11 +2,15 @@ import CLua
 import Foundation
 import LuaRuntime
 import Reactor
+import Synchronization
 import WebSocketCodec
 
 /// What all workers share: the socket registry, the worker list, start-up settings.
 final class SharedState {
     let registry = Registry()
+    /// Upgraded sockets not yet closed, closing ones included (the registry lists only open ones):
+    /// what shutdown waits for.
+    let liveSockets = Atomic<Int>(0)
     let endpointsFolder: String
     /// Makes socket ids unique across restarts: random per process.
     let socketIdPrefix: String
@@ -269,6 +273,7 @@ final class Worker {
         connection.luaFieldsRef = ScriptAPI.makeConstantFields(lua.L, info)
         connections[socketId] = connection
         shared.registry.add(info, worker: index)
+        shared.liveSockets.add(1, ordering: .relaxed)
         Log.debug("socket \(socketId) opened on \(info.route)")
         runScript(connection, event: .open, message: nil, binary: false)
     }
@@ -283,6 +288,7 @@ final class Worker {
         guard wasUpgraded, let info = connection.info else { return }
         connections.removeValue(forKey: info.socketId)
         shared.registry.remove(info.socketId)
+        shared.liveSockets.subtract(1, ordering: .relaxed)
         Log.debug("socket \(info.socketId) closed")
         runScript(connection, event: .close, message: nil, binary: false)
         lua.release(connection.luaFieldsRef)
@@ -313,15 +319,26 @@ final class Worker {
         }
         if let failure {
             Log.error("script error route=\(connection.info?.route ?? "-") socket=\(connection.socketId) event=\(event.name): \(failure)")
+            if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.state == .open {
+                // The loop just spent a whole timeout on this socket: serve the others before its
+                // next message.
+                connection.pauseReading(for: lua.timeoutNanos)
+            }
         }
     }
 
     // MARK: Cross-loop delivery
 
     /// Sends to a socket of this worker; called on this worker's thread.
+    /// Counts a message another loop refused for a slow reader of this worker's.
+    func refused(socketId: String, bytes: Int) {
+        guard let connection = connections[socketId], connection.state == .open else { return }
+        connection.refuse(bytes)
+    }
+
     func deliver(to socketId: String, opcode: Opcode, payload: [UInt8]) {
         guard let connection = connections[socketId], connection.state == .open else { return }
-        payload.withUnsafeBytes { connection.sendFrame(opcode, $0) }
+        _ = payload.withUnsafeBytes { connection.offer(opcode, $0) }
     }
 
     func close(socketId: String, code: CloseCode) {

@@ -78,9 +78,12 @@ public final class LuaState {
     /// Bytes the state holds now, as Lua accounts them (garbage included until collected).
     public var memoryInUse: Int { control.pointee.in_use }
 
+    /// Whether the last run was stopped by its deadline.
+    public var lastRunTimedOut: Bool { control.pointee.timed_out != 0 }
+
     public init(memoryLimit: Int = 0) {
         control = .allocate(capacity: 1)
-        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0))
+        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0, timed_out: 0))
         guard let state = cls_newstate(control) else { fatalError("cannot create a Lua state") }
         L = state
         // Setup runs unlimited (the limit is only enforced inside runs) and protected.

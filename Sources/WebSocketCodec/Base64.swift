@@ -46,7 +46,7 @@ public enum Base64 {
         bytes.withUnsafeBytes { encode($0) }
     }
 
-    /// Decodes strictly: length a multiple of four, padding only at the end, no other characters.
+    /// Decodes strictly: length a multiple of four, padding only at the end, unused bits zero, no other characters.
     public static func decode(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
         let n = input.count
         if n == 0 { return [] }
@@ -71,6 +71,8 @@ public enum Base64 {
                     if d == 0xFF { return nil }
                     v = v << 6 | UInt32(d)
                 }
+                // Canonical only (RFC 4648 3.5): the bits a padded group does not use must be zero.
+                if last && (padding == 2 && v >> 12 & 0xF != 0 || padding == 1 && v >> 6 & 0x3 != 0) { return nil }
                 out.append(UInt8(v >> 16))
                 if !(last && padding == 2) { out.append(UInt8(v >> 8 & 0xFF)) }
                 if !(last && padding >= 1) { out.append(UInt8(v & 0xFF)) }

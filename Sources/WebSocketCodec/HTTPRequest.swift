@@ -32,10 +32,10 @@ public struct HTTPRequestHead {
 
     /// Whether a comma-separated header contains `token` (case-insensitive).
     public func headerContainsToken(_ name: String, _ token: String) -> Bool {
-        let token = token.lowercased()
+        let token = asciiLowercased(token)
         return headers.contains { header in
             header.name == name && header.value.split(separator: ",").contains {
-                $0.trimmingSpaces().lowercased() == token
+                asciiLowercased($0.trimmingSpaces()) == token
             }
         }
     }
@@ -83,13 +83,28 @@ public enum HTTPRequestParser {
                 return .failure(.malformed("header line without colon"))
             }
             let name = line[..<colon]
-            guard !name.isEmpty, !name.contains(" "), !name.contains("\t") else {
+            guard !name.isEmpty, name.utf8.allSatisfy(isTokenByte) else {
                 return .failure(.malformed("bad header name"))
             }
-            headers.append((name.lowercased(), line[line.index(after: colon)...].trimmingSpaces()))
+            headers.append((asciiLowercased(name), line[line.index(after: colon)...].trimmingSpaces()))
         }
         return .success(HTTPRequestHead(method: String(parts[0]), target: String(parts[1]), version: String(parts[2]), headers: headers))
     }
+}
+
+/// RFC 9110 token characters: header names are made of these only.
+private func isTokenByte(_ b: UInt8) -> Bool {
+    switch b {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        return true
+    default:
+        return "!#$%&'*+-.^_`|~".utf8.contains(b)
+    }
+}
+
+/// Lower-cases ASCII letters only: Unicode case mapping would turn the Kelvin sign into "k".
+func asciiLowercased<S: StringProtocol>(_ s: S) -> String {
+    String(decoding: s.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
 }
 
 extension Substring {

@@ -197,7 +197,11 @@ def ids_open(client: RawClient) -> list:
 
 
 def drain_to_end(client: RawClient, timeout: float = 10.0, limit: int = 64 << 20):
-    """Read a never-read socket to its end; returns (bytes read, ended, close code found)."""
+    """Read a socket that was never read to its end.
+
+    Returns (bytes read, whether the server ended the TCP connection, the close code of the
+    first close frame found by walking the frames, frames walked, why the walk stopped early).
+    """
     data = bytearray(client.buf)
     ended = False
     deadline = time.monotonic() + timeout
@@ -309,7 +313,14 @@ def test_client_flooding_itself_without_reading_gets_429_then_is_cut_off(wsgate)
                 cut_off = True
                 break
             triggers += 1
-            result = json.loads(observer.recv_text(10))
+            try:
+                result = json.loads(observer.recv_text(3))
+            except AssertionError:
+                # A socket the gateway is closing no longer runs its script: no report comes.
+                if not _still_listed(observer):
+                    cut_off = True
+                    break
+                raise
             ok += result["ok"]
             if result["first"]:
                 firsts.append(result["first"])
@@ -533,7 +544,7 @@ end
 SPIN_CONFIG = {"rateLimit": NO_RATE_LIMIT, "scripts": {"timeoutMs": 1000}, "shutdownTimeoutMs": 1000}
 
 
-def _stuck_script_round(server, variants, context):
+def _stuck_script_round(server, variants, context, pause=0.3):
     bystander = Bystander(server.port, interval=0.01, label="spin-bystander").start()
     attacker = RawClient(server.port, "/spin")
     socket_id = attacker.recv_text()
@@ -541,6 +552,7 @@ def _stuck_script_round(server, variants, context):
     problems = []
     try:
         for variant in variants:
+            time.sleep(pause)  # 0: the next runaway run starts as soon as the previous one is stopped
             started = time.monotonic()
             attacker.send_text(variant)
             attacker.send_text(f"next-{variant}")
@@ -557,7 +569,7 @@ def _stuck_script_round(server, variants, context):
         attacker.close()
     timed_out = [ln for ln in server.log_lines_with("timed out") if "ERROR" in ln]
     line = report(
-        f"stuck scripts ({context}, --workers 1): {len(variants)} runaway runs {variants}; the attacker's next "
+        f"stuck scripts ({context}, --workers 1, pause {pause}s): {len(variants)} runaway runs {variants}; the attacker's next "
         f"event answered after {timings} s; {len(timed_out)} ERROR 'timed out' lines; problems {problems}; "
         f"{bystander.summary()}")
     return line, problems, timed_out, bystander, socket_id
@@ -572,6 +584,40 @@ def test_script_stuck_in_a_loop_is_stopped(wsgate):
     assert any("/spin" in ln and socket_id in ln for ln in timed_out), f"no ERROR line naming route and socket: {line}"
     # The bystander shares the only loop: at most about one timeout of delay.
     bystander.assert_intact("stuck scripts", max_latency=1.6)
+
+
+def test_back_to_back_stuck_scripts_delay_others_by_one_timeout_at_most(wsgate):
+    # A probe message arrives 0.3 s into a runaway run; the attacker starts the next runaway
+    # run the moment the first one is stopped. The probe should be answered when the first
+    # run is stopped (about 0.7 s later), not after the second one as well.
+    server = wsgate({"echo.lua": ECHO_SCRIPT, "spin.lua": SPIN}, SPIN_CONFIG, workers=1)
+    bystander = Bystander(server.port, interval=0.01, label="back-to-back-bystander").start()
+    attacker = RawClient(server.port, "/spin")
+    attacker.recv_text()
+    probe = RawClient(server.port, "/echo")
+    rounds, latencies = 3, []
+    attacker.send_text("spin")
+    attacker.send_text("n0")
+    for r in range(rounds):
+        time.sleep(0.3)
+        sent = time.monotonic()
+        probe.send_text(f"probe-{r}")
+        assert attacker.recv_text(5) == f"after:n{r}"
+        attacker.send_text("spin")  # the next runaway run, at once
+        attacker.send_text(f"n{r + 1}")
+        assert probe.recv_text(5) == f"probe-{r}"
+        latencies.append(round(time.monotonic() - sent, 2))
+    assert attacker.recv_text(5) == f"after:n{rounds}"
+    attacker.close()
+    probe.close()
+    bystander.stop()
+    timed_out = [ln for ln in server.log_lines_with("timed out") if "ERROR" in ln]
+    line = report(f"back-to-back stuck scripts (--workers 1, timeoutMs 1000): {rounds + 1} runaway runs; a probe sent "
+                  f"0.3 s into a run was echoed after {latencies} s (one timeout at most would be about 0.7 s); "
+                  f"{len(timed_out)} 'timed out' lines; {bystander.summary()}")
+    assert len(timed_out) >= rounds + 1, line
+    assert max(latencies) <= 1.2, f"a message waited for two runaway runs: {line}"
+    bystander.assert_intact("back-to-back stuck scripts")
 
 
 def test_script_stuck_in_a_c_level_pattern_match_is_stopped(wsgate):
@@ -633,16 +679,23 @@ def test_script_allocating_without_end_is_stopped(wsgate):
                 problems.append(f"{variant}: got {got!r}")
     bystander.stop()
     attacker.close()
-    oom = [ln for ln in server.log_lines_with("not enough memory") if "ERROR" in ln]
+    time.sleep(0.1)
+    errors = [ln for ln in server.log_lines_with("route=/alloc") if " ERROR " in ln]
+    oom = [ln for ln in errors if "not enough memory" in ln]
+    # Near the limit the collector runs on every allocation, so a bomb may hit the run
+    # timeout (or string.rep's size check) before the allocator refuses: each run must be
+    # stopped and logged either way.
     line = report(
         f"memory bombs (--workers 1, memoryBytes 64 MiB): {len(variants)} runs {variants}; next event answered "
-        f"after {timings} s; {len(oom)} ERROR 'not enough memory' lines; gateway peak RSS "
+        f"after {timings} s; {len(errors)} ERROR lines for /alloc, {len(oom)} of them 'not enough memory', "
+        f"{sum('timed out' in ln for ln in errors)} 'timed out'; gateway peak RSS "
         f"{watchdog.peak_mib:.0f} MiB (killed by the test's 1 GiB guard: {watchdog.killed}); "
         f"problems {problems}; {bystander.summary()}")
     assert not watchdog.killed, line
     assert not problems, line
-    assert len(oom) >= 4, line
-    assert any("/alloc" in ln for ln in oom), line
+    assert len(errors) >= len(variants), line
+    assert len(oom) >= 2, line
+    assert max(timings.values()) <= 2.0, f"a bomb ran far past scripts.timeoutMs: {line}"
     assert watchdog.peak_mib < 200, line
     bystander.assert_intact("memory bombs")
 

@@ -405,8 +405,6 @@ def raw_exchange(port: int, request: bytes, timeout: float = STEP_TIMEOUT) -> Ra
 # Raw WebSocket clients, bystanders and process probes for the hostile,
 # lifecycle and access tests. Everything below only adds to the helpers above.
 
-import errno as _errno
-import selectors as _selectors
 import struct as _struct
 import threading as _threading
 
@@ -595,9 +593,11 @@ class Bystander:
     """
 
     def __init__(self, port: int, path: str = "/echo", interval: float = 0.02,
-                 label: str = "bystander", reply_timeout: float = STEP_TIMEOUT):
+                 label: str = "bystander", reply_timeout: float = STEP_TIMEOUT,
+                 headers: dict | None = None):
         self.port = port
         self.path = path
+        self.headers = headers
         self.interval = interval
         self.label = label
         self.reply_timeout = reply_timeout
@@ -611,7 +611,7 @@ class Bystander:
         self.client = None
 
     def start(self) -> "Bystander":
-        self.client = RawClient(self.port, self.path)
+        self.client = RawClient(self.port, self.path, headers=self.headers)
         self._thread = _threading.Thread(target=self._run, name=f"bystander-{self.label}", daemon=True)
         self._thread.start()
         # Wait for the first echo so the bystander is known to be served before the attack.

@@ -22,6 +22,8 @@ typedef struct cls_control {
     uint64_t deadline;
     /* The timeout the deadline was set from, for the error message. */
     uint64_t timeout_ns;
+    /* Set when the hook raised the timeout error since the deadline was armed. */
+    int timed_out;
 } cls_control;
 
 /* A new state whose allocator counts into `control` (which must outlive the state), with a panic

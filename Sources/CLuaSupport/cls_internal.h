@@ -1,0 +1,23 @@
+#ifndef WSGATE_CLS_INTERNAL_H
+#define WSGATE_CLS_INTERNAL_H
+
+/* Shared between the C files of CLuaSupport; not part of the module's public header. */
+
+#include "CLuaSupport.h"
+
+#include <lua.h>
+#include <stdint.h>
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t cls_now_ns(void);
+
+/* Raises "script timed out after N ms" (prefixed with luaL_where(L, level)) after marking the run
+   as timed out and making the count hook fire before every further instruction of L, so a script
+   that catches the error cannot go on. Never returns. */
+int cls_raise_timeout(lua_State *L, cls_control *c, int level);
+
+/* Replaces find, match, gmatch, gsub and rep in the (still writable) string library table at
+   `index` by the deadline-aware versions of patterns.c. */
+void cls_install_string_functions(lua_State *L, int index);
+
+#endif
