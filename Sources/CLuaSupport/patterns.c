@@ -21,6 +21,7 @@
 #include <ctype.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -45,7 +46,8 @@ typedef struct {
     lua_State *L;
     const char *subject, *subject_end; /* both NUL-terminated by Lua: *subject_end == '\0' */
     const char *pattern_end;           /* likewise */
-    cls_control *control;              /* NULL for a state without a deadline */
+    cls_control *control;              /* found at the first deadline check; NULL if none */
+    int control_known;
     long budget;                       /* units left before the next deadline check */
     int depth;                         /* nested calls left before "pattern too complex" */
     int ncaptures;
@@ -56,6 +58,10 @@ typedef struct {
 
 static void pm_tick(pm_state *m) {
     m->budget = PM_TICK;
+    if (!m->control_known) { /* not looked up in advance: most matches never get here */
+        m->control = cls_control_of(m->L);
+        m->control_known = 1;
+    }
     cls_control *c = m->control;
     if (c != NULL && c->deadline != 0 && cls_now_ns() >= c->deadline) cls_raise_timeout(m->L, c, 1);
 }
@@ -79,7 +85,8 @@ static void pm_prepare(pm_state *m, lua_State *L, const char *s, size_t ls, cons
     m->subject = s;
     m->subject_end = s + ls;
     m->pattern_end = p + lp;
-    m->control = cls_control_of(L);
+    m->control = NULL;
+    m->control_known = 0;
     m->budget = PM_TICK;
 }
 
@@ -91,26 +98,46 @@ static void pm_restart(pm_state *m) {
 
 /* MARK: Single-character classes */
 
-/* Whether byte c belongs to the class %x for letter x: a class letter, its upper-case complement,
-   or any other byte, which stands for itself. */
-static int pm_class(int c, int letter) {
-    int in;
-    switch (letter | 0x20) { /* the lower-case letter; other bytes end in default */
-    case 'a': in = isalpha(c); break;
-    case 'c': in = iscntrl(c); break;
-    case 'd': in = isdigit(c); break;
-    case 'g': in = isgraph(c); break;
-    case 'l': in = islower(c); break;
-    case 'p': in = ispunct(c); break;
-    case 's': in = isspace(c); break;
-    case 'u': in = isupper(c); break;
-    case 'w': in = isalnum(c); break;
-    case 'x': in = isxdigit(c); break;
-    default: return letter == c;
+/* The classes, as bits: which classes each byte is in, and which class each class letter (in
+   either case) names. Filled once from <ctype.h>, so the classes follow the C library's locale
+   at that time, as the reference implementation's do (the gateway never changes the locale).
+   %z (the zero byte) is the 5.1 class that 5.4 no longer documents but still implements; it is
+   kept for identical results. */
+static unsigned short pm_classes[256];
+static unsigned short pm_letters[256];
+static pthread_once_t pm_classes_once = PTHREAD_ONCE_INIT;
+
+static void pm_fill_classes(void) {
+    static const char letters[] = "acdglpsuwxz";
+    for (int i = 0; letters[i] != '\0'; i++) {
+        unsigned short bit = (unsigned short)(1u << i);
+        pm_letters[(unsigned char)letters[i]] = bit;
+        pm_letters[toupper((unsigned char)letters[i])] = bit;
+        for (int c = 0; c < 256; c++) {
+            int in;
+            switch (letters[i]) {
+            case 'a': in = isalpha(c); break;
+            case 'c': in = iscntrl(c); break;
+            case 'd': in = isdigit(c); break;
+            case 'g': in = isgraph(c); break;
+            case 'l': in = islower(c); break;
+            case 'p': in = ispunct(c); break;
+            case 's': in = isspace(c); break;
+            case 'u': in = isupper(c); break;
+            case 'w': in = isalnum(c); break;
+            case 'x': in = isxdigit(c); break;
+            default: in = c == 0; break;
+            }
+            if (in) pm_classes[c] |= bit;
+        }
     }
-    if (letter < 'a') in = !in; /* upper case: the complement */
-    return in != 0;
 }
+
+/* Whether byte c (0-255) belongs to the class %x for byte x (0-255): a class letter, its
+   upper-case complement, or any other byte, which stands for itself. A macro: the debug build
+   does not inline, and this runs for every byte a class is tried on. */
+#define PM_CLASS(c, x)                                                                             \
+    (pm_letters[x] != 0 ? ((pm_classes[c] & pm_letters[x]) != 0) != ((x) < 'a') : (x) == (c))
 
 /* Whether byte c belongs to the set whose '[' is at `open` and whose closing ']' is at `close`. */
 static int pm_set(int c, const char *open, const char *close) {
@@ -123,7 +150,7 @@ static int pm_set(int c, const char *open, const char *close) {
     while (p < close) {
         unsigned char first = (unsigned char)*p;
         if (first == '%') {
-            if (pm_class(c, (unsigned char)p[1])) return found;
+            if (PM_CLASS(c, (unsigned char)p[1])) return found;
             p += 2;
         } else if (p[1] == '-' && p + 2 < close) {
             if (first <= c && c <= (unsigned char)p[2]) return found;
@@ -162,7 +189,7 @@ static int pm_single(const pm_state *m, const char *s, const char *p, const char
     int c = (unsigned char)*s;
     switch (*p) {
     case '.': return 1;
-    case '%': return pm_class(c, (unsigned char)p[1]);
+    case '%': return PM_CLASS(c, (unsigned char)p[1]);
     case '[': return pm_set(c, p, ep - 1);
     default: return (unsigned char)*p == c;
     }
@@ -230,8 +257,25 @@ static const char *pm_backref(pm_state *m, const char *s, int d) {
 /* "x*" (s at the first candidate) and "x+" (s after the one match already found): the longest
    run first, then shorter ones. */
 static const char *pm_longest(pm_state *m, const char *s, const char *p, const char *ep) {
-    const char *t = s;
-    while (pm_single(m, t, p, ep)) t++;
+    const char *t = s, *limit = m->subject_end;
+    switch (*p) { /* the run of bytes in the class [p, ep), one loop per kind of class */
+    case '.':
+        t = limit;
+        break;
+    case '%': {
+        int letter = (unsigned char)p[1];
+        while (t < limit && PM_CLASS((unsigned char)*t, letter)) t++;
+        break;
+    }
+    case '[':
+        while (t < limit && pm_set((unsigned char)*t, p, ep - 1)) t++;
+        break;
+    default: {
+        char c = *p;
+        while (t < limit && *t == c) t++;
+        break;
+    }
+    }
     pm_charge(m, (size_t)(t - s));
     for (;;) {
         const char *end = pm_match(m, t, ep + 1);
@@ -304,10 +348,22 @@ static const char *pm_match(pm_state *m, const char *s, const char *p) {
         default:
             break;
         }
-        /* A single-character class, perhaps followed by a quantifier. */
-        const char *ep = pm_class_end(m, p);
+        /* A single-character class, perhaps followed by a quantifier. A byte or '.' is tested
+           here (the debug build does not inline calls). */
+        const char *ep;
+        int matched;
+        if (*p != '%' && *p != '[') {
+            ep = p + 1;
+            matched = s < m->subject_end && (*p == '.' || *s == *p);
+        } else if (*p == '%' && p + 1 < m->pattern_end) {
+            ep = p + 2;
+            matched = s < m->subject_end && PM_CLASS((unsigned char)*s, (unsigned char)p[1]);
+        } else {
+            ep = pm_class_end(m, p);
+            matched = pm_single(m, s, p, ep);
+        }
         char quantifier = *ep; /* '\0' at the end of the pattern */
-        if (!pm_single(m, s, p, ep)) {
+        if (!matched) {
             if (quantifier == '*' || quantifier == '?' || quantifier == '-') { /* zero times */
                 p = ep + 1;
                 continue;
@@ -436,21 +492,23 @@ static int pm_find(lua_State *L) { return pm_find_or_match(L, 1); }
 
 static int pm_match_fn(lua_State *L) { return pm_find_or_match(L, 0); }
 
-/* The iterator's position, as offsets into the subject. */
+/* The iterator's state. The subject and the pattern are the closure's upvalues, which keeps
+   them alive (and Lua never moves a string). */
 typedef struct {
-    size_t next;      /* where the next attempt starts */
-    size_t last_end;  /* where the last match ended, if `matched` */
+    const char *subject, *pattern;
+    size_t subject_len, pattern_len;
+    size_t next;     /* where the next attempt starts */
+    size_t last_end; /* where the last match ended, if `matched` */
     int matched;
 } pm_iterator;
 
 /* Upvalues: the subject, the pattern, the pm_iterator. */
 static int pm_gmatch_step(lua_State *L) {
-    size_t ls, lp;
-    const char *s = lua_tolstring(L, lua_upvalueindex(1), &ls);
-    const char *p = lua_tolstring(L, lua_upvalueindex(2), &lp);
     pm_iterator *it = lua_touserdata(L, lua_upvalueindex(3));
+    const char *s = it->subject, *p = it->pattern;
+    size_t ls = it->subject_len;
     pm_state m;
-    pm_prepare(&m, L, s, ls, p, lp);
+    pm_prepare(&m, L, s, ls, p, it->pattern_len);
     /* '^' is no anchor here: it would stop the iteration, so it matches itself. */
     for (size_t pos = it->next; pos <= ls; pos++) {
         pm_restart(&m);
@@ -468,12 +526,16 @@ static int pm_gmatch_step(lua_State *L) {
 
 static int pm_gmatch(lua_State *L) {
     size_t ls, lp;
-    luaL_checklstring(L, 1, &ls);
-    luaL_checklstring(L, 2, &lp);
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
     size_t init = pm_position(luaL_optinteger(L, 3, 1), ls) - 1;
     if (init > ls) init = ls + 1; /* nothing left to match, not even an empty string */
     lua_settop(L, 2);
     pm_iterator *it = lua_newuserdatauv(L, sizeof *it, 0);
+    it->subject = s;
+    it->subject_len = ls;
+    it->pattern = p;
+    it->pattern_len = lp;
     it->next = init;
     it->last_end = 0;
     it->matched = 0;
@@ -635,6 +697,7 @@ void cls_install_string_functions(lua_State *L, int index) {
         {"find", pm_find}, {"match", pm_match_fn}, {"gmatch", pm_gmatch},
         {"gsub", pm_gsub}, {"rep", pm_rep},        {NULL, NULL},
     };
+    pthread_once(&pm_classes_once, pm_fill_classes);
     index = lua_absindex(L, index);
     for (const luaL_Reg *f = functions; f->name != NULL; f++) {
         lua_pushcfunction(L, f->func);

@@ -1,4 +1,5 @@
 import Foundation
+import WebSocketCodec
 
 /// What to do with a message that arrives when the connection's token bucket is empty.
 public enum RateLimitAction: String, CaseIterable {
@@ -33,13 +34,20 @@ public struct GatewayConfig: Equatable {
     public var scriptTimeoutMs = 1000
     public var scriptMemoryBytes = 64 << 20
     public var shutdownTimeoutMs = 10_000
+    /// PEM files; both set means the port speaks TLS only.
+    public var tlsCertificate: String?
+    public var tlsPrivateKey: String?
+    public var compressionEnabled = true
+    /// Outgoing messages smaller than this are sent uncompressed.
+    public var compressionMinBytes = 64
+    public var deflatePolicy = DeflatePolicy()
 
     public init() {}
 
     /// The keys that only take effect at start-up, with their values, to report on a reload.
     var restartOnlySettings: [(key: String, value: String)] {
         [("host", host), ("port", "\(port)"), ("endpoints", endpoints), ("workers", "\(workers)"),
-         ("scripts.memoryBytes", "\(scriptMemoryBytes)")]
+         ("scripts.memoryBytes", "\(scriptMemoryBytes)"), ("tls", tlsCertificate == nil ? "off" : "on")]
     }
 
     public var effectiveWorkers: Int {
@@ -164,6 +172,30 @@ extension GatewayConfig {
                     }
                 }
             case "shutdownTimeoutMs": config.shutdownTimeoutMs = try r.int(value, key, 0...3_600_000)
+            case "tls":
+                try r.object(value, prefix: "tls.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "certificate": config.tlsCertificate = try r.string(value, "tls." + key)
+                    case "privateKey": config.tlsPrivateKey = try r.string(value, "tls." + key)
+                    default: throw r.unknown("tls." + key)
+                    }
+                }
+                if (config.tlsCertificate == nil) != (config.tlsPrivateKey == nil) {
+                    throw r.error("tls", "needs both certificate and privateKey")
+                }
+            case "compression":
+                try r.object(value, prefix: "compression.") { (key, value, r) throws(ConfigError) in
+                    let name = "compression." + key
+                    switch key {
+                    case "enabled": config.compressionEnabled = try r.bool(value, name)
+                    case "minBytes": config.compressionMinBytes = try r.int(value, name, 0...(1 << 30))
+                    case "serverNoContextTakeover": config.deflatePolicy.serverNoContextTakeover = try r.bool(value, name)
+                    case "clientNoContextTakeover": config.deflatePolicy.clientNoContextTakeover = try r.bool(value, name)
+                    case "serverMaxWindowBits": config.deflatePolicy.serverMaxWindowBits = try r.int(value, name, 9...15)
+                    case "clientMaxWindowBits": config.deflatePolicy.clientMaxWindowBits = try r.int(value, name, 8...15)
+                    default: throw r.unknown(name)
+                    }
+                }
             default: throw r.unknown(key)
             }
         }
@@ -193,6 +225,11 @@ private struct Reader {
     func string(_ value: JSONValue, _ key: String) throws(ConfigError) -> String {
         guard case .string(let s) = value else { throw error(key, "must be a string, not \(value.typeName)") }
         return s
+    }
+
+    func bool(_ value: JSONValue, _ key: String) throws(ConfigError) -> Bool {
+        guard case .bool(let b) = value else { throw error(key, "must be true or false, not \(value.typeName)") }
+        return b
     }
 
     func strings(_ value: JSONValue, _ key: String) throws(ConfigError) -> [String] {

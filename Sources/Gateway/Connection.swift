@@ -19,6 +19,11 @@ final class Connection: IOHandler {
     }
 
     let fd: Int32
+    var transport: Transport
+    /// False until the TLS handshake is done (true at once without TLS).
+    var transportReady: Bool
+    /// A TLS read needs the socket writable first.
+    var readWaitsForWritable = false
     unowned let worker: Worker
     var registration = EventLoop.Registration.none
     var state = State.handshake {
@@ -34,6 +39,8 @@ final class Connection: IOHandler {
     /// The fragments of the message being assembled.
     var fragments = ByteBuffer()
     var fragmentOpcode: Opcode?
+    /// The message being assembled came with RSV1: it is inflated when complete.
+    var fragmentCompressed = false
     var fragmentCount = 0
     var fragmentUTF8 = UTF8Validator()
     /// The rest of a message is being discarded because the rate limit dropped its first frame.
@@ -45,6 +52,8 @@ final class Connection: IOHandler {
     var info: ConnectionInfo?
     /// The endpoint script (or event handler) this socket's events run.
     var script: EndpointScript?
+    /// Set when permessage-deflate was negotiated.
+    var deflate: DeflateSession?
     /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
     var luaFieldsRef: Int32 = 0
     var bucket: TokenBucket
@@ -55,8 +64,10 @@ final class Connection: IOHandler {
     var wantsWrite = false
     var inFlushList = false
 
-    init(fd: Int32, worker: Worker, now: UInt64) {
+    init(fd: Int32, worker: Worker, now: UInt64, tls: TLSServerContext?) {
         self.fd = fd
+        transport = Transport(fd: fd, tls: tls.map { TLSStream(context: $0, fd: fd) })
+        transportReady = tls == nil
         self.worker = worker
         bucket = TokenBucket(now: now)
     }
@@ -66,7 +77,16 @@ final class Connection: IOHandler {
     // MARK: I/O readiness
 
     func ioReady(_ events: UInt32) {
+        if !transportReady {
+            continueTLSHandshake()
+            return
+        }
         if events & IOEvents.writable != 0 {
+            if readWaitsForWritable {
+                readWaitsForWritable = false
+                readOnce()
+                if state == .closed { return }
+            }
             flush()
             if state == .closed { return }
         }
@@ -80,11 +100,42 @@ final class Connection: IOHandler {
         }
     }
 
+    private func continueTLSHandshake() {
+        guard let tls = transport.tls else { return }
+        switch tls.handshake() {
+        case .done:
+            transportReady = true
+            setWantsWrite(false)
+            readOnce()
+        case .wantRead:
+            setWantsWrite(false)
+        case .wantWrite:
+            setWantsWrite(true)
+        case .closed:
+            closeSocket()
+        case .failed(let why):
+            Log.info("TLS handshake failed on port \(worker.listenPort): \(why)")
+            if why.contains("http request") {
+                // A plain HTTP client: tell it in its own language, best effort, before closing.
+                let response = HTTPResponse.make(status: 400, reason: "Bad Request", body: "This port speaks TLS: use https:// or wss://.\n")
+                _ = response.withUnsafeBytes { Socket.write(fd, from: $0.baseAddress!, count: $0.count) }
+            }
+            closeSocket()
+        }
+    }
+
+    /// Reads until the socket has nothing more for now. With TLS, decrypted bytes buffered inside
+    /// OpenSSL do not wake epoll, so reading goes on while there are any.
     private func readOnce() {
-        let result: Socket.IOResult
+        while readAvailable() && transport.hasBufferedInput && !readPaused && state != .closed {}
+    }
+
+    /// One read; false when nothing more can be read now.
+    private func readAvailable() -> Bool {
+        let result: Transport.Result
         if input.isEmpty {
             let scratch = worker.readBuffer
-            result = Socket.read(fd, into: scratch.baseAddress!, count: scratch.count)
+            result = transport.read(into: scratch.baseAddress!, count: scratch.count)
             if case .bytes(let n) = result {
                 lastReceived = worker.loop.now
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
@@ -92,35 +143,39 @@ final class Connection: IOHandler {
                 if used < n && state != .closed {
                     input.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
                 }
-                return
+                return true
             }
         } else {
             let room = max(16 * 1024, min(pendingFrameBytes - input.count, 4 << 20))
             let p = input.reserveWritable(room)
-            result = Socket.read(fd, into: p, count: room)
+            result = transport.read(into: p, count: room)
             if case .bytes(let n) = result {
                 lastReceived = worker.loop.now
                 input.didWrite(n)
                 processInput()
-                return
+                return true
             }
         }
         switch result {
         case .bytes, .wouldBlock:
-            return
+            break
+        case .wantWrite:
+            readWaitsForWritable = true
+            setWantsWrite(true)
         case .closed:
             if state == .open { Log.debug("socket \(socketId) closed by peer without a close frame") }
             closeSocket()
-        case .failed(let e):
-            Log.debug("read failed on socket \(socketId): errno \(e)")
+        case .failed(let why):
+            Log.debug("read failed on socket \(socketId): \(why)")
             closeSocket()
         }
+        return false
     }
 
     /// How many bytes the frame at the start of `input` needs in all (0 when unknown).
     private var pendingFrameBytes: Int {
         guard state == .open || state == .closing else { return 0 }
-        if case .header(let h) = FrameDecoder.parseHeader(UnsafeRawBufferPointer(input.readable), role: .server, maxPayload: worker.config.maxMessageBytes) {
+        if case .header(let h) = FrameDecoder.parseHeader(UnsafeRawBufferPointer(input.readable), role: .server, allowedRSV: allowedRSV, maxPayload: worker.config.maxMessageBytes) {
             return h.frameLength
         }
         return 0
@@ -162,7 +217,7 @@ final class Connection: IOHandler {
         let limit = worker.config.maxMessageBytes
         while offset < bytes.count && (state == .open || state == .closing) && !readPaused {
             let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[offset...])
-            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: .server, maxPayload: limit) {
+            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: .server, allowedRSV: allowedRSV, maxPayload: limit) {
             case .needMore:
                 return offset
             case .failure(let code, let reason):
@@ -185,6 +240,9 @@ final class Connection: IOHandler {
         }
         return state == .open || state == .closing ? offset : bytes.count
     }
+
+    /// RSV1 marks a compressed message once permessage-deflate is negotiated.
+    private var allowedRSV: UInt8 { deflate == nil ? 0 : 0b100 }
 
     private enum Admission {
         case handle
@@ -222,6 +280,11 @@ final class Connection: IOHandler {
     }
 
     private func handleFrame(_ header: FrameHeader, _ payload: UnsafeMutableRawBufferPointer) {
+        let compressed = header.rsv & 0b100 != 0
+        if compressed && header.opcode != .text && header.opcode != .binary {
+            fail(.protocolError, "RSV1 set on a control or continuation frame")
+            return
+        }
         switch header.opcode {
         case .ping:
             if state == .open { sendFrame(.pong, UnsafeRawBufferPointer(payload)) }
@@ -236,6 +299,10 @@ final class Connection: IOHandler {
                 return
             }
             if header.fin {
+                if compressed {
+                    deliverCompressed(UnsafeRawBufferPointer(payload), opcode: header.opcode)
+                    return
+                }
                 if header.opcode == .text && !UTF8Validator.isValid(UnsafeRawBufferPointer(payload)) {
                     fail(.invalidPayload, "text message is not UTF-8")
                     return
@@ -243,6 +310,7 @@ final class Connection: IOHandler {
                 worker.dispatchData(self, UnsafeRawBufferPointer(payload), binary: header.opcode == .binary)
             } else {
                 fragmentOpcode = header.opcode
+                fragmentCompressed = compressed
                 fragmentCount = 0
                 fragmentUTF8 = UTF8Validator()
                 appendFragment(payload)
@@ -255,6 +323,13 @@ final class Connection: IOHandler {
             }
             appendFragment(payload)
             guard state == .open, header.fin else { return }
+            if fragmentCompressed {
+                deliverCompressed(UnsafeRawBufferPointer(fragments.readable), opcode: opcode)
+                fragmentOpcode = nil
+                fragmentCount = 0
+                fragments.clear(keepingUpTo: 0)
+                return
+            }
             if opcode == .text && !fragmentUTF8.isComplete {
                 fail(.invalidPayload, "text message ends inside a UTF-8 sequence")
                 return
@@ -278,11 +353,32 @@ extension Connection {
             fail(.messageTooBig, "message over \(worker.config.maxMessageBytes) bytes")
             return
         }
-        if fragmentOpcode == .text && !fragmentUTF8.feed(UnsafeRawBufferPointer(payload)) {
+        if fragmentOpcode == .text && !fragmentCompressed && !fragmentUTF8.feed(UnsafeRawBufferPointer(payload)) {
             fail(.invalidPayload, "text message is not UTF-8")
             return
         }
         fragments.append(UnsafeRawBufferPointer(payload))
+    }
+
+    /// Inflates a whole compressed message (a zip bomb stops at limits.maxMessageBytes) and hands
+    /// it to the script.
+    private func deliverCompressed(_ payload: UnsafeRawBufferPointer, opcode: Opcode) {
+        let zlib = worker.zlib
+        zlib.inflated.removeAll(keepingCapacity: true)
+        defer { if zlib.inflated.capacity > 1 << 20 { zlib.inflated = [] } }
+        switch deflate!.inflate(payload, into: &zlib.inflated, limit: worker.config.maxMessageBytes, shared: zlib) {
+        case .ok:
+            let valid = opcode == .binary || zlib.inflated.withUnsafeBytes { UTF8Validator.isValid($0) }
+            guard valid else {
+                fail(.invalidPayload, "text message is not UTF-8")
+                return
+            }
+            zlib.inflated.withUnsafeBytes { worker.dispatchData(self, $0, binary: opcode == .binary) }
+        case .tooBig:
+            fail(.messageTooBig, "message inflates past \(worker.config.maxMessageBytes) bytes")
+        case .corrupt(let why):
+            fail(.invalidPayload, "compressed message is corrupt: \(why)")
+        }
     }
 
     private func handleClose(_ payload: UnsafeRawBufferPointer) {
@@ -310,9 +406,21 @@ extension Connection {
 
     /// Queues one unfragmented frame; it is written when the loop flushes.
     func sendFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
+        if let deflate, !opcode.isControl, payload.count >= worker.config.compressionMinBytes {
+            let zlib = worker.zlib
+            zlib.compressed.removeAll(keepingCapacity: true)
+            deflate.compress(payload, into: &zlib.compressed, shared: zlib)
+            zlib.compressed.withUnsafeBytes { writeFrame(opcode, $0, compressed: true) }
+            if zlib.compressed.capacity > 1 << 20 { zlib.compressed = [] }
+        } else {
+            writeFrame(opcode, payload, compressed: false)
+        }
+    }
+
+    private func writeFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer, compressed: Bool) {
         let headerLength = FrameEncoder.headerLength(payloadLength: payload.count)
         let p = output.reserveWritable(headerLength + payload.count)
-        FrameEncoder.writeHeader(to: p, opcode: opcode, payloadLength: payload.count)
+        FrameEncoder.writeHeader(to: p, opcode: opcode, rsv1: compressed, payloadLength: payload.count)
         if payload.count > 0 { (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
         output.didWrite(headerLength + payload.count)
         if output.count > worker.config.sendQueueBytes && state == .open {
@@ -394,10 +502,10 @@ extension Connection {
     func flush() {
         inFlushList = false
         while !output.isEmpty {
-            switch Socket.write(fd, from: output.readable.baseAddress!, count: output.count) {
+            switch transport.write(from: output.readable.baseAddress!, count: output.count) {
             case .bytes(let n):
                 output.consume(n)
-            case .wouldBlock:
+            case .wouldBlock, .wantWrite:
                 info?.queuedBytes.store(output.count, ordering: .relaxed)
                 setWantsWrite(true)
                 return
@@ -415,7 +523,7 @@ extension Connection {
 
     private func linger() {
         state = .draining
-        Socket.shutdownWrite(fd)
+        transport.shutdownWrite()
         if readPaused {
             readPaused = false
             updateInterest()
@@ -427,6 +535,7 @@ extension Connection {
     }
 
     private func setWantsWrite(_ wants: Bool) {
+        let wants = wants || readWaitsForWritable
         guard wants != wantsWrite, state != .closed else { return }
         wantsWrite = wants
         updateInterest()
@@ -449,6 +558,7 @@ extension Connection {
             self.readPaused = false
             self.updateInterest()
             if !self.input.isEmpty { self.processInput() }
+            if self.transport.hasBufferedInput && !self.readPaused && self.state != .closed { self.readOnce() }
         }
     }
 
@@ -458,6 +568,7 @@ extension Connection {
         let wasUpgraded = info != nil
         state = .closed
         worker.loop.deregister(fd: fd, registration: registration)
+        transport.tls = nil // freed before the descriptor can be reused
         Socket.close(fd)
         input.release()
         output.release()

@@ -12,19 +12,22 @@ public final class ConnectionInfo {
     public let parameters: [(name: String, value: String)]
     /// The negotiated subprotocol, or "".
     public let subprotocol: String
+    /// The negotiated Sec-WebSocket-Extensions value, or "".
+    public let extensions: String
     /// Milliseconds since the Unix epoch when the upgrade was accepted.
     public let openedAt: Int64
     /// Bytes queued for the socket and not yet written, published by the owning loop so scripts on
     /// other loops can see a slow reader.
     let queuedBytes = Atomic<Int>(0)
 
-    init(socketId: String, uri: String, route: String, headers: [(name: String, value: String)], parameters: [(name: String, value: String)], subprotocol: String, openedAt: Int64) {
+    init(socketId: String, uri: String, route: String, headers: [(name: String, value: String)], parameters: [(name: String, value: String)], subprotocol: String, extensions: String, openedAt: Int64) {
         self.socketId = socketId
         self.uri = uri
         self.route = route
         self.headers = headers
         self.parameters = parameters
         self.subprotocol = subprotocol
+        self.extensions = extensions
         self.openedAt = openedAt
     }
 }

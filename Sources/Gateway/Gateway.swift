@@ -43,19 +43,29 @@ public final class Gateway {
             }
         }
         self.port = port
+        let tls = try Gateway.loadTLS(config)
         // Signals are blocked before any loop thread exists, so only the supervisor's signalfd sees them.
         _ = cs_block_signals()
         shared.workers = listeners.enumerated().map {
-            Worker(index: $0.offset, shared: shared, config: config, scripts: scripts, listenFd: $0.element)
+            Worker(index: $0.offset, shared: shared, config: config, scripts: scripts, listenFd: $0.element, tls: tls)
         }
         for route in scripts.routes { Log.info("route \(route.pattern) -> \(route.file)") }
         if scripts.hasEventHandler { Log.info("event handler \(Router.eventHandlerFile) serves every other path") }
     }
 
+    private static func loadTLS(_ config: GatewayConfig) throws(StartupError) -> TLSServerContext? {
+        guard let certificate = config.tlsCertificate, let key = config.tlsPrivateKey else { return nil }
+        do {
+            return try TLSServerContext.load(certificateFile: certificate, privateKeyFile: key)
+        } catch {
+            throw StartupError(message: error.message)
+        }
+    }
+
     /// Starts the loops and runs the supervisor until shutdown; returns the exit code.
     public func run() -> Int32 {
         for worker in shared.workers { worker.start() }
-        Log.info("wsgate listening on \(config.host):\(port) with \(shared.workers.count) loops")
+        Log.info("wsgate listening on \(config.host):\(port) (\(config.tlsCertificate == nil ? "ws" : "wss")) with \(shared.workers.count) loops")
         let supervisor = Supervisor(gateway: self)
         supervisor.run()
         return 0
@@ -97,8 +107,20 @@ public final class Gateway {
         for (old, new) in zip(config.restartOnlySettings, next.restartOnlySettings) where old.value != new.value {
             Log.warn("config key \(old.key) changed from \(old.value) to \(new.value): it takes effect after a restart")
         }
+        if config.tlsCertificate != nil && next.tlsCertificate != nil {
+            // The certificate and key are read again: new connections use them, open ones go on.
+            do {
+                let tls = try Gateway.loadTLS(next)
+                for worker in shared.workers { worker.loop.post { worker.tlsContext = tls } }
+                Log.info("TLS certificate \(next.tlsCertificate ?? "-") reloaded")
+            } catch {
+                Log.error("TLS certificate not reloaded, the current one stays in service: \(error.message)")
+            }
+        }
         var live = next
         live.host = config.host
+        live.tlsCertificate = config.tlsCertificate
+        live.tlsPrivateKey = config.tlsPrivateKey
         live.port = config.port
         live.endpoints = config.endpoints
         live.workers = config.workers

@@ -62,7 +62,7 @@ enum ScriptAPI {
     // MARK: websocketInfo
 
     static func makeConstantFields(_ L: OpaquePointer, _ info: ConnectionInfo) -> Int32 {
-        lua_createtable(L, 0, 6)
+        lua_createtable(L, 0, 7)
         pushInfoFields(L, info)
         return luaL_ref(L, lua_registryIndex())
     }
@@ -81,6 +81,8 @@ enum ScriptAPI {
         lua_setfield(L, -2, "parameters")
         lua_pushswift(L, info.subprotocol)
         lua_setfield(L, -2, "subprotocol")
+        lua_pushswift(L, info.extensions)
+        lua_setfield(L, -2, "extensions")
     }
 
     /// A table of name → value; the first of repeated names wins.
@@ -93,7 +95,7 @@ enum ScriptAPI {
     }
 
     static func pushWebsocketInfo(_ L: OpaquePointer, worker: Worker, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        lua_createtable(L, 0, 12)
+        lua_createtable(L, 0, 13)
         // The fields that never change for a socket were built once at open; copy them over.
         // Literal names throughout: a String variable would be converted to a C string per call.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(connection.luaFieldsRef))
@@ -109,6 +111,8 @@ enum ScriptAPI {
         lua_setfield(L, -3, "parameters")
         lua_getfield(L, -1, "subprotocol")
         lua_setfield(L, -3, "subprotocol")
+        lua_getfield(L, -1, "extensions")
+        lua_setfield(L, -3, "extensions")
         lua_pop(L, 1)
         switch event {
         case .open: lua_pushstring(L, "open")
@@ -321,7 +325,7 @@ enum ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
                 guard let entry = worker(L).shared.registry.lookup(id) else { return push(L, .notFound("socket \(id) is not open")) }
-                lua_createtable(L, 0, 8)
+                lua_createtable(L, 0, 9)
                 pushInfoFields(L, entry.info)
                 lua_pushswift(L, "open")
                 lua_setfield(L, -2, "type")

@@ -57,9 +57,14 @@ final class Worker {
     /// Scratch space for JSON and base64 text built for one call.
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
+    /// zlib streams and buffers for permessage-deflate, shared by this loop's connections.
+    let zlib = SharedZlib()
+    /// Set when the port speaks TLS; replaced on SIGHUP, used by connections accepted afterwards.
+    var tlsContext: TLSServerContext?
 
-    init(index: Int, shared: SharedState, config: GatewayConfig, scripts: ScriptSet, listenFd: Int32) {
+    init(index: Int, shared: SharedState, config: GatewayConfig, scripts: ScriptSet, listenFd: Int32, tls: TLSServerContext?) {
         self.index = index
+        tlsContext = tls
         self.shared = shared
         self.config = config
         originPolicy = OriginPolicy(patterns: config.approvedSocketDomains)
@@ -86,7 +91,7 @@ final class Worker {
     }
 
     func accept(_ fd: Int32) {
-        let connection = Connection(fd: fd, worker: self, now: loop.now)
+        let connection = Connection(fd: fd, worker: self, now: loop.now, tls: tlsContext)
         connection.registration = loop.register(fd: fd, events: IOEvents.readable, handler: connection)
         guard connection.registration != .none else {
             Socket.close(fd)
@@ -259,11 +264,20 @@ final class Worker {
         }
         let host = head.header("host") ?? "\(config.host):\(listenPort)"
         let subprotocol = chooseSubprotocol(head)
-        let info = ConnectionInfo(socketId: socketId, uri: "ws://\(host)\(head.target)",
+        var extraHeaders = subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]
+        let offers = head.headers.filter { $0.name == "sec-websocket-extensions" }.map(\.value).joined(separator: ", ")
+        if config.compressionEnabled, !offers.isEmpty,
+           let (settings, response) = PerMessageDeflate.negotiate(offers: offers, policy: config.deflatePolicy) {
+            connection.deflate = DeflateSession(settings: settings, responseHeader: response)
+            extraHeaders.append("Sec-WebSocket-Extensions: \(response)")
+        }
+        let scheme = connection.transport.tls == nil ? "ws" : "wss"
+        let info = ConnectionInfo(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
                                   route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
                                   headers: head.headers, parameters: parameters, subprotocol: subprotocol,
+                                  extensions: connection.deflate?.responseHeader ?? "",
                                   openedAt: EventLoop.wallMillis())
-        connection.output.append(Handshake.switchingProtocols(key: key, extraHeaders: subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]))
+        connection.output.append(Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders))
         connection.scheduleFlush()
         connection.info = info
         connection.script = match.map { routeScripts[$0.routeIndex] } ?? eventHandler

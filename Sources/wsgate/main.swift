@@ -23,6 +23,12 @@ struct WSGate: ParsableCommand {
     @Option(help: "Event loops to run; 0 means one per core (overrides the config's workers).")
     var workers: Int?
 
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate (chain) for wss:// (overrides the config's tls.certificate).")
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key for wss:// (overrides the config's tls.privateKey).")
+    var tlsPrivateKey: String?
+
     /// The config file (or the defaults) with the command line's overrides on top; read again on SIGHUP.
     func settings() throws(ConfigError) -> GatewayConfig {
         var settings = GatewayConfig()
@@ -33,6 +39,11 @@ struct WSGate: ParsableCommand {
             settings.port = port
         }
         if let endpoints { settings.endpoints = endpoints }
+        if let tlsCertificate { settings.tlsCertificate = tlsCertificate }
+        if let tlsPrivateKey { settings.tlsPrivateKey = tlsPrivateKey }
+        if (settings.tlsCertificate == nil) != (settings.tlsPrivateKey == nil) {
+            throw ConfigError(message: "TLS needs both a certificate and a private key (--tls-cert and --tls-key)")
+        }
         if let workers {
             guard (0...1024).contains(workers) else { throw ConfigError(message: "--workers must be between 0 and 1024") }
             settings.workers = workers

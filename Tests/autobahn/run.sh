@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Runs Autobahn's server cases (sections 1 to 10) through kosoku against Endpoints/echo.lua and
-# fails if any case is FAILED, UNIMPLEMENTED or could not run.
+# Runs Autobahn's server cases (sections 1 to 13: 12 and 13 are permessage-deflate) through kosoku
+# against Endpoints/echo.lua and fails if any case is FAILED, UNIMPLEMENTED or could not run.
+#
+# Left out: the first case of each compression subsection (12.1.1 ... 13.7.1). kosoku 0.1.0's
+# Python 3 translation of case12_x_x.py hashes the str '' on that path ("Strings must be encoded
+# before hashing") before a byte reaches the server; the harness errors, whatever the server does.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -14,7 +18,8 @@ for _ in $(seq 50); do
     sleep 0.2
 done
 cases=()
-for section in 1 2 3 4 5 6 7 9 10; do cases+=(-i "$section.*"); done
+for section in 1 2 3 4 5 6 7 9 10 12 13; do cases+=(-i "$section.*"); done
+for sub in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.3 13.4 13.5 13.6 13.7; do cases+=(-x "$sub.1"); done
 status=0
 (cd "$OUT" && kosoku -p 2 "${cases[@]}" -o "$OUT/reports" "ws://127.0.0.1:$PORT/echo") > "$OUT/kosoku.txt" 2>&1 || status=$?
 tail -n 3 "$OUT/kosoku.txt"
