@@ -22,8 +22,9 @@ final class Connection: IOHandler {
     var transport: Transport
     /// False until the TLS handshake is done (true at once without TLS).
     var transportReady: Bool
-    /// A TLS read needs the socket writable first.
+    /// A TLS read needs the socket writable first, or a TLS write needs it readable first.
     var readWaitsForWritable = false
+    var writeWaitsForReadable = false
     unowned let worker: Worker
     var registration = EventLoop.Registration.none
     var state = State.handshake {
@@ -97,6 +98,10 @@ final class Connection: IOHandler {
         }
         if events & (IOEvents.readable | IOEvents.hangup | IOEvents.error) != 0 {
             readOnce()
+            if writeWaitsForReadable && state != .closed {
+                writeWaitsForReadable = false
+                flush()
+            }
         }
     }
 
@@ -157,7 +162,7 @@ final class Connection: IOHandler {
             }
         }
         switch result {
-        case .bytes, .wouldBlock:
+        case .bytes, .wouldBlock, .wantRead:
             break
         case .wantWrite:
             readWaitsForWritable = true
@@ -508,6 +513,10 @@ extension Connection {
             case .wouldBlock, .wantWrite:
                 info?.queuedBytes.store(output.count, ordering: .relaxed)
                 setWantsWrite(true)
+                return
+            case .wantRead:
+                info?.queuedBytes.store(output.count, ordering: .relaxed)
+                writeWaitsForReadable = true
                 return
             case .closed, .failed:
                 closeSocket()

@@ -8,6 +8,8 @@ struct Transport {
         case wouldBlock
         /// TLS needs the socket writable before it can read again (a key update in flight).
         case wantWrite
+        /// TLS needs to read before it can write again.
+        case wantRead
         case closed
         case failed(String)
     }
@@ -34,7 +36,7 @@ struct Transport {
         }
     }
 
-    /// Writes some of the bytes; TLS may need the socket readable first, which is also a wait.
+    /// Writes some of the bytes.
     @inline(__always)
     func write(from p: UnsafeRawPointer, count: Int) -> Result {
         guard let tls else {
@@ -47,7 +49,8 @@ struct Transport {
         }
         switch tls.write(from: p, count: count) {
         case .bytes(let n): return .bytes(n)
-        case .wantRead, .wantWrite: return .wouldBlock
+        case .wantRead: return .wantRead
+        case .wantWrite: return .wouldBlock
         case .closed: return .closed
         case .failed(let why): return .failed(why)
         }

@@ -61,8 +61,9 @@ public final class LuaState {
 
     /// Longest time one run (`run`, including its `after`, or a top-level `protectedCall`) may take;
     /// past it the script gets the error "script timed out after N ms", which it cannot catch for
-    /// good. 0 = no limit. Checked every 1000 VM instructions, so time spent inside a single C
-    /// function (one huge string.rep, a pathological pattern match) is not interrupted.
+    /// good. 0 = no limit. Checked every 1000 VM instructions, and by the sandbox's own pattern
+    /// matcher (string.find, match, gmatch, gsub) every 4096 steps of a match; other time spent
+    /// inside a single C function is not interrupted (string.rep refuses results over 64 MiB).
     public var timeoutNanos: UInt64 = 0
 
     /// Most bytes the state may hold while a script runs; an allocation that would pass it fails
