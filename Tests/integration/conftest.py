@@ -2,6 +2,10 @@
 
 * ``wsgate``: function-scoped factory ``wsgate(scripts=None, config=None)``;
   ``scripts`` maps paths relative to a fresh endpoints folder to Lua source.
+  ``extra_args=[...]`` adds command-line flags (e.g. ``--tls-cert``); a server
+  whose config has ``tls`` or whose flags have ``--tls-cert`` is probed over
+  https (force with ``tls=True/False``), and ``server.wss_url(path)`` gives
+  its wss:// URLs.
 * ``wsgate_module``: the same factory, but its servers live for the module,
   so one process can serve every test of a file.
 * ``shipped_server``: module-scoped server on the repository's ``Endpoints/``
@@ -27,10 +31,12 @@ class _Factory:
         self.base = base
         self.servers = []
 
-    def __call__(self, scripts=None, config=None, *, endpoints=None, workers=2):
+    def __call__(self, scripts=None, config=None, *, endpoints=None, workers=2,
+                 extra_args=None, tls=None):
         workdir = self.base / f"server{len(self.servers)}"
         server = start_server(workdir, scripts=scripts, config=config,
-                              endpoints=endpoints, workers=workers)
+                              endpoints=endpoints, workers=workers,
+                              extra_args=extra_args, tls=tls)
         self.servers.append(server)
         return server
 

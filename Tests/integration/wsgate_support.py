@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -79,7 +80,8 @@ def write_config(path: Path, config: dict | str | None) -> Path:
     return path
 
 
-def command(config_path: Path, endpoints_dir: Path, port: int, workers: int = 2) -> list[str]:
+def command(config_path: Path, endpoints_dir: Path, port: int, workers: int = 2,
+            extra_args: list[str] | None = None) -> list[str]:
     return [
         str(wsgate_bin()),
         "--config", str(config_path),
@@ -87,7 +89,7 @@ def command(config_path: Path, endpoints_dir: Path, port: int, workers: int = 2)
         "--port", str(port),
         "--endpoints", str(endpoints_dir),
         "--workers", str(workers),
-    ]
+    ] + [str(arg) for arg in (extra_args or [])]
 
 
 def http_get(port: int, path: str, timeout: float = STEP_TIMEOUT):
@@ -103,6 +105,37 @@ def http_get(port: int, path: str, timeout: float = STEP_TIMEOUT):
         conn.close()
 
 
+def https_get(port: int, path: str, context: ssl.SSLContext | None = None,
+              host: str = "localhost", timeout: float = STEP_TIMEOUT):
+    """HTTP/1.1 GET over TLS; returns (status, headers dict lower-cased, body bytes).
+
+    Without ``context`` the certificate is not checked (readiness probes only).
+    """
+    if context is None:
+        context = ssl._create_unverified_context()
+    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        return resp.status, headers, body
+    finally:
+        conn.close()
+
+
+def _speaks_tls(config, extra_args) -> bool:
+    """Whether a server started with this config and these flags listens for TLS only."""
+    if extra_args and "--tls-cert" in [str(arg) for arg in extra_args]:
+        return True
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except ValueError:
+            return False
+    return isinstance(config, dict) and bool(config.get("tls"))
+
+
 class Server:
     """A running wsgate process."""
 
@@ -113,9 +146,14 @@ class Server:
         self.log_path = log_path
         self.endpoints_dir = endpoints_dir
         self.config_path = config_path
+        self.tls = False  # set by start_server for a port that speaks TLS only
 
     def url(self, path: str) -> str:
         return f"ws://{HOST}:{self.port}{path}"
+
+    def wss_url(self, path: str, host: str = "localhost") -> str:
+        """A wss:// URL; ``host`` is the name the certificate is checked against."""
+        return f"wss://{host}:{self.port}{path}"
 
     def log(self) -> str:
         try:
@@ -157,12 +195,18 @@ class Server:
 
 def start_server(workdir: Path, scripts: dict[str, str] | None = None,
                  config: dict | str | None = None, endpoints: Path | None = None,
-                 workers: int = 2) -> Server:
+                 workers: int = 2, extra_args: list[str] | None = None,
+                 tls: bool | None = None) -> Server:
     """Start wsgate in ``workdir`` and wait until the health check answers.
 
     ``scripts`` are written to ``workdir/endpoints`` unless an existing
-    ``endpoints`` folder is given.
+    ``endpoints`` folder is given. ``extra_args`` go on the command line after
+    the usual flags. ``tls`` says the port speaks TLS, so the readiness probe
+    uses https (without checking the certificate); by default it is guessed
+    from ``--tls-cert`` in ``extra_args`` or a ``tls`` key in ``config``.
     """
+    if tls is None:
+        tls = _speaks_tls(config, extra_args)
     require_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     if endpoints is None:
@@ -172,11 +216,12 @@ def start_server(workdir: Path, scripts: dict[str, str] | None = None,
     port = free_port()
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            command(config_path, endpoints, port, workers),
+            command(config_path, endpoints, port, workers, extra_args),
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
             cwd=workdir,
         )
     server = Server(proc, port, log_path, endpoints, config_path)
+    server.tls = tls
     LIVE_SERVERS.append(server)
 
     deadline = time.monotonic() + READY_TIMEOUT
@@ -188,7 +233,10 @@ def start_server(workdir: Path, scripts: dict[str, str] | None = None,
                 f"wsgate exited with code {proc.returncode} during start-up; log:\n{server.log()}"
             )
         try:
-            status, _, body = http_get(port, "/api/v1/solution/health", timeout=1)
+            if tls:
+                status, _, body = https_get(port, "/api/v1/solution/health", timeout=1)
+            else:
+                status, _, body = http_get(port, "/api/v1/solution/health", timeout=1)
             if status == 200 and body.strip() == b"OK":
                 return server
             last_error = (status, body)
@@ -203,7 +251,8 @@ def start_server(workdir: Path, scripts: dict[str, str] | None = None,
 
 
 def run_until_exit(workdir: Path, scripts: dict[str, str] | None = None,
-                   config: dict | str | None = None, timeout: float = 10.0):
+                   config: dict | str | None = None, timeout: float = 10.0,
+                   extra_args: list[str] | None = None):
     """Run wsgate expecting it to refuse to start.
 
     Returns ``(exit code, stderr text)``; a process still running after
@@ -214,7 +263,7 @@ def run_until_exit(workdir: Path, scripts: dict[str, str] | None = None,
     endpoints = write_endpoints(workdir / "endpoints", scripts or {})
     config_path = write_config(workdir / "config.json", config)
     proc = subprocess.Popen(
-        command(config_path, endpoints, free_port()),
+        command(config_path, endpoints, free_port(), extra_args=extra_args),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         cwd=workdir,
     )
@@ -422,9 +471,12 @@ end
 
 
 def ws_frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True,
-             mask_key: bytes | None = None) -> bytes:
-    """Encode one client frame (masked unless told otherwise)."""
-    first = (0x80 if fin else 0) | (opcode & 0xF)
+             mask_key: bytes | None = None, rsv: int = 0) -> bytes:
+    """Encode one client frame (masked unless told otherwise).
+
+    ``rsv`` is OR-ed into the first byte: 0x40 is RSV1 (a compressed message), 0x20 RSV2, 0x10 RSV3.
+    """
+    first = (0x80 if fin else 0) | (rsv & 0x70) | (opcode & 0xF)
     mask_bit = 0x80 if masked else 0
     n = len(payload)
     if n < 126:
@@ -482,15 +534,21 @@ class RawClient:
 
     ``rcvbuf`` sets SO_RCVBUF before connecting (for clients that do not read).
     ``expect`` is the HTTP status the upgrade must get (101 unless told otherwise).
+    ``ssl_context`` speaks TLS to the port (checked against ``server_hostname``).
+    ``last_rsv`` holds the RSV bits (0x70 mask of the first byte) of the last frame read.
     """
 
     def __init__(self, port: int, path: str = "/echo", headers: dict | None = None,
-                 rcvbuf: int | None = None, timeout: float = STEP_TIMEOUT, expect: int | None = 101):
+                 rcvbuf: int | None = None, timeout: float = STEP_TIMEOUT, expect: int | None = 101,
+                 ssl_context: ssl.SSLContext | None = None, server_hostname: str = "localhost"):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect((HOST, port))
+        if ssl_context is not None:
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=server_hostname)
+        self.last_rsv = 0
         self.key = new_key()
         self.sock.sendall(build_request(port, path, headers=headers, key=self.key))
         self.response = read_head(self.sock)
@@ -516,6 +574,7 @@ class RawClient:
             if parsed is not None:
                 fin, opcode, payload, end = parsed
                 assert self.buf[1] & 0x80 == 0, "server frames must not be masked"
+                self.last_rsv = self.buf[0] & 0x70
                 del self.buf[:end]
                 self.frames_seen.append(opcode)
                 if opcode == OP_PING and answer_pings:
@@ -533,6 +592,8 @@ class RawClient:
                 continue
             except ConnectionResetError:
                 raise EOFError("connection reset by the server") from None
+            except ssl.SSLError as exc:
+                raise EOFError(f"TLS error: {exc}") from None
             if not chunk:
                 raise EOFError(f"TCP connection closed with {len(self.buf)} bytes of a partial frame")
             self.buf += chunk
@@ -571,7 +632,7 @@ class RawClient:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 return False
-            except (ConnectionResetError, BrokenPipeError):
+            except (ConnectionResetError, BrokenPipeError, ssl.SSLError):
                 return True
             if not chunk:
                 return True
@@ -594,8 +655,9 @@ class Bystander:
 
     def __init__(self, port: int, path: str = "/echo", interval: float = 0.02,
                  label: str = "bystander", reply_timeout: float = STEP_TIMEOUT,
-                 headers: dict | None = None):
+                 headers: dict | None = None, ssl_context: ssl.SSLContext | None = None):
         self.port = port
+        self.ssl_context = ssl_context
         self.path = path
         self.headers = headers
         self.interval = interval
@@ -611,7 +673,7 @@ class Bystander:
         self.client = None
 
     def start(self) -> "Bystander":
-        self.client = RawClient(self.port, self.path, headers=self.headers)
+        self.client = RawClient(self.port, self.path, headers=self.headers, ssl_context=self.ssl_context)
         self._thread = _threading.Thread(target=self._run, name=f"bystander-{self.label}", daemon=True)
         self._thread.start()
         # Wait for the first echo so the bystander is known to be served before the attack.
@@ -783,3 +845,130 @@ def upgrade_status(port: int, path: str = "/echo", headers: dict | None = None,
                    timeout: float = STEP_TIMEOUT) -> RawResponse:
     """Send one upgrade request on a fresh connection; return the response head."""
     return raw_exchange(port, build_request(port, path, headers=headers), timeout)
+
+
+# ---------------------------------------------------------------------------
+# Throw-away certificates for the wss:// tests, made with the openssl command.
+
+import datetime as _datetime
+
+
+class TestPKI:
+    """A CA and leaves made with ``openssl`` in ``directory``, trusted by no one but the tests.
+
+    Every leaf is issued by ``openssl ca`` from a minimal config, so the serial number and the
+    validity window (``not_before`` / ``not_after``) can be chosen. Keys are EC P-256.
+    ``parent`` makes this CA an intermediate signed by another ``TestPKI``.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, directory: Path, parent: "TestPKI | None" = None):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca_cert = self.dir / "ca.pem"
+        self.ca_key = self.dir / "ca.key"
+        (self.dir / "newcerts").mkdir(exist_ok=True)
+        (self.dir / "index.txt").write_text("")
+        (self.dir / "index.txt.attr").write_text("unique_subject = no\n")
+        (self.dir / "serial").write_text("1000\n")
+        (self.dir / "ca-req.cnf").write_text(
+            "[ req ]\ndistinguished_name = dn\nprompt = no\nx509_extensions = v3_ca\n"
+            "[ dn ]\nCN = wsgate throw-away test CA\nO = wsgate tests\n"
+            "[ v3_ca ]\nbasicConstraints = critical, CA:TRUE\n"
+            "keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\n")
+        (self.dir / "leaf-req.cnf").write_text("[ req ]\ndistinguished_name = dn\n[ dn ]\n")
+        (self.dir / "ca.cnf").write_text(
+            "[ ca ]\ndefault_ca = testca\n"
+            "[ testca ]\n"
+            f"database = {self.dir}/index.txt\n"
+            f"new_certs_dir = {self.dir}/newcerts\n"
+            f"certificate = {self.ca_cert}\n"
+            f"private_key = {self.ca_key}\n"
+            f"serial = {self.dir}/serial\n"
+            "default_md = sha256\npolicy = policy_any\nemail_in_dn = no\n"
+            "unique_subject = no\ncopy_extensions = none\n"
+            "[ policy_any ]\ncommonName = supplied\norganizationName = optional\n")
+        if parent is None:
+            self._openssl("req", "-x509", "-config", "ca-req.cnf", "-newkey", "ec",
+                          "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "3",
+                          "-keyout", "ca.key", "-out", "ca.pem")
+        else:
+            self._openssl("req", "-new", "-config", "leaf-req.cnf", "-newkey", "ec",
+                          "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                          "-subj", f"/CN=wsgate throw-away intermediate {self.dir.name}",
+                          "-keyout", "ca.key", "-out", "ca.csr")
+            ext = self.dir / "ca.ext"
+            ext.write_text("basicConstraints = critical, CA:TRUE, pathlen:0\n"
+                           "keyUsage = critical, keyCertSign, cRLSign\n"
+                           "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+            parent._openssl("ca", "-batch", "-config", "ca.cnf", "-notext", "-days", "3",
+                            "-in", str(self.dir / "ca.csr"), "-out", str(self.ca_cert), "-extfile", str(ext))
+
+    def _openssl(self, *args: str) -> str:
+        proc = subprocess.run(["openssl", *args], cwd=self.dir, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise AssertionError(f"openssl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc.stdout
+
+    @staticmethod
+    def _asn1_time(moment: _datetime.datetime) -> str:
+        return moment.astimezone(_datetime.timezone.utc).strftime("%Y%m%d%H%M%SZ")
+
+    def leaf(self, name: str, cn: str = "localhost",
+             sans: tuple[str, ...] = ("DNS:localhost", "IP:127.0.0.1"),
+             serial: int | None = None,
+             not_before: _datetime.datetime | None = None,
+             not_after: _datetime.datetime | None = None) -> tuple[Path, Path]:
+        """Issue a server certificate; returns ``(name-cert.pem, name-key.pem)``.
+
+        The validity defaults to one hour ago until two days from now.
+        """
+        now = _datetime.datetime.now(_datetime.timezone.utc)
+        not_before = not_before or now - _datetime.timedelta(hours=1)
+        not_after = not_after or now + _datetime.timedelta(days=2)
+        cert, key, csr, ext = (self.dir / f"{name}-cert.pem", self.dir / f"{name}-key.pem",
+                               self.dir / f"{name}.csr", self.dir / f"{name}.ext")
+        if serial is not None:
+            (self.dir / "serial").write_text(f"{serial:04X}\n")
+        ext.write_text("basicConstraints = CA:FALSE\n"
+                       "keyUsage = critical, digitalSignature\n"
+                       "extendedKeyUsage = serverAuth\n"
+                       "subjectKeyIdentifier = hash\n"
+                       "authorityKeyIdentifier = keyid\n"
+                       + (f"subjectAltName = {', '.join(sans)}\n" if sans else ""))
+        self._openssl("req", "-new", "-config", "leaf-req.cnf", "-newkey", "ec",
+                      "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                      "-subj", f"/CN={cn}/O=wsgate tests {name}", "-keyout", key.name, "-out", csr.name)
+        self._openssl("ca", "-batch", "-config", "ca.cnf", "-notext", "-in", csr.name, "-out", cert.name,
+                      "-startdate", self._asn1_time(not_before), "-enddate", self._asn1_time(not_after),
+                      "-extfile", ext.name)
+        return cert, key
+
+    def encrypted_key(self, key: Path, passphrase: str = "secret") -> Path:
+        """A copy of ``key`` encrypted with a passphrase (PEM ``ENCRYPTED PRIVATE KEY``)."""
+        out = key.with_name(key.stem + "-encrypted.pem")
+        self._openssl("pkey", "-in", str(key), "-aes256", "-passout", f"pass:{passphrase}", "-out", str(out))
+        return out
+
+    def serial_of(self, cert: Path) -> int:
+        out = self._openssl("x509", "-in", str(cert), "-noout", "-serial")
+        return int(out.strip().split("=", 1)[1], 16)
+
+    def spki_sha256_base64(self, cert: Path) -> str:
+        """base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo (Chromium's SPKI pin)."""
+        pub = self._openssl("x509", "-in", str(cert), "-noout", "-pubkey")
+        der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub.encode(),
+                             capture_output=True, check=True).stdout
+        return base64.b64encode(hashlib.sha256(der).digest()).decode("ascii")
+
+    def client_context(self, check_hostname: bool = True) -> ssl.SSLContext:
+        """A client context that trusts this CA only."""
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        context.check_hostname = check_hostname
+        return context
+
+
+def peer_serial(ssl_object) -> int:
+    """Serial number of the certificate the server presented (a verified connection)."""
+    return int(ssl_object.getpeercert()["serialNumber"], 16)
