@@ -199,6 +199,10 @@ extension GatewayConfig {
             default: throw r.unknown(key)
             }
         }
+        // A message is refused once the queue is half full: the queue must hold two of the largest.
+        if config.sendQueueBytes < 2 * config.maxMessageBytes {
+            throw reader.error("limits.sendQueueBytes", "must be at least twice limits.maxMessageBytes (\(2 * config.maxMessageBytes))")
+        }
         return config
     }
 }

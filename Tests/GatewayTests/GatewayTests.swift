@@ -415,6 +415,8 @@ final class GatewayConfigTests: XCTestCase {
         XCTAssertEqual(try parse(#"{"port": 65535}"#).port, 65535)
         assertError(#"{"workers": 1025}"#, contains: ["\"workers\""])
         assertError(#"{"limits": {"maxMessageBytes": 0}}"#, contains: ["limits.maxMessageBytes"])
+        // A message is refused once the send queue is half full, so the queue must hold two.
+        assertError(#"{"limits": {"maxMessageBytes": 4194304}}"#, contains: ["limits.sendQueueBytes", "twice"])
         assertError(#"{"limits": {"maxRequestHeaderBytes": 255}}"#, contains: ["limits.maxRequestHeaderBytes"])
         assertError(#"{"rateLimit": {"messagesPerSecond": -1}}"#, contains: ["rateLimit.messagesPerSecond"])
         assertError(#"{"rateLimit": {"burst": -1}}"#, contains: ["rateLimit.burst"])

@@ -79,7 +79,7 @@ def extensions_header(response) -> str:
 
 @pytest.fixture(scope="module")
 def server(wsgate_module):
-    return wsgate_module(SCRIPTS, {"rateLimit": NO_RATE_LIMIT, "limits": {"maxMessageBytes": 4 << 20}})
+    return wsgate_module(SCRIPTS, {"rateLimit": NO_RATE_LIMIT, "limits": {"maxMessageBytes": 4 << 20, "sendQueueBytes": 8 << 20}})
 
 
 @pytest.fixture(scope="module")
