@@ -88,7 +88,8 @@ public struct Router {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
               FileManager.default.isReadableFile(atPath: folder),
-              let enumerator = FileManager.default.enumerator(atPath: folder) else {
+              // The enumerator does not descend into a folder given as a symlink: resolve it first.
+              let enumerator = FileManager.default.enumerator(atPath: URL(fileURLWithPath: folder).resolvingSymlinksInPath().path) else {
             throw ConfigError(message: "endpoints folder \(folder) cannot be read")
         }
         var files: [String] = []
