@@ -8,19 +8,21 @@ import struct
 
 import pytest
 
-from wsgate_support import HOST, STEP_TIMEOUT, accept_for, build_request, new_key, read_head
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-
-ECHO = """
-if websocketInfo.type == "data" then
-  if websocketInfo.message_type == "data-binary" then
-    Websocket.send{socket_id = websocketInfo.socket_id, message = websocketInfo.message, type = "data-binary"}
-  else
-    websocketInfo.send(websocketInfo.message)
-  end
-end
-"""
+from wsgate_support import (
+    ECHO_SCRIPT as ECHO,
+    HOST,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    STEP_TIMEOUT,
+    accept_for,
+    build_request,
+    new_key,
+    read_head,
+)
 
 MAX_MESSAGE = 1024
 
