@@ -90,6 +90,90 @@ int cs_accept(int listen_fd) {
 
 int cs_errno(void) { return errno; }
 
+static int is_numeric_host(const char *host) {
+    struct in6_addr scratch;
+    return inet_pton(AF_INET, host, &scratch) == 1 || inet_pton(AF_INET6, host, &scratch) == 1;
+}
+
+int cs_resolve(const char *host, uint16_t port, cs_address *out, int max, char *error, size_t error_len) {
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    /* AI_ADDRCONFIG keeps AAAA answers away from hosts without IPv6 (and A from IPv6-only ones);
+       a literal address is what the user asked for, so it is returned as it is, without DNS. */
+    hints.ai_flags = AI_NUMERICSERV | (is_numeric_host(host) ? AI_NUMERICHOST : AI_ADDRCONFIG);
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0) {
+        snprintf(error, error_len, "%s", rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return -1;
+    }
+    int count = 0;
+    for (struct addrinfo *ai = res; ai && count < max; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) || ai->ai_addrlen > sizeof out->bytes) continue;
+        out[count].length = (uint32_t)ai->ai_addrlen;
+        memcpy(out[count].bytes, ai->ai_addr, ai->ai_addrlen);
+        count++;
+    }
+    freeaddrinfo(res);
+    if (count == 0) {
+        snprintf(error, error_len, "no addresses");
+        return -1;
+    }
+    return count;
+}
+
+/* The bytes of a cs_address are not aligned for sockaddr_in6; copies are. */
+static struct sockaddr_storage storage_of(const cs_address *address) {
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, address->bytes, address->length <= sizeof ss ? address->length : sizeof ss);
+    return ss;
+}
+
+int cs_connect(const cs_address *address) {
+    struct sockaddr_storage ss = storage_of(address);
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* An interrupted non-blocking connect goes on in the background, like one in progress. */
+    if (connect(fd, (struct sockaddr *)&ss, (socklen_t)address->length) == 0 || errno == EINPROGRESS || errno == EINTR) return fd;
+    int err = errno;
+    close(fd);
+    return -err;
+}
+
+int cs_socket_error(int fd) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
+    return err;
+}
+
+void cs_address_text(const cs_address *address, char *buf, size_t len) {
+    if (len == 0) return;
+    buf[0] = 0;
+    struct sockaddr_storage ss = storage_of(address);
+    char host[INET6_ADDRSTRLEN];
+    if (ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &in->sin_addr, host, sizeof host) == NULL) return;
+        snprintf(buf, len, "%s:%u", host, (unsigned)ntohs(in->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host) == NULL) return;
+        if (in6->sin6_scope_id != 0) {
+            snprintf(buf, len, "[%s%%%u]:%u", host, (unsigned)in6->sin6_scope_id, (unsigned)ntohs(in6->sin6_port));
+        } else {
+            snprintf(buf, len, "[%s]:%u", host, (unsigned)ntohs(in6->sin6_port));
+        }
+    }
+}
+
 int cs_local_port(int fd) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;

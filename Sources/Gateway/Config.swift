@@ -41,13 +41,18 @@ public struct GatewayConfig: Equatable {
     /// Outgoing messages smaller than this are sent uncompressed.
     public var compressionMinBytes = 64
     public var deflatePolicy = DeflatePolicy()
+    /// Outbound connections opened at start-up.
+    var outbound: [OutboundSpec] = []
+    public var outboundInitialDelayMs = 500
+    public var outboundMaxDelayMs = 30_000
 
     public init() {}
 
     /// The keys that only take effect at start-up, with their values, to report on a reload.
     var restartOnlySettings: [(key: String, value: String)] {
         [("host", host), ("port", "\(port)"), ("endpoints", endpoints), ("workers", "\(workers)"),
-         ("scripts.memoryBytes", "\(scriptMemoryBytes)"), ("tls", tlsCertificate == nil ? "off" : "on")]
+         ("scripts.memoryBytes", "\(scriptMemoryBytes)"), ("tls", tlsCertificate == nil ? "off" : "on"),
+         ("outbound", outbound.map { "\($0.name)=\($0.url)" }.joined(separator: ","))]
     }
 
     public var effectiveWorkers: Int {
@@ -196,8 +201,21 @@ extension GatewayConfig {
                     default: throw r.unknown(name)
                     }
                 }
+            case "outbound":
+                config.outbound = try r.outbound(value)
+            case "outboundReconnect":
+                try r.object(value, prefix: "outboundReconnect.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "initialDelayMs": config.outboundInitialDelayMs = try r.int(value, "outboundReconnect." + key, 1...3_600_000)
+                    case "maxDelayMs": config.outboundMaxDelayMs = try r.int(value, "outboundReconnect." + key, 1...86_400_000)
+                    default: throw r.unknown("outboundReconnect." + key)
+                    }
+                }
             default: throw r.unknown(key)
             }
+        }
+        if config.outboundMaxDelayMs < config.outboundInitialDelayMs {
+            throw reader.error("outboundReconnect.maxDelayMs", "must be at least outboundReconnect.initialDelayMs (\(config.outboundInitialDelayMs))")
         }
         // A message is refused once the queue is half full: the queue must hold two of the largest.
         if config.sendQueueBytes < 2 * config.maxMessageBytes {
@@ -250,6 +268,42 @@ private struct Reader {
         guard case .int(let v) = value else { throw error(key, "must be an integer, not \(value.typeName)") }
         guard range.contains(v) else { throw error(key, "must be between \(range.lowerBound) and \(range.upperBound)") }
         return v
+    }
+
+    /// The `outbound` array: each item has the fields of `Websocket.connect`.
+    func outbound(_ value: JSONValue) throws(ConfigError) -> [OutboundSpec] {
+        guard case .array(let items) = value else { throw error("outbound", "must be an array of objects, not \(value.typeName)") }
+        var specs: [OutboundSpec] = []
+        for (i, item) in items.enumerated() {
+            let prefix = "outbound[\(i)]."
+            var fields: [String: String] = [:]
+            var headers: [(name: String, value: String)] = []
+            var insecure = false
+            try object(item, prefix: prefix) { (key, value, r) throws(ConfigError) in
+                switch key {
+                case "name", "url", "script", "content_type", "ca_file": fields[key] = try r.string(value, prefix + key)
+                case "insecure": insecure = try r.bool(value, prefix + key)
+                case "headers":
+                    try r.object(value, prefix: prefix + "headers.") { (name, value, r) throws(ConfigError) in
+                        headers.append((name, try r.string(value, prefix + "headers." + name)))
+                    }
+                default: throw r.unknown(prefix + key)
+                }
+            }
+            for required in ["name", "url", "script"] where fields[required] == nil {
+                throw error(prefix + required, "is required")
+            }
+            switch OutboundSpec.make(name: fields["name"]!, url: fields["url"]!, script: fields["script"]!, contentType: fields["content_type"],
+                                     headers: headers, insecure: insecure, caFile: fields["ca_file"]) {
+            case .failure(let problem): throw error(prefix + problem.field, problem.message)
+            case .success(let spec):
+                if let first = specs.firstIndex(where: { $0.name == spec.name }) {
+                    throw error(prefix + "name", "\"\(spec.name)\" is already the name of outbound[\(first)]")
+                }
+                specs.append(spec)
+            }
+        }
+        return specs
     }
 
     func number(_ value: JSONValue, _ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double {

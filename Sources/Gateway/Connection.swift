@@ -1,7 +1,8 @@
 import Reactor
 import WebSocketCodec
 
-/// One client socket on one loop: the HTTP upgrade, then the frame stream. Owned by its worker and
+/// One WebSocket on one loop: an accepted client socket (the HTTP upgrade, then the frame stream)
+/// or, in the client role, an outbound connection a `Dialer` opened. Owned by its worker and
 /// touched only on that worker's thread.
 final class Connection: IOHandler {
     enum State {
@@ -19,6 +20,8 @@ final class Connection: IOHandler {
     }
 
     let fd: Int32
+    /// `.server` for accepted sockets (frames in are masked); `.client` for outbound ones (frames out are).
+    let role: Role
     var transport: Transport
     /// False until the TLS handshake is done (true at once without TLS).
     var transportReady: Bool
@@ -51,6 +54,11 @@ final class Connection: IOHandler {
     var refusedBytes = 0
 
     var info: ConnectionInfo?
+    /// The named outbound connection this socket serves, in the client role.
+    weak var link: OutboundLink?
+    /// The code and reason of the first close frame sent or received; nil until then (1006 for scripts).
+    var closeCode: UInt16?
+    var closeReason = ""
     /// The endpoint script (or event handler) this socket's events run.
     var script: EndpointScript?
     /// Set when permessage-deflate was negotiated.
@@ -67,13 +75,29 @@ final class Connection: IOHandler {
 
     init(fd: Int32, worker: Worker, now: UInt64, tls: TLSServerContext?) {
         self.fd = fd
+        role = .server
         transport = Transport(fd: fd, tls: tls.map { TLSStream(context: $0, fd: fd) })
         transportReady = tls == nil
         self.worker = worker
         bucket = TokenBucket(now: now)
     }
 
-    var socketId: String { info?.socketId ?? "-" }
+    /// An outbound connection whose opening handshake the dialer completed: open from the start.
+    init(established: Dialer.Established, worker: Worker, link: OutboundLink) {
+        fd = established.transport.fd
+        role = .client
+        transport = established.transport
+        transportReady = true
+        self.worker = worker
+        self.link = link
+        bucket = TokenBucket(now: worker.loop.now)
+        state = .open
+        lastReceived = worker.loop.now
+        lastPing = worker.loop.now
+        if !established.leftover.isEmpty { input.append(established.leftover) }
+    }
+
+    var socketId: String { info?.socketId ?? link.map { "outbound:\($0.name)" } ?? "-" }
 
     // MARK: I/O readiness
 
@@ -129,6 +153,13 @@ final class Connection: IOHandler {
         }
     }
 
+    /// Starts an outbound connection: the frames that came with the 101 response, then whatever
+    /// TLS already decrypted (epoll will not report it).
+    func begin() {
+        if !input.isEmpty { processInput() }
+        if transport.hasBufferedInput && state != .closed { readOnce() }
+    }
+
     /// Reads until the socket has nothing more for now. With TLS, decrypted bytes buffered inside
     /// OpenSSL do not wake epoll, so reading goes on while there are any.
     private func readOnce() {
@@ -180,7 +211,7 @@ final class Connection: IOHandler {
     /// How many bytes the frame at the start of `input` needs in all (0 when unknown).
     private var pendingFrameBytes: Int {
         guard state == .open || state == .closing else { return 0 }
-        if case .header(let h) = FrameDecoder.parseHeader(UnsafeRawBufferPointer(input.readable), role: .server, allowedRSV: allowedRSV, maxPayload: worker.config.maxMessageBytes) {
+        if case .header(let h) = FrameDecoder.parseHeader(UnsafeRawBufferPointer(input.readable), role: role, allowedRSV: allowedRSV, maxPayload: worker.config.maxMessageBytes) {
             return h.frameLength
         }
         return 0
@@ -222,7 +253,7 @@ final class Connection: IOHandler {
         let limit = worker.config.maxMessageBytes
         while offset < bytes.count && (state == .open || state == .closing) && !readPaused {
             let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[offset...])
-            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: .server, allowedRSV: allowedRSV, maxPayload: limit) {
+            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: role, allowedRSV: allowedRSV, maxPayload: limit) {
             case .needMore:
                 return offset
             case .failure(let code, let reason):
@@ -265,7 +296,8 @@ final class Connection: IOHandler {
             return .discard
         }
         let config = worker.config
-        guard state == .open, header.opcode == .text || header.opcode == .binary,
+        // Outbound connections are the gateway's own: the per-client rate limit is not theirs.
+        guard role == .server, state == .open, header.opcode == .text || header.opcode == .binary,
               config.messagesPerSecond > 0, fragmentOpcode == nil else { return .handle }
         let now = worker.loop.now
         if bucket.take(now: now, rate: config.messagesPerSecond, burst: config.burst) { return .handle }
@@ -391,6 +423,7 @@ extension Connection {
         case .open:
             switch ClosePayload.validate(payload) {
             case .success(let code):
+                noteClose(code?.rawValue ?? 1005, payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "")
                 // Echo the peer's code, then close the TCP connection ourselves (RFC 6455 7.1.1).
                 let reply = code.map { FrameEncoder.closePayload($0) } ?? []
                 reply.withUnsafeBytes { sendFrame(.close, $0) }
@@ -400,10 +433,21 @@ extension Connection {
                 fail(failure.code, failure.reason)
             }
         case .closing:
+            if case .success(let code) = ClosePayload.validate(payload) {
+                noteClose(code?.rawValue ?? 1005, payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "")
+            }
             state = .finishing
             scheduleFlush()
         case .handshake, .finishing, .draining, .closed:
             break
+        }
+    }
+
+    /// Keeps the first close of the connection for the outbound script's `close` event.
+    private func noteClose(_ code: UInt16, _ reason: String) {
+        if closeCode == nil {
+            closeCode = code
+            closeReason = reason
         }
     }
 
@@ -423,10 +467,14 @@ extension Connection {
     }
 
     private func writeFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer, compressed: Bool) {
-        let headerLength = FrameEncoder.headerLength(payloadLength: payload.count)
+        let maskKey = role == .client ? Masking.randomKey() : nil
+        let headerLength = FrameEncoder.headerLength(payloadLength: payload.count, masked: maskKey != nil)
         let p = output.reserveWritable(headerLength + payload.count)
-        FrameEncoder.writeHeader(to: p, opcode: opcode, rsv1: compressed, payloadLength: payload.count)
-        if payload.count > 0 { (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count) }
+        FrameEncoder.writeHeader(to: p, opcode: opcode, rsv1: compressed, payloadLength: payload.count, maskKey: maskKey)
+        if payload.count > 0 {
+            (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            if let maskKey { Masking.apply(maskKey, to: UnsafeMutableRawBufferPointer(start: p + headerLength, count: payload.count)) }
+        }
         output.didWrite(headerLength + payload.count)
         if output.count > worker.config.sendQueueBytes && state == .open {
             abandonSlowReader()
@@ -459,8 +507,8 @@ extension Connection {
         Log.warn("closing socket \(socketId): send queue over limits.sendQueueBytes (\(worker.config.sendQueueBytes)); the client is not reading")
         output.release()
         info?.queuedBytes.store(0, ordering: .relaxed)
-        let close = FrameEncoder.frame(.close, payload: FrameEncoder.closePayload(.policyViolation, reason: "send queue full"))
-        output.append(close)
+        noteClose(CloseCode.policyViolation.rawValue, "send queue full")
+        FrameEncoder.closePayload(.policyViolation, reason: "send queue full").withUnsafeBytes { writeFrame(.close, $0, compressed: false) }
         state = .finishing
         scheduleFlush()
         worker.loop.schedule(after: 1_000_000_000) { [weak self] in self?.closeSocket() }
@@ -476,6 +524,7 @@ extension Connection {
     /// Starts the closing handshake (websocketInfo.close, Websocket.close).
     func startClose(_ code: CloseCode, reason: String = "") {
         guard state == .open else { return }
+        noteClose(code.rawValue, reason)
         FrameEncoder.closePayload(code, reason: reason).withUnsafeBytes { sendFrame(.close, $0) }
         state = .closing
         worker.loop.schedule(after: 5_000_000_000) { [weak self] in
@@ -488,6 +537,7 @@ extension Connection {
     /// Fails the connection: a close frame with `code` where the protocol allows one, then close.
     func fail(_ code: CloseCode, _ reason: String) {
         Log.info("closing socket \(socketId) with \(code.rawValue): \(reason)")
+        noteClose(code.rawValue, reason)
         if state == .open || state == .closing {
             FrameEncoder.closePayload(code).withUnsafeBytes { sendFrame(.close, $0) }
         }

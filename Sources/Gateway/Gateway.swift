@@ -44,6 +44,18 @@ public final class Gateway {
         }
         self.port = port
         let tls = try Gateway.loadTLS(config)
+        for (i, spec) in config.outbound.enumerated() {
+            guard scripts.sources[spec.script] != nil else {
+                throw StartupError(message: "config key \"outbound[\(i)].script\": \(spec.script) is not in the endpoints folder \(config.endpoints)")
+            }
+            if spec.url.secure {
+                do {
+                    _ = try shared.tlsClientContext(caFile: spec.caFile)
+                } catch {
+                    throw StartupError(message: "config key \"outbound[\(i)]\": \(error.message)")
+                }
+            }
+        }
         // Signals are blocked before any loop thread exists, so only the supervisor's signalfd sees them.
         _ = cs_block_signals()
         shared.workers = listeners.enumerated().map {
@@ -65,6 +77,12 @@ public final class Gateway {
     /// Starts the loops and runs the supervisor until shutdown; returns the exit code.
     public func run() -> Int32 {
         for worker in shared.workers { worker.start() }
+        for (i, spec) in config.outbound.enumerated() {
+            let worker = shared.workers[i % shared.workers.count]
+            worker.loop.post {
+                if let failure = worker.connectOutbound(spec) { Log.error("outbound \(spec.name): \(failure.message)") }
+            }
+        }
         Log.info("wsgate listening on \(config.host):\(port) (\(config.tlsCertificate == nil ? "ws" : "wss")) with \(shared.workers.count) loops")
         let supervisor = Supervisor(gateway: self)
         supervisor.run()

@@ -82,9 +82,20 @@ public struct Router {
     public static let eventHandlerFile = "_websocket_info.lua"
 
     /// Every `.lua` file below `folder` as a route, sorted by file, except where the file or a folder
-    /// on its path starts with "_" (shared code and the event handler live there) or "." (hidden, such
-    /// as the timestamped folders of a Kubernetes ConfigMap mount; symlinks to files are followed).
+    /// on its path starts with "_" (the event handler and outbound connections' scripts live there).
     public static func discover(in folder: String) throws(ConfigError) -> [Route] {
+        try scriptFiles(in: folder).filter { !isPrivate($0) }.map { Route(file: $0) }
+    }
+
+    /// Whether a script file is no route: its name or a folder on its path starts with "_".
+    static func isPrivate(_ file: String) -> Bool {
+        file.split(separator: "/").contains { $0.hasPrefix("_") }
+    }
+
+    /// Every `.lua` file below `folder`, relative and sorted, except hidden ones (a name on the path
+    /// starting with ".", such as the timestamped folders of a Kubernetes ConfigMap mount; symlinks
+    /// to files are followed).
+    static func scriptFiles(in folder: String) throws(ConfigError) -> [String] {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
               FileManager.default.isReadableFile(atPath: folder),
@@ -96,11 +107,11 @@ public struct Router {
         while let relative = enumerator.nextObject() as? String {
             var isFolder: ObjCBool = false
             guard relative.hasSuffix(".lua"),
-                  !relative.split(separator: "/").contains(where: { $0.hasPrefix("_") || $0.hasPrefix(".") }),
+                  !relative.split(separator: "/").contains(where: { $0.hasPrefix(".") }),
                   FileManager.default.fileExists(atPath: folder + "/" + relative, isDirectory: &isFolder),
                   !isFolder.boolValue else { continue }
             files.append(relative)
         }
-        return files.sorted().map { Route(file: $0) }
+        return files.sorted()
     }
 }

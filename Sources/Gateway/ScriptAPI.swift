@@ -22,12 +22,16 @@ enum ScriptAPI {
     static func install(in lua: LuaState) {
         let L = lua.L
         lua.setBaseGlobal("Websocket") {
-            lua_createtable(L, 0, 5)
+            lua_createtable(L, 0, 9)
             setFunction(L, "list", websocketList)
             setFunction(L, "info", websocketInfo)
             setFunction(L, "send", websocketSend)
             setFunction(L, "close", websocketClose)
             setFunction(L, "closeAll", websocketCloseAll)
+            setFunction(L, "connect", websocketConnect)
+            setFunction(L, "disconnect", websocketDisconnect)
+            setFunction(L, "reset", websocketReset)
+            setFunction(L, "outbound", websocketOutbound)
         }
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
@@ -41,7 +45,7 @@ enum ScriptAPI {
         }
     }
 
-    private static func setFunction(_ L: OpaquePointer, _ name: String, _ f: lua_CFunction) {
+    static func setFunction(_ L: OpaquePointer, _ name: String, _ f: lua_CFunction) {
         lua_pushcfunction(L, f)
         lua_setfield(L, -2, name)
     }
@@ -49,7 +53,7 @@ enum ScriptAPI {
     /// Runs a C function's body with the state's memory limit lifted: a Lua memory error raised here
     /// would unwind through Swift frames. Script allocations stay limited.
     @inline(__always)
-    private static func withoutMemoryLimit(_ L: OpaquePointer?, _ body: (OpaquePointer) -> Int32) -> Int32 {
+    static func withoutMemoryLimit(_ L: OpaquePointer?, _ body: (OpaquePointer) -> Int32) -> Int32 {
         LuaState.withMemoryLimitSuspended(L!) { body(L!) }
     }
 
@@ -122,24 +126,27 @@ enum ScriptAPI {
         lua_setfield(L, -2, "type")
         lua_pushinteger(L, lua_Integer(EventLoop.wallMillis()))
         lua_setfield(L, -2, "timestamp")
-        if let message {
-            if binary {
-                let length = Base64.encodedLength(message.count)
-                let p = worker.textScratch.reserveWritable(length)
-                Base64.encode(message, into: p)
-                lua_pushlstring(L, p.assumingMemoryBound(to: CChar.self), length)
-                worker.textScratch.clear(keepingUpTo: 1 << 20)
-            } else {
-                lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
-            }
-            lua_setfield(L, -2, "message")
-            lua_pushstring(L, binary ? "data-binary" : "data-text")
-            lua_setfield(L, -2, "message_type")
-        }
+        if let message { pushMessage(L, worker: worker, message, binary: binary) }
         lua_pushcfunction(L, infoSend)
         lua_setfield(L, -2, "send")
         lua_pushcfunction(L, infoClose)
         lua_setfield(L, -2, "close")
+    }
+
+    /// Sets `message` (base64 for a binary message) and `message_type` on the table on top of the stack.
+    static func pushMessage(_ L: OpaquePointer, worker: Worker, _ message: UnsafeRawBufferPointer, binary: Bool) {
+        if binary {
+            let length = Base64.encodedLength(message.count)
+            let p = worker.textScratch.reserveWritable(length)
+            Base64.encode(message, into: p)
+            lua_pushlstring(L, p.assumingMemoryBound(to: CChar.self), length)
+            worker.textScratch.clear(keepingUpTo: 1 << 20)
+        } else {
+            lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
+        }
+        lua_setfield(L, -2, "message")
+        lua_pushstring(L, binary ? "data-binary" : "data-text")
+        lua_setfield(L, -2, "message_type")
     }
 
     // MARK: Error objects
@@ -147,14 +154,20 @@ enum ScriptAPI {
     enum Failure: Error {
         case badRequest(String)
         case notFound(String)
+        /// An outbound connection of that name exists.
+        case conflict(String)
         /// The socket's send queue is over half of limits.sendQueueBytes: the reader is slow.
         case tooManyRequests(String)
+        /// The outbound connection is not open (connecting, reconnecting or disconnected).
+        case unavailable(String)
 
         var status: Int {
             switch self {
             case .badRequest: return 400
             case .notFound: return 404
+            case .conflict: return 409
             case .tooManyRequests: return 429
+            case .unavailable: return 503
             }
         }
 
@@ -162,13 +175,15 @@ enum ScriptAPI {
             switch self {
             case .badRequest: return "BadRequest"
             case .notFound: return "NotFound"
+            case .conflict: return "Conflict"
             case .tooManyRequests: return "TooManyRequests"
+            case .unavailable: return "ServiceUnavailable"
             }
         }
 
         var message: String {
             switch self {
-            case .badRequest(let m), .notFound(let m), .tooManyRequests(let m): return m
+            case .badRequest(let m), .notFound(let m), .conflict(let m), .tooManyRequests(let m), .unavailable(let m): return m
             }
         }
     }
@@ -230,7 +245,7 @@ enum ScriptAPI {
         return nil
     }
 
-    private static func slowReader(_ socketId: String) -> Failure {
+    static func slowReader(_ socketId: String) -> Failure {
         .tooManyRequests("socket \(socketId) is not reading: its send queue is over half of limits.sendQueueBytes")
     }
 
@@ -339,6 +354,13 @@ enum ScriptAPI {
     private static let websocketSend: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
+            if lua_type(L, 1) == LUA_TTABLE {
+                let named = lua_getfield(L, 1, "name") != LUA_TNIL
+                let bySocket = lua_getfield(L, 1, "socket_id") != LUA_TNIL
+                lua_pop(L, 2)
+                // In an outbound script, a send without socket_id goes to the connection of the event.
+                if named || (!bySocket && worker.currentLink != nil) { return sendOutbound(L, worker) }
+            }
             let id: String
             switch socketIdArgument(L) {
             case .failure(let failure): return push(L, failure)
@@ -422,9 +444,13 @@ enum ScriptAPI {
 
     private static let printToLog: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            let connection = worker(L).current
+            let worker = worker(L)
             let text = lua_swiftstring(L, 1) ?? ""
-            Log.info("script print route=\(connection?.info?.route ?? "-") socket=\(connection?.socketId ?? "-"): \(text)")
+            if let link = worker.currentLink {
+                Log.info("script print outbound=\(link.name): \(text)")
+            } else {
+                Log.info("script print route=\(worker.current?.info?.route ?? "-") socket=\(worker.current?.socketId ?? "-"): \(text)")
+            }
             return 0
         }
     }

@@ -1,11 +1,12 @@
 import Foundation
 import LuaRuntime
 
-/// The endpoint scripts of the folder at one moment: routes and the source of every script,
-/// each checked to compile.
+/// The scripts of the endpoints folder at one moment: routes and the source of every script, each
+/// checked to compile. Files starting with "_" are no routes: the event handler and the scripts of
+/// outbound connections.
 struct ScriptSet {
     var routes: [Route] = []
-    /// Sources by file relative to the endpoints folder, the event handler's included.
+    /// Sources by file relative to the endpoints folder, "_" files included.
     var sources: [String: [UInt8]] = [:]
 
     var hasEventHandler: Bool { sources[Router.eventHandlerFile] != nil }
@@ -19,10 +20,8 @@ struct ScriptSet {
     /// Reads the folder. A script that does not compile is reported; with `previous`, its previous
     /// version is kept in service, else it is left out.
     static func load(folder: String, previous: ScriptSet?) throws(ConfigError) -> (ScriptSet, [Problem]) {
-        let routes = try Router.discover(in: folder)
-        var files = routes.map(\.file)
-        let handlerPath = (folder as NSString).appendingPathComponent(Router.eventHandlerFile)
-        if FileManager.default.fileExists(atPath: handlerPath) { files.append(Router.eventHandlerFile) }
+        let files = try Router.scriptFiles(in: folder)
+        let routes = files.filter { !Router.isPrivate($0) }.map { Route(file: $0) }
         let probe = LuaState()
         var set = ScriptSet()
         var problems: [Problem] = []

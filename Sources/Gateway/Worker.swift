@@ -15,11 +15,27 @@ final class SharedState {
     /// Makes socket ids unique across restarts: random per process.
     let socketIdPrefix: String
     var workers: [Worker] = []
+    let outbound = OutboundRegistry()
+    /// TLS client contexts by CA file ("" for the system trust store): loading a trust store is
+    /// slow, and a context serves any number of connections on any loop.
+    private var tlsClientContexts: [String: TLSClientContext] = [:]
+    private let tlsClientLock = Lock()
 
     init(endpointsFolder: String) {
         self.endpointsFolder = endpointsFolder
         var random = SystemRandomNumberGenerator()
         socketIdPrefix = String(random.next() & 0xFFFF_FFFF_FFFF, radix: 36)
+    }
+}
+
+extension SharedState {
+    func tlsClientContext(caFile: String?) throws(TLSError) -> TLSClientContext {
+        try tlsClientLock.locked { () -> Result<TLSClientContext, TLSError> in
+            if let existing = tlsClientContexts[caFile ?? ""] { return .success(existing) }
+            let loaded = Result { () throws(TLSError) in try TLSClientContext.load(caFile: caFile) }
+            if case .success(let context) = loaded { tlsClientContexts[caFile ?? ""] = context }
+            return loaded
+        }.get()
     }
 }
 
@@ -45,6 +61,8 @@ final class Worker {
 
     /// Upgraded sockets by id.
     var connections: [String: Connection] = [:]
+    /// The outbound connections opened on this loop, by name.
+    var links: [String: OutboundLink] = [:]
     /// Connections with output queued during this loop iteration.
     var flushList: [Connection] = []
     /// Every socket reads into this one buffer first; only leftovers are copied per connection.
@@ -54,6 +72,8 @@ final class Worker {
     /// The connection and event type of the script run in progress.
     var current: Connection?
     var currentEvent = ScriptEvent.open
+    /// The outbound connection whose script is running, if it is one.
+    var currentLink: OutboundLink?
     /// Scratch space for JSON and base64 text built for one call.
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
@@ -160,6 +180,7 @@ final class Worker {
     func beginShutdown() {
         shuttingDown = true
         for connection in connections.values { connection.startClose(.goingAway, reason: "server shutting down") }
+        for link in links.values where !link.stopped { link.disconnect(.goingAway) }
     }
 
     // MARK: Pings and idle timeouts
@@ -178,7 +199,8 @@ final class Worker {
         let ping = UInt64(config.pingIntervalMs) * 1_000_000
         let idle = UInt64(config.idleTimeoutMs) * 1_000_000
         guard ping > 0 || idle > 0 else { return }
-        for connection in connections.values where connection.state == .open {
+        func check(_ connection: Connection) {
+            guard connection.state == .open else { return }
             let quiet = now &- connection.lastReceived
             if idle > 0 && quiet >= idle {
                 connection.startClose(.goingAway, reason: "idle timeout")
@@ -187,6 +209,9 @@ final class Worker {
                 connection.sendFrame(.ping, UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }
+        // Outbound connections too: a server that stopped answering is found and dialled again.
+        for connection in connections.values { check(connection) }
+        for link in links.values { if let connection = link.connection { check(connection) } }
     }
 
     // MARK: HTTP
@@ -203,6 +228,10 @@ final class Worker {
         let path = head.path
         if path == Worker.healthPath {
             let response: [UInt8]
+            if !shuttingDown, case .upgrade(let key) = Handshake.evaluate(head) {
+                answerHealthUpgrade(connection, key: key)
+                return
+            }
             if head.method != "GET" && head.method != "HEAD" {
                 response = HTTPResponse.make(status: 405, reason: "Method Not Allowed", headers: ["Allow: GET"])
             } else if shuttingDown {
@@ -241,6 +270,15 @@ final class Worker {
                 upgrade(connection, head: head, key: key, match: match)
             }
         }
+    }
+
+    /// A WebSocket client on the health route (`wsgate probe`, in a container's health check) gets
+    /// "OK" and a close: proof that this loop upgrades and serves frames, whatever the scripts are.
+    private func answerHealthUpgrade(_ connection: Connection, key: String) {
+        connection.output.append(Handshake.switchingProtocols(key: key))
+        connection.state = .open
+        Array("OK".utf8).withUnsafeBytes { connection.sendFrame(.text, $0) }
+        connection.startClose(.normal)
     }
 
     /// The first protocol the client offers that we support, or "".
@@ -295,10 +333,18 @@ final class Worker {
     // MARK: Scripts
 
     func dispatchData(_ connection: Connection, _ payload: UnsafeRawBufferPointer, binary: Bool) {
-        runScript(connection, event: .data, message: payload, binary: binary)
+        if let link = connection.link {
+            runOutboundScript(link, event: .data, message: payload, binary: binary)
+        } else {
+            runScript(connection, event: .data, message: payload, binary: binary)
+        }
     }
 
     func connectionClosed(_ connection: Connection, wasUpgraded: Bool) {
+        if let link = connection.link {
+            link.connectionEnded(connection)
+            return
+        }
         guard wasUpgraded, let info = connection.info else { return }
         connections.removeValue(forKey: info.socketId)
         shared.registry.remove(info.socketId)
@@ -336,6 +382,65 @@ final class Worker {
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.state == .open {
                 // The loop just spent a whole timeout on this socket: serve the others before its
                 // next message.
+                connection.pauseReading(for: lua.timeoutNanos)
+            }
+        }
+    }
+
+    // MARK: Outbound connections
+
+    /// Opens a named outbound connection on this loop; the failure is what `Websocket.connect` returns.
+    func connectOutbound(_ spec: OutboundSpec) -> ScriptAPI.Failure? {
+        guard scripts[spec.script] != nil else {
+            return .badRequest("script \(spec.script) is not in the endpoints folder (or does not compile)")
+        }
+        if spec.url.secure {
+            // A CA file that cannot serve is the caller's mistake: say so now, not in an error event.
+            do {
+                _ = try shared.tlsClientContext(caFile: spec.caFile)
+            } catch {
+                return .badRequest(error.message)
+            }
+        }
+        let (claim, replaced) = shared.outbound.claim(spec.name, worker: index, url: spec.url.description, contentType: spec.contentType)
+        guard case .claimed(let id) = claim else {
+            return .conflict("an outbound connection named \(spec.name) exists; disconnect it first")
+        }
+        if let replaced, replaced.worker != index {
+            let owner = shared.workers[replaced.worker]
+            owner.loop.post { owner.dropLink(spec.name, id: replaced.id) }
+        }
+        let link = OutboundLink(id: id, spec: spec, worker: self)
+        links[spec.name] = link
+        link.start()
+        return nil
+    }
+
+    /// Forgets a disconnected link whose name a new connection took.
+    private func dropLink(_ name: String, id: Int) {
+        if links[name]?.id == id { links[name] = nil }
+    }
+
+    /// The link of `name` on this loop, if it is still connection `id`.
+    func link(_ name: String, id: Int) -> OutboundLink? {
+        guard let link = links[name], link.id == id else { return nil }
+        return link
+    }
+
+    func runOutboundScript(_ link: OutboundLink, event: OutboundEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
+        guard let script = scripts[link.scriptFile], !script.removed else {
+            Log.error("outbound \(link.name): script \(link.scriptFile) is gone; its \(event.name) event is not handled")
+            return
+        }
+        let L = lua.L
+        currentLink = link
+        defer { currentLink = nil }
+        lua.pushFreshEnvironment()
+        ScriptAPI.pushWsEvent(L, worker: self, link: link, event: event, message: message, binary: binary)
+        lua_setfield(L, -2, "wsEvent")
+        if let failure = lua.run(script.ref) {
+            Log.error("script error outbound=\(link.name) script=\(link.scriptFile) event=\(event.name): \(failure)")
+            if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.state == .open {
                 connection.pauseReading(for: lua.timeoutNanos)
             }
         }

@@ -32,6 +32,17 @@ public enum Socket {
         return .failed(SocketError(operation: "accept", errno: -fd))
     }
 
+    /// Starts a non-blocking connect (TCP_NODELAY set) and returns its socket: when it becomes
+    /// writable, `pendingError` tells whether the connection was made.
+    public static func connect(_ address: SocketAddress) -> Result<Int32, SocketError> {
+        let fd = withUnsafePointer(to: address.raw) { cs_connect($0) }
+        if fd < 0 { return .failure(SocketError(operation: "connect to \(address)", errno: -fd)) }
+        return .success(fd)
+    }
+
+    /// SO_ERROR: 0 once a non-blocking connect has succeeded, else why it failed (ECONNREFUSED...).
+    public static func pendingError(_ fd: Int32) -> Int32 { cs_socket_error(fd) }
+
     public enum IOResult {
         case bytes(Int)
         case wouldBlock

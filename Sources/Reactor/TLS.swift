@@ -2,7 +2,8 @@ import COpenSSL
 import CTLS
 import Glibc
 
-/// Why a certificate and key cannot serve: every case names the file and is worth exiting over.
+/// Why a certificate and key cannot serve, or a CA file cannot be trusted: every case names the
+/// file and is worth exiting over.
 public struct TLSError: Error, CustomStringConvertible {
     public enum Kind: Equatable {
         /// The file cannot be opened or read.
@@ -20,7 +21,7 @@ public struct TLSError: Error, CustomStringConvertible {
     }
 
     public let kind: Kind
-    /// The file the problem is in (the key file for `keyMismatch`).
+    /// The file the problem is in (the key file for `keyMismatch`; "" for the system's trust store).
     public let file: String
     public let message: String
 
@@ -119,19 +120,72 @@ public final class TLSServerContext: @unchecked Sendable {
         }
         return context
     }
+}
 
-    private static func checkReadable(_ path: String, name: String) throws(TLSError) {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        var failure = fd < 0 ? errno : 0
-        if fd >= 0 {
-            // open() succeeds on a folder; read() tells.
-            var byte: UInt8 = 0
-            if Glibc.read(fd, &byte, 1) < 0 { failure = errno }
-            close(fd)
+private func checkReadable(_ path: String, name: String) throws(TLSError) {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    var failure = fd < 0 ? errno : 0
+    if fd >= 0 {
+        // open() succeeds on a folder; read() tells.
+        var byte: UInt8 = 0
+        if Glibc.read(fd, &byte, 1) < 0 { failure = errno }
+        close(fd)
+    }
+    if failure != 0 {
+        throw TLSError(kind: .unreadable, file: path, message: "\(name): cannot read: \(String(cString: strerror(failure)))")
+    }
+}
+
+/// The settings of the gateway's outbound TLS connections: TLS 1.2 and 1.3 only, OpenSSL's default
+/// ciphers, ALPN offering "http/1.1", the server's certificate verified against the system's trust
+/// store or one CA file, and the same buffer modes as the server side.
+///
+/// Immutable after `load` and shared by the streams of every loop, as `TLSServerContext` is.
+public final class TLSClientContext: @unchecked Sendable {
+    let ctx: OpaquePointer
+    /// The only trusted certificates when set; the system's trust store otherwise.
+    public let caFile: String?
+
+    private init(ctx: OpaquePointer, caFile: String?) {
+        self.ctx = ctx
+        self.caFile = caFile
+    }
+
+    deinit { SSL_CTX_free(ctx) }
+
+    /// Trusts the certificates of the PEM file `caFile` only, or the system's trust store when nil.
+    public static func load(caFile: String?) throws(TLSError) -> TLSClientContext {
+        let name = caFile.map { "TLS CA file \($0)" } ?? "TLS client"
+        if let caFile { try checkReadable(caFile, name: name) }
+
+        ERR_clear_error()
+        guard let ctx = SSL_CTX_new(TLS_client_method()) else {
+            throw TLSError(kind: .invalid, file: caFile ?? "", message: "\(name): cannot create a TLS context: \(errorText())")
         }
-        if failure != 0 {
-            throw TLSError(kind: .unreadable, file: path, message: "\(name): cannot read: \(String(cString: strerror(failure)))")
+        let context = TLSClientContext(ctx: ctx, caFile: caFile)
+
+        guard ctls_ctx_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 else {
+            throw TLSError(kind: .invalid, file: caFile ?? "", message: "\(name): cannot restrict TLS to 1.2 and later: \(errorText())")
         }
+        _ = ctls_ctx_set_mode(ctx, Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS))
+        // The wire format: each protocol name preceded by its length. (0 is success here.)
+        let alpn: [UInt8] = [8] + Array("http/1.1".utf8)
+        guard SSL_CTX_set_alpn_protos(ctx, alpn, UInt32(alpn.count)) == 0 else {
+            throw TLSError(kind: .invalid, file: caFile ?? "", message: "\(name): cannot offer ALPN: \(errorText())")
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
+
+        if let caFile {
+            if SSL_CTX_load_verify_locations(ctx, caFile, nil) != 1 {
+                throw TLSError(kind: .notPEM, file: caFile, message: "\(name): no PEM certificates (\(errorText()))")
+            }
+            // The file is what the user chose to trust, so an intermediate or a server's own
+            // certificate in it is an anchor too, as it is for curl: the chain need not reach a root.
+            _ = X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ctx), UInt(X509_V_FLAG_PARTIAL_CHAIN))
+        } else if SSL_CTX_set_default_verify_paths(ctx) != 1 {
+            throw TLSError(kind: .invalid, file: "", message: "\(name): cannot use the system's trusted certificates: \(errorText())")
+        }
+        return context
     }
 }
 
@@ -164,7 +218,7 @@ public enum TLSIOResult: Equatable {
     case failed(String)
 }
 
-/// The server side of one TLS connection over a non-blocking socket, owned by one loop's thread.
+/// One TLS connection over a non-blocking socket, server or client side, owned by one loop's thread.
 ///
 /// Nothing here blocks: each call makes one OpenSSL call that does as much I/O as the socket
 /// allows, and says what to wait for when it could not finish. With level-triggered epoll:
@@ -187,23 +241,69 @@ public final class TLSStream {
     private var broken = false
     private var shutdownSent = false
 
+    /// Set when the peer's certificate is checked: a failed handshake is then first explained by it.
+    private let verifiesPeer: Bool
+    /// Why the client stream could not be set up; its handshake fails with this.
+    private var setupProblem: String?
+
     public init(context: TLSServerContext, fd: Int32) {
-        guard let ssl = SSL_new(context.ctx) else { fatalError("SSL_new failed: out of memory") }
-        guard SSL_set_fd(ssl, fd) == 1 else { fatalError("SSL_set_fd failed: out of memory") }
+        ssl = TLSStream.newSSL(context.ctx, fd)
         SSL_set_accept_state(ssl)
-        self.ssl = ssl
+        verifiesPeer = false
+    }
+
+    /// The client side. `serverName` is the host of the URL: sent as SNI unless it is an IP address,
+    /// and, when `verify` is set, the name (or address) the certificate must be issued for.
+    /// `verify: false` accepts any certificate.
+    public init(client context: TLSClientContext, fd: Int32, serverName: String, isIPLiteral: Bool, verify: Bool) {
+        ssl = TLSStream.newSSL(context.ctx, fd)
+        SSL_set_connect_state(ssl)
+        verifiesPeer = verify
+        ERR_clear_error() // so that a setup problem reports its own errors only
+        // RFC 6066 forbids IP addresses in SNI.
+        if !isIPLiteral && ctls_set_sni(ssl, serverName) != 1 {
+            setupProblem = "TLS: cannot send \"\(serverName)\" as the server name (\(errorText()))"
+        }
+        if verify {
+            let named = isIPLiteral
+                ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), serverName)
+                : SSL_set1_host(ssl, serverName)
+            if named != 1 {
+                setupProblem = "TLS: cannot verify certificates for \"\(serverName)\" (\(errorText()))"
+            }
+        } else {
+            SSL_set_verify(ssl, SSL_VERIFY_NONE, nil)
+        }
+    }
+
+    private static func newSSL(_ ctx: OpaquePointer, _ fd: Int32) -> OpaquePointer {
+        guard let ssl = SSL_new(ctx) else { fatalError("SSL_new failed: out of memory") }
+        guard SSL_set_fd(ssl, fd) == 1 else { fatalError("SSL_set_fd failed: out of memory") }
+        return ssl
     }
 
     deinit { SSL_free(ssl) }
 
     public func handshake() -> TLSStatus {
+        if let setupProblem {
+            broken = true
+            return .failed(setupProblem)
+        }
         var sysErrno: Int32 = 0
         switch ctls_handshake(ssl, &sysErrno) {
         case Int32(CTLS_OK): return .done
         case Int32(CTLS_WANT_READ): return .wantRead
         case Int32(CTLS_WANT_WRITE): return .wantWrite
         case Int32(CTLS_CLOSED): return .closed
-        default: return .failed(failure(sysErrno))
+        default:
+            // The error queue only says "certificate verify failed"; the verify result says why.
+            let verdict = SSL_get_verify_result(ssl)
+            if verifiesPeer && verdict != X509_V_OK {
+                broken = true
+                ERR_clear_error()
+                return .failed("TLS certificate verification failed: \(String(cString: X509_verify_cert_error_string(verdict)))")
+            }
+            return .failed(failure(sysErrno))
         }
     }
 

@@ -14,9 +14,7 @@ public struct HTTPRequestHead {
     }
 
     /// The first value of a header (name in lower case).
-    public func header(_ name: String) -> String? {
-        headers.first { $0.name == name }?.value
-    }
+    public func header(_ name: String) -> String? { firstValue(headers, name) }
 
     /// The request path without the query string.
     public var path: String {
@@ -31,12 +29,20 @@ public struct HTTPRequestHead {
     }
 
     /// Whether a comma-separated header contains `token` (case-insensitive).
-    public func headerContainsToken(_ name: String, _ token: String) -> Bool {
-        let token = asciiLowercased(token)
-        return headers.contains { header in
-            header.name == name && header.value.split(separator: ",").contains {
-                asciiLowercased($0.trimmingSpaces()) == token
-            }
+    public func headerContainsToken(_ name: String, _ token: String) -> Bool { containsToken(headers, name, token) }
+}
+
+/// The shared part of `header(_:)` for requests and responses.
+func firstValue(_ headers: [(name: String, value: String)], _ name: String) -> String? {
+    headers.first { $0.name == name }?.value
+}
+
+/// The shared part of `headerContainsToken(_:_:)` for requests and responses.
+func containsToken(_ headers: [(name: String, value: String)], _ name: String, _ token: String) -> Bool {
+    let token = asciiLowercased(token)
+    return headers.contains { header in
+        header.name == name && header.value.split(separator: ",").contains {
+            asciiLowercased($0.trimmingSpaces()) == token
         }
     }
 }
@@ -67,33 +73,48 @@ public enum HTTPRequestParser {
 
     /// Parses a complete head (as delimited by `headEnd`).
     public static func parse(_ bytes: UnsafeRawBufferPointer) -> Result<HTTPRequestHead, HTTPParseError> {
-        guard let text = String(validating: bytes, as: UTF8.self) else {
-            return .failure(.malformed("request head is not UTF-8"))
-        }
-        var lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)[...]
-        guard let requestLine = lines.popFirst() else { return .failure(.malformed("empty request")) }
-        let parts = requestLine.split(separator: " ", omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
-            return .failure(.malformed("bad request line"))
-        }
-        guard parts[2].hasPrefix("HTTP/") else { return .failure(.malformed("bad HTTP version")) }
-        var headers: [(name: String, value: String)] = []
-        for line in lines where !line.isEmpty {
-            guard let colon = line.firstIndex(of: ":") else {
-                return .failure(.malformed("header line without colon"))
+        headLines(bytes, of: "request").flatMap { lines in
+            let parts = lines.first.split(separator: " ", omittingEmptySubsequences: false)
+            guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
+                return .failure(.malformed("bad request line"))
             }
-            let name = line[..<colon]
-            guard !name.isEmpty, name.utf8.allSatisfy(isTokenByte) else {
-                return .failure(.malformed("bad header name"))
+            guard parts[2].hasPrefix("HTTP/") else { return .failure(.malformed("bad HTTP version")) }
+            return headerFields(lines.headers).map {
+                HTTPRequestHead(method: String(parts[0]), target: String(parts[1]), version: String(parts[2]), headers: $0)
             }
-            headers.append((asciiLowercased(name), line[line.index(after: colon)...].trimmingSpaces()))
         }
-        return .success(HTTPRequestHead(method: String(parts[0]), target: String(parts[1]), version: String(parts[2]), headers: headers))
     }
 }
 
+/// A head's lines without their CRLFs: the request or status line, and the header lines after it.
+/// `kind` ("request" or "response") names the head in errors.
+func headLines(_ bytes: UnsafeRawBufferPointer, of kind: String) -> Result<(first: Substring, headers: ArraySlice<Substring>), HTTPParseError> {
+    guard let text = String(validating: bytes, as: UTF8.self) else {
+        return .failure(.malformed("\(kind) head is not UTF-8"))
+    }
+    // Splitting without omitting empty pieces always yields at least one piece.
+    let lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
+    return .success((lines[0], lines.dropFirst()))
+}
+
+/// Header lines as fields: names lower-cased, values trimmed; empty lines (the end of the head) skipped.
+func headerFields(_ lines: ArraySlice<Substring>) -> Result<[(name: String, value: String)], HTTPParseError> {
+    var headers: [(name: String, value: String)] = []
+    for line in lines where !line.isEmpty {
+        guard let colon = line.firstIndex(of: ":") else {
+            return .failure(.malformed("header line without colon"))
+        }
+        let name = line[..<colon]
+        guard !name.isEmpty, name.utf8.allSatisfy(isTokenByte) else {
+            return .failure(.malformed("bad header name"))
+        }
+        headers.append((asciiLowercased(name), line[line.index(after: colon)...].trimmingSpaces()))
+    }
+    return .success(headers)
+}
+
 /// RFC 9110 token characters: header names are made of these only.
-private func isTokenByte(_ b: UInt8) -> Bool {
+func isTokenByte(_ b: UInt8) -> Bool {
     switch b {
     case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
         return true

@@ -1,4 +1,11 @@
 public enum Masking {
+    /// A key for one client frame. RFC 6455 5.3 wants it unpredictable, so that a script cannot
+    /// choose the bytes on the wire to confuse proxies; hence the system generator.
+    public static func randomKey() -> UInt32 {
+        var generator = SystemRandomNumberGenerator()
+        return generator.next()
+    }
+
     /// XORs `buffer` in place with the 4-byte mask `key`, starting at mask phase 0.
     /// Works eight bytes at a time; the key is the raw wire value as loaded by `loadUnaligned`.
     @inline(__always)

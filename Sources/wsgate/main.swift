@@ -5,7 +5,15 @@ import Gateway
 struct WSGate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wsgate",
-        abstract: "A WebSocket gateway that routes each connection to a Lua endpoint script."
+        abstract: "A WebSocket gateway that routes each connection to a Lua endpoint script.",
+        subcommands: [Serve.self, ProbeCommand.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway (the default when no subcommand is given)."
     )
 
     @Option(help: "JSON config file.")
@@ -68,4 +76,48 @@ struct WSGate: ParsableCommand {
     }
 }
 
-WSGate.main()
+struct ProbeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "probe",
+        abstract: "Check a WebSocket endpoint: connect, optionally send, wait for the first message, close.",
+        discussion: "Prints one JSON object. Exit status: 0 connected, 1 not connected, 2 bad arguments."
+    )
+
+    @Argument(help: "ws:// or wss:// URL.")
+    var url: String
+
+    @Option(help: "Text message to send once connected.")
+    var data: String?
+
+    @Option(help: "Seconds to wait for the connection and the first message.")
+    var timeout: Double = 5
+
+    @Option(name: .customLong("header"), help: "Extra request header, \"Name: value\" (repeatable).")
+    var headers: [String] = []
+
+    @Flag(help: "Do not verify the server's TLS certificate.")
+    var insecure = false
+
+    @Option(name: .customLong("ca-file"), help: "PEM file of CAs to trust instead of the system store.")
+    var caFile: String?
+
+    func run() throws {
+        let (json, code) = Probe.run(Probe.Options(url: url, data: data, timeoutSeconds: timeout, headers: headers,
+                                                   insecure: insecure, caFile: caFile))
+        print(json)
+        throw ExitCode(code)
+    }
+}
+
+// Usage errors exit with 2, as start-up errors and a probe's bad arguments do (ArgumentParser's
+// default is 64).
+do {
+    var command = try WSGate.parseAsRoot()
+    try command.run()
+} catch {
+    if WSGate.exitCode(for: error) == .validationFailure {
+        FileHandle.standardError.write(Data((WSGate.fullMessage(for: error) + "\n").utf8))
+        exit(2)
+    }
+    WSGate.exit(withError: error)
+}

@@ -18,6 +18,10 @@ final class TestPKI {
         do {
             let pki = try TestPKI()
             createdDir.locked { $0 = pki.dir }
+            // At exit, not in a tearDown: the test classes that use the PKI run in any order.
+            atexit {
+                if let dir = TestPKI.createdDir.locked({ $0 }) { try? FileManager.default.removeItem(atPath: dir) }
+            }
             return pki
         } catch {
             fatalError("cannot create test certificates: \(error)")
@@ -336,11 +340,6 @@ final class TLSTests: XCTestCase {
         super.setUp()
         // As the gateway does: writes to a closed socket report EPIPE instead of killing the process.
         signal(SIGPIPE, SIG_IGN)
-    }
-
-    override class func tearDown() {
-        if let dir = TestPKI.createdDir.locked({ $0 }) { try? FileManager.default.removeItem(atPath: dir) }
-        super.tearDown()
     }
 
     func load(cert: String? = nil, key: String? = nil, releaseBuffers: Bool = true) throws -> TLSServerContext {

@@ -1,6 +1,7 @@
 #ifndef WSGATE_CSYSTEM_H
 #define WSGATE_CSYSTEM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Glibc's Swift overlay does not export epoll, eventfd or timerfd; these thin wrappers do. */
@@ -31,6 +32,24 @@ int cs_listen(const char *host, uint16_t port, int backlog);
 /* accept4 non-blocking, TCP_NODELAY set. Returns fd or -errno. */
 int cs_accept(int listen_fd);
 int cs_errno(void);
+
+/* A sockaddr of `length` bytes, big enough for IPv4 and IPv6; a value type Swift can copy. */
+typedef struct {
+    uint32_t length;
+    uint8_t bytes[128];
+} cs_address;
+
+/* getaddrinfo for a TCP connect (AF_UNSPEC, SOCK_STREAM, AI_ADDRCONFIG unless host is numeric).
+   Fills up to max addresses, in getaddrinfo's order; returns the count (> 0) or -1 with `error`
+   set to the reason (gai_strerror text, or "no addresses"). Blocking: call off the loop. */
+int cs_resolve(const char *host, uint16_t port, cs_address *out, int max, char *error, size_t error_len);
+/* Non-blocking connect: socket(SOCK_NONBLOCK|SOCK_CLOEXEC), TCP_NODELAY, connect. Returns the fd,
+   connected or in progress (wait for writable, then cs_socket_error), or -errno. */
+int cs_connect(const cs_address *address);
+/* SO_ERROR of a socket: 0 when a non-blocking connect succeeded, else its errno. */
+int cs_socket_error(int fd);
+/* "1.2.3.4:80" or "[::1]:80" ("[fe80::1%2]:80" with a scope). */
+void cs_address_text(const cs_address *address, char *buf, size_t len);
 /* The port a bound socket got (for port 0). */
 int cs_local_port(int fd);
 /* Disable SIGPIPE process-wide so writes to closed sockets return EPIPE. */

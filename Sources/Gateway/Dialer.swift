@@ -1,0 +1,250 @@
+import Glibc
+import Reactor
+import WebSocketCodec
+
+/// Opens one client WebSocket connection on a loop: the name is resolved off the loop, each address
+/// is tried in turn with a non-blocking connect, then TLS (for wss://), the upgrade request and the
+/// check of the server's 101. Redirects are not followed. Exactly one of the outcomes is reported,
+/// unless `cancel()` comes first.
+final class Dialer: IOHandler {
+    struct Target {
+        let url: WebSocketURL
+        let headers: [(name: String, value: String)]
+        /// Set for wss://.
+        let tls: TLSClientContext?
+        /// False skips certificate verification (`insecure`).
+        let verify: Bool
+    }
+
+    /// A connection that completed its opening handshake.
+    struct Established {
+        let transport: Transport
+        /// Bytes that came right behind the 101 response: the first frames.
+        let leftover: [UInt8]
+    }
+
+    private enum Phase {
+        case resolving, connecting, tls, upgrade, finished
+    }
+
+    /// A response head larger than this is not a WebSocket server talking.
+    private static let maxResponseBytes = 16 * 1024
+
+    private let loop: EventLoop
+    private let target: Target
+    private let completion: (Result<Established, DialError>) -> Void
+    private var phase = Phase.resolving
+    private var addresses: [SocketAddress] = []
+    private var nextAddress = 0
+    private var lastConnectError = ""
+    private var transport = Transport(fd: -1, tls: nil)
+    private var registration = EventLoop.Registration.none
+    private var request: [UInt8] = []
+    private var requestSent = 0
+    private var response = ByteBuffer()
+    private let key = ClientHandshake.makeKey()
+
+    init(loop: EventLoop, target: Target, timeoutNanos: UInt64, completion: @escaping (Result<Established, DialError>) -> Void) {
+        self.loop = loop
+        self.target = target
+        self.completion = completion
+        request = ClientHandshake.request(url: target.url, key: key, headers: target.headers)
+        loop.schedule(after: timeoutNanos) { [weak self] in
+            guard let self, self.phase != .finished else { return }
+            self.finish(.failure(DialError("timeout after \(timeoutNanos / 1_000_000) ms while \(self.phaseDescription)")))
+        }
+        Resolver.resolve(host: target.url.host, port: target.url.port, on: loop) { [weak self] result in
+            guard let self, self.phase == .resolving else { return }
+            switch result {
+            case .success(let found):
+                self.addresses = found
+                self.connectNext()
+            case .failure(let error):
+                self.finish(.failure(DialError("cannot resolve \(target.url.host): \(error.message)")))
+            }
+        }
+    }
+
+    /// Stops dialing without reporting anything.
+    func cancel() {
+        guard phase != .finished else { return }
+        phase = .finished
+        closeSocket()
+    }
+
+    private var phaseDescription: String {
+        switch phase {
+        case .resolving: return "resolving \(target.url.host)"
+        case .connecting: return "connecting"
+        case .tls: return "in the TLS handshake"
+        case .upgrade: return "waiting for the upgrade response"
+        case .finished: return "finished"
+        }
+    }
+
+    private func connectNext() {
+        while nextAddress < addresses.count {
+            let address = addresses[nextAddress]
+            nextAddress += 1
+            switch Socket.connect(address) {
+            case .success(let fd):
+                phase = .connecting
+                transport = Transport(fd: fd, tls: nil)
+                registration = loop.register(fd: fd, events: IOEvents.writable, handler: self)
+                if registration != .none { return }
+                Socket.close(fd)
+                lastConnectError = "cannot watch the socket"
+            case .failure(let error):
+                lastConnectError = "\(String(cString: strerror(error.errno))) (\(address))"
+            }
+        }
+        finish(.failure(DialError(lastConnectError.isEmpty ? "no address to connect to" : lastConnectError)))
+    }
+
+    func ioReady(_ events: UInt32) {
+        switch phase {
+        case .connecting:
+            let error = Socket.pendingError(transport.fd)
+            guard error == 0 else {
+                lastConnectError = "\(String(cString: strerror(error))) (\(addresses[nextAddress - 1]))"
+                closeSocket()
+                connectNext()
+                return
+            }
+            if let context = target.tls {
+                phase = .tls
+                transport.tls = TLSStream(client: context, fd: transport.fd, serverName: target.url.host,
+                                          isIPLiteral: target.url.isIPLiteral, verify: target.verify)
+                continueTLS()
+            } else {
+                phase = .upgrade
+                sendRequest()
+            }
+        case .tls:
+            continueTLS()
+        case .upgrade:
+            if requestSent < request.count { sendRequest() } else { readResponse() }
+        case .resolving, .finished:
+            break
+        }
+    }
+
+    private func continueTLS() {
+        switch transport.tls!.handshake() {
+        case .done:
+            phase = .upgrade
+            sendRequest()
+        case .wantRead:
+            watch(IOEvents.readable)
+        case .wantWrite:
+            watch(IOEvents.writable)
+        case .closed:
+            finish(.failure(DialError("the server closed the connection during the TLS handshake")))
+        case .failed(let why):
+            finish(.failure(DialError(why.hasPrefix("TLS") ? why : "TLS handshake failed: \(why)")))
+        }
+    }
+
+    private func sendRequest() {
+        while requestSent < request.count {
+            let result = request.withUnsafeBytes { transport.write(from: $0.baseAddress! + requestSent, count: $0.count - requestSent) }
+            switch result {
+            case .bytes(let n):
+                requestSent += n
+            case .wouldBlock:
+                watch(IOEvents.writable)
+                return
+            case .wantRead:
+                watch(IOEvents.readable)
+                return
+            case .wantWrite:
+                watch(IOEvents.writable)
+                return
+            case .closed:
+                finish(.failure(DialError("the server closed the connection before the upgrade request was sent")))
+                return
+            case .failed(let why):
+                finish(.failure(DialError("sending the upgrade request failed: \(why)")))
+                return
+            }
+        }
+        watch(IOEvents.readable)
+        readResponse()
+    }
+
+    private func readResponse() {
+        while true {
+            let p = response.reserveWritable(4096)
+            switch transport.read(into: p, count: 4096) {
+            case .bytes(let n):
+                response.didWrite(n)
+                if let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(response.readable)) {
+                    upgraded(headEnd: end)
+                    return
+                }
+                if response.count > Dialer.maxResponseBytes {
+                    finish(.failure(DialError("the upgrade response head is over \(Dialer.maxResponseBytes) bytes")))
+                    return
+                }
+            case .wouldBlock:
+                return
+            case .wantWrite:
+                watch(IOEvents.writable)
+                return
+            case .wantRead:
+                return
+            case .closed:
+                finish(.failure(DialError("the server closed the connection without answering the upgrade request")))
+                return
+            case .failed(let why):
+                finish(.failure(DialError("reading the upgrade response failed: \(why)")))
+                return
+            }
+        }
+    }
+
+    private func upgraded(headEnd end: Int) {
+        let bytes = UnsafeRawBufferPointer(response.readable)
+        switch HTTPResponseParser.parse(UnsafeRawBufferPointer(rebasing: bytes[0..<end])) {
+        case .failure(.malformed(let why)):
+            finish(.failure(DialError("malformed upgrade response: \(why)")))
+        case .success(let head):
+            if let problem = ClientHandshake.problem(with: head, key: key) {
+                finish(.failure(DialError(problem)))
+                return
+            }
+            let leftover = Array(UnsafeRawBufferPointer(rebasing: bytes[end...]))
+            loop.deregister(fd: transport.fd, registration: registration)
+            registration = .none
+            phase = .finished
+            completion(.success(Established(transport: transport, leftover: leftover)))
+        }
+    }
+
+    private func watch(_ events: UInt32) {
+        loop.modify(fd: transport.fd, events: events, registration: registration)
+    }
+
+    private func finish(_ result: Result<Established, DialError>) {
+        guard phase != .finished else { return }
+        phase = .finished
+        closeSocket()
+        completion(result)
+    }
+
+    private func closeSocket() {
+        guard transport.fd >= 0 else { return }
+        loop.deregister(fd: transport.fd, registration: registration)
+        registration = .none
+        transport.tls = nil
+        Socket.close(transport.fd)
+        transport = Transport(fd: -1, tls: nil)
+    }
+}
+
+/// Why an outbound connection could not be opened, in words for logs, scripts and `wsgate probe`.
+struct DialError: Error, CustomStringConvertible {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}

@@ -1,0 +1,172 @@
+import Reactor
+import WebSocketCodec
+
+/// What an outbound connection's script runs for.
+enum OutboundEvent {
+    case open
+    case data
+    case close(code: UInt16, reason: String)
+    /// An attempt to connect failed.
+    case error(String)
+
+    var name: String {
+        switch self {
+        case .open: return "open"
+        case .data: return "data"
+        case .close: return "close"
+        case .error: return "error"
+        }
+    }
+}
+
+/// One named outbound connection, owned by the loop it was opened on: it dials, hands the socket to a
+/// client-role `Connection`, runs its script for every event, and dials again with exponential backoff
+/// and jitter when the connection drops or an attempt fails, until `disconnect`.
+final class OutboundLink {
+    let id: Int
+    let name: String
+    private(set) var spec: OutboundSpec
+    unowned let worker: Worker
+    private(set) var connection: Connection?
+    private var dialer: Dialer?
+    /// Consecutive failed attempts (a drop counts as one): the backoff's exponent.
+    private var failures = 0
+    private var attempts = 0
+    /// `disconnect` was called: no more attempts until `reset`.
+    private(set) var stopped = false
+    /// Dial as soon as the current connection has closed (a `reset` while open).
+    private var redialOnClose = false
+    /// Bumped by `disconnect` and `reset` so a scheduled reconnect of before does nothing.
+    private var generation = 0
+
+    init(id: Int, spec: OutboundSpec, worker: Worker) {
+        self.id = id
+        name = spec.name
+        self.spec = spec
+        self.worker = worker
+    }
+
+    var scriptFile: String { spec.script }
+
+    func start() {
+        dial()
+    }
+
+    private func dial() {
+        attempts += 1
+        publish { $0.state = .connecting; $0.reconnecting = false; $0.url = self.spec.url.description }
+        Log.info("outbound \(name): connecting to \(spec.url) (attempt \(attempts))")
+        var tls: TLSClientContext?
+        if spec.url.secure {
+            do {
+                tls = try worker.shared.tlsClientContext(caFile: spec.caFile)
+            } catch {
+                dialed(.failure(DialError(error.message)))
+                return
+            }
+        }
+        let target = Dialer.Target(url: spec.url, headers: spec.headers, tls: tls, verify: !spec.insecure)
+        let timeout = UInt64(worker.config.handshakeTimeoutMs) * 1_000_000
+        dialer = Dialer(loop: worker.loop, target: target, timeoutNanos: timeout) { [weak self] result in
+            self?.dialed(result)
+        }
+    }
+
+    private func dialed(_ result: Result<Dialer.Established, DialError>) {
+        dialer = nil
+        switch result {
+        case .success(let established):
+            let connection = Connection(established: established, worker: worker, link: self)
+            connection.registration = worker.loop.register(fd: connection.fd, events: IOEvents.readable, handler: connection)
+            guard connection.registration != .none else {
+                connection.closeSocket()
+                return
+            }
+            Log.info("outbound \(name): open to \(spec.url)")
+            failures = 0
+            self.connection = connection
+            publish { $0.state = .open }
+            worker.runOutboundScript(self, event: .open, message: nil, binary: false)
+            connection.begin()
+        case .failure(let error):
+            Log.warn("outbound \(name): connecting to \(spec.url) failed: \(error.message)")
+            publish { $0.state = .closed }
+            worker.runOutboundScript(self, event: .error(error.message), message: nil, binary: false)
+            scheduleReconnect()
+        }
+    }
+
+    /// The connection closed, whoever closed it.
+    func connectionEnded(_ ended: Connection) {
+        guard ended === connection else { return }
+        connection = nil
+        let code = ended.closeCode ?? 1006
+        Log.info("outbound \(name): closed with \(code)\(ended.closeReason.isEmpty ? "" : " (\(ended.closeReason))")")
+        publish { $0.state = .closed }
+        worker.runOutboundScript(self, event: .close(code: code, reason: ended.closeReason), message: nil, binary: false)
+        if redialOnClose {
+            redialOnClose = false
+            if !stopped { dial() }
+        } else {
+            scheduleReconnect()
+        }
+    }
+
+    private func scheduleReconnect() {
+        // The script may have called reset or disconnect from its close or error event.
+        guard !stopped, connection == nil, dialer == nil, !redialOnClose else { return }
+        failures += 1
+        let config = worker.config
+        let delay = OutboundLink.backoff(failures: failures, initialMs: config.outboundInitialDelayMs, maxMs: config.outboundMaxDelayMs,
+                                         random: Double.random(in: 0...1))
+        Log.info("outbound \(name): reconnecting in \(delay) ms")
+        publish { $0.reconnecting = true }
+        let scheduled = generation
+        worker.loop.schedule(after: UInt64(delay) * 1_000_000) { [weak self] in
+            guard let self, self.generation == scheduled, !self.stopped, self.connection == nil, self.dialer == nil else { return }
+            self.dial()
+        }
+    }
+
+    /// The delay before attempt `failures` + 1: doubling from `initialMs`, capped at `maxMs`, with
+    /// "equal jitter" (a uniformly random point in the upper half) so that many links dropped by one
+    /// upstream restart do not all come back at the same instant. `random` is in 0...1.
+    static func backoff(failures: Int, initialMs: Int, maxMs: Int, random: Double) -> Int {
+        let exponent = min(max(failures - 1, 0), 30)
+        let ceiling = min(Double(initialMs) * Double(1 << exponent), Double(maxMs))
+        return Int((ceiling / 2 + ceiling / 2 * random).rounded())
+    }
+
+    /// Closes with `code` and stops reconnecting.
+    func disconnect(_ code: CloseCode = .normal) {
+        stopped = true
+        redialOnClose = false
+        generation += 1
+        dialer?.cancel()
+        dialer = nil
+        publish { $0.disconnected = true; $0.reconnecting = false; if self.connection == nil { $0.state = .closed } }
+        connection?.startClose(code)
+    }
+
+    /// Reconnects now, to `url` when given; the current connection (if any) is closed first.
+    func reset(to url: WebSocketURL?) {
+        if let url { spec.url = url }
+        stopped = false
+        failures = 0
+        generation += 1
+        dialer?.cancel()
+        dialer = nil
+        publish { $0.disconnected = false; $0.url = self.spec.url.description }
+        if let connection, connection.state != .closed {
+            redialOnClose = true
+            publish { $0.state = .connecting; $0.reconnecting = false }
+            connection.startClose(.normal, reason: "reset")
+        } else {
+            dial()
+        }
+    }
+
+    private func publish(_ change: (inout OutboundRegistry.Entry) -> Void) {
+        worker.shared.outbound.update(name, id: id, change)
+    }
+}
