@@ -197,7 +197,7 @@ extension ScriptAPI {
     // MARK: Websocket.send{name=}
 
     /// A string is sent as is (as a binary frame on content_type "binary" connections), a table as
-    /// JSON on content_type "json" ones.
+    /// JSON on content_type "json" ones; `type` overrides the frame type as on inbound sockets.
     static func sendOutbound(_ L: OpaquePointer, _ worker: Worker) -> Int32 {
         let name: String
         switch linkName(L, worker) {
@@ -205,7 +205,27 @@ extension ScriptAPI {
         case .success(let value): name = value
         }
         guard let entry = worker.shared.outbound.lookup(name) else { return push(L, .notFound("no outbound connection named \(name)")) }
+        // An explicit type works as on inbound sockets: "data-binary" carries base64, sent decoded.
+        let type: String?
+        switch optionalString(L, "type") {
+        case .failure(let failure): return push(L, failure)
+        case .success(let value): type = value
+        }
         lua_getfield(L, 1, "message")
+        if let type {
+            guard let message = lua_bytes(L, -1), lua_type(L, -1) == LUA_TSTRING else {
+                return push(L, .badRequest("message must be a string when type is given"))
+            }
+            switch type {
+            case "data-text":
+                return sendOutbound(L, worker, name, entry, .text, message)
+            case "data-binary":
+                guard let bytes = Base64.decode(message) else { return push(L, .badRequest("message is not valid base64")) }
+                return bytes.withUnsafeBytes { sendOutbound(L, worker, name, entry, .binary, $0) }
+            default:
+                return push(L, .badRequest("type must be \"data-text\" or \"data-binary\""))
+            }
+        }
         switch lua_type(L, -1) {
         case LUA_TSTRING:
             return sendOutbound(L, worker, name, entry, entry.contentType == .binary ? .binary : .text, lua_bytes(L, -1)!)

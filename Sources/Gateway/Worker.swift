@@ -169,6 +169,10 @@ final class Worker {
         for connection in connections.values where connection.script?.removed == true {
             connection.startClose(.goingAway, reason: "endpoint removed")
         }
+        for link in links.values where next[link.scriptFile] == nil && !link.stopped {
+            Log.warn("outbound \(link.name): script \(link.scriptFile) was removed; disconnecting")
+            link.disconnect(.goingAway)
+        }
     }
 
     func update(_ newConfig: GatewayConfig) {

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import pytest
+from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 
-from wsgate_support import connect, drain, recv, recv_json, recv_until, run
+from wsgate_support import REPO_ROOT, connect, drain, free_port, recv, recv_json, recv_until, run
 
 
 def parse(msg):
@@ -105,3 +107,43 @@ def test_shipped_endpoints_have_no_catch_all(shipped_server):
         return info.value.response.status_code
 
     assert run(main()) == 404
+
+
+def test_relay_forwards_an_upstream_feed_both_ways(wsgate):
+    """_relay.lua + feed.lua: an outbound connection (opened from config) relays its server's
+    messages to the /feed subscribers and takes theirs up; the upstream starting late is fine."""
+    port = free_port()
+    server = wsgate(endpoints=REPO_ROOT / "Endpoints", config={
+        "rateLimit": {"messagesPerSecond": 0},
+        "outbound": [{"name": "feed", "url": f"ws://127.0.0.1:{port}/stream",
+                      "script": "_relay.lua", "content_type": "text"}],
+        "outboundReconnect": {"initialDelayMs": 50, "maxDelayMs": 200},
+    })
+
+    async def main():
+        upstream = []
+        received = asyncio.Queue()
+
+        async def handler(ws):
+            upstream.append(ws)
+            async for message in ws:
+                await received.put(message)
+
+        async with connect(server.url("/feed")) as subscriber:
+            # Before the upstream exists, a subscriber's message is refused with 503.
+            await subscriber.send("too early")
+            refused = await recv_json(subscriber)
+            async with serve(handler, "127.0.0.1", port):
+                await recv_until(subscriber, lambda m: parse(m) == {"event": "open", "upstream": "feed"})
+                await upstream[0].send("tick 1")
+                tick, _ = await recv_until(subscriber, lambda m: m == "tick 1")
+                await subscriber.send("hello upstream")
+                up = await asyncio.wait_for(received.get(), 5)
+            closed, _ = await recv_until(subscriber, lambda m: (parse(m) or {}).get("event") == "close")
+        return refused, tick, up, parse(closed)
+
+    refused, tick, up, closed = run(main())
+    assert refused["status"] == 503 and refused["event"] == "error"
+    assert tick == "tick 1"
+    assert up == "hello upstream"
+    assert closed["upstream"] == "feed" and closed["code"] in (1001, 1006)
