@@ -61,7 +61,12 @@ final class OutboundLink {
             do {
                 tls = try worker.shared.tlsClientContext(caFile: spec.caFile)
             } catch {
-                dialed(.failure(DialError(error.message)))
+                // Reported from the loop, not from inside the script that called connect or reset.
+                let attempt = generation
+                worker.loop.schedule(after: 0) { [weak self] in
+                    guard let self, self.generation == attempt, !self.stopped else { return }
+                    self.dialed(.failure(DialError(error.message)))
+                }
                 return
             }
         }
@@ -85,6 +90,8 @@ final class OutboundLink {
             Log.info("outbound \(name): open to \(spec.url)")
             failures = 0
             self.connection = connection
+            // Shutdown waits for its close handshake as for inbound sockets.
+            worker.shared.liveSockets.add(1, ordering: .relaxed)
             publish { $0.state = .open }
             worker.runOutboundScript(self, event: .open, message: nil, binary: false)
             connection.begin()
@@ -100,6 +107,7 @@ final class OutboundLink {
     func connectionEnded(_ ended: Connection) {
         guard ended === connection else { return }
         connection = nil
+        worker.shared.liveSockets.subtract(1, ordering: .relaxed)
         let code = ended.closeCode ?? 1006
         Log.info("outbound \(name): closed with \(code)\(ended.closeReason.isEmpty ? "" : " (\(ended.closeReason))")")
         publish { $0.state = .closed }
