@@ -54,8 +54,10 @@ final class Connection: IOHandler {
     var refusedBytes = 0
 
     var info: ConnectionInfo?
-    /// The named outbound connection this socket serves, in the client role.
-    weak var link: OutboundLink?
+    /// The named outbound connection this socket serves, in the client role. Held strongly: a link
+    /// replaced under its name must still hear of its socket's end (until then the link holds
+    /// the socket too, a cycle that `connectionEnded` breaks).
+    let link: OutboundLink?
     /// The code and reason of the first close frame sent or received; nil until then (1006 for scripts).
     var closeCode: UInt16?
     var closeReason = ""
@@ -79,6 +81,7 @@ final class Connection: IOHandler {
         transport = Transport(fd: fd, tls: tls.map { TLSStream(context: $0, fd: fd) })
         transportReady = tls == nil
         self.worker = worker
+        link = nil
         bucket = TokenBucket(now: now)
     }
 

@@ -31,6 +31,7 @@ final class OutboundLink {
     private var dialer: Dialer?
     /// Consecutive failed attempts (a drop counts as one): the backoff's exponent.
     private var failures = 0
+    /// Attempts since the last open (or reset), for the log.
     private var attempts = 0
     /// `disconnect` was called: no more attempts until `reset`.
     private(set) var stopped = false
@@ -89,6 +90,7 @@ final class OutboundLink {
             }
             Log.info("outbound \(name): open to \(spec.url)")
             failures = 0
+            attempts = 0
             self.connection = connection
             // Shutdown waits for its close handshake as for inbound sockets.
             worker.shared.liveSockets.add(1, ordering: .relaxed)
@@ -161,6 +163,7 @@ final class OutboundLink {
         if let url { spec.url = url }
         stopped = false
         failures = 0
+        attempts = 0
         generation += 1
         dialer?.cancel()
         dialer = nil

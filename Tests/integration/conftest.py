@@ -10,6 +10,11 @@
   so one process can serve every test of a file.
 * ``shipped_server``: module-scoped server on the repository's ``Endpoints/``
   with ``{"rateLimit": {"messagesPerSecond": 0}}``.
+* ``upstream``: function-scoped factory of Python ``websockets`` servers on a
+  background thread (``Upstream``: what wsgate's outbound connections and
+  ``wsgate probe`` talk to); all are stopped after the test.
+* ``throwaway_ca``: session-scoped ``TestPKI`` with a ``good`` leaf (localhost,
+  127.0.0.1) and an ``other`` leaf (other.example only), for wss:// upstreams.
 
 The binary is ``.build/release/wsgate`` (override with ``WSGATE_BIN``).
 """
@@ -23,7 +28,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wsgate_support import LIVE_SERVERS, REPO_ROOT, start_server  # noqa: E402
+from wsgate_support import LIVE_SERVERS, REPO_ROOT, TestPKI, Upstream, start_server  # noqa: E402
 
 
 class _Factory:
@@ -63,6 +68,28 @@ def wsgate_module(tmp_path_factory):
 def shipped_server(wsgate_module):
     return wsgate_module(endpoints=REPO_ROOT / "Endpoints",
                          config={"rateLimit": {"messagesPerSecond": 0}})
+
+
+@pytest.fixture
+def upstream():
+    started = []
+
+    def factory(**kwargs) -> Upstream:
+        server = Upstream(**kwargs).start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def throwaway_ca(tmp_path_factory):
+    pki = TestPKI(tmp_path_factory.mktemp("throwaway-ca"))
+    pki.good = pki.leaf("good")
+    pki.other = pki.leaf("other", cn="other.example", sans=("DNS:other.example",))
+    return pki
 
 
 @pytest.hookimpl(wrapper=True)
