@@ -48,15 +48,27 @@ def switching(key, accept_value=None):
             f"Sec-WebSocket-Accept: {accept_value or accept(key)}\r\n\r\n").encode()
 
 
-def start(wsgate, port):
-    return wsgate({"_raw.lua": REPORTER}, config={
-        "outbound": [{"name": "raw", "url": f"ws://127.0.0.1:{port}/x", "script": "_raw", "content_type": "text"}],
-        "outboundReconnect": {"initialDelayMs": 60000, "maxDelayMs": 60000},
-    }, workers=1)
+def against(wsgate, answer, wait_for):
+    """Starts a gateway whose outbound connection dials a raw server answering with ``answer``;
+    returns the gateway once its log shows ``wait_for``, and the request head the server read."""
+    port = free_port()
+
+    async def main():
+        server, done = await raw_server(port, answer)
+        async with server:
+            gateway = wsgate({"_raw.lua": REPORTER}, config={
+                "outbound": [{"name": "raw", "url": f"ws://127.0.0.1:{port}/x", "script": "_raw", "content_type": "text"}],
+                "outboundReconnect": {"initialDelayMs": 60000, "maxDelayMs": 60000},
+            }, workers=1)
+            head = await asyncio.wait_for(done, 10)
+        return gateway, head
+
+    gateway, head = run(main())
+    gateway.wait_for_log(wait_for)
+    return gateway, head
 
 
 def test_a_masked_frame_from_the_server_fails_the_connection_with_1002(wsgate):
-    port = free_port()
     received = {}
 
     async def answer(reader, writer, key):
@@ -64,68 +76,39 @@ def test_a_masked_frame_from_the_server_fails_the_connection_with_1002(wsgate):
         # "hi", masked with key 1,2,3,4: servers must not mask.
         writer.write(bytes([0x81, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2]))
         await writer.drain()
-        frame = await asyncio.wait_for(reader.read(64), 5)
-        received["frame"] = frame
+        received["frame"] = await asyncio.wait_for(reader.read(64), 5)
         writer.close()
 
-    async def main():
-        server, done = await raw_server(port, answer)
-        async with server:
-            gateway = start(wsgate, port)
-            await asyncio.wait_for(done, 10)
-        return gateway
-
-    gateway = run(main())
+    gateway, _ = against(wsgate, answer, '"type":"close"')
     frame = received["frame"]
     # A masked close frame from the client with code 1002.
     assert frame[0] == 0x88 and frame[1] & 0x80
     mask = frame[2:6]
     payload = bytes(b ^ mask[i % 4] for i, b in enumerate(frame[6:6 + (frame[1] & 0x7F)]))
     assert int.from_bytes(payload[:2], "big") == 1002
-    gateway.wait_for_log('"type":"close"')
     assert [e["type"] for e in events(gateway)] == ["open", "close"]
     assert events(gateway)[-1]["code"] == 1002
 
 
 def test_a_wrong_accept_value_is_an_error_event(wsgate):
-    port = free_port()
-
     async def answer(reader, writer, key):
         writer.write(switching(key, accept_value=accept("not the key")))
         await writer.drain()
         await asyncio.sleep(0.5)
         writer.close()
 
-    async def main():
-        server, done = await raw_server(port, answer)
-        async with server:
-            gateway = start(wsgate, port)
-            await asyncio.wait_for(done, 10)
-            gateway.wait_for_log('"type":"error"')
-        return gateway
-
-    gateway = run(main())
+    gateway, _ = against(wsgate, answer, '"type":"error"')
     assert [e["type"] for e in events(gateway)] == ["error"]
     assert "Sec-WebSocket-Accept" in events(gateway)[0]["error"]
 
 
 def test_a_redirect_is_not_followed(wsgate):
-    port = free_port()
-
     async def answer(reader, writer, key):
         writer.write(b"HTTP/1.1 302 Found\r\nLocation: ws://127.0.0.1:1/elsewhere\r\nContent-Length: 0\r\n\r\n")
         await writer.drain()
         writer.close()
 
-    async def main():
-        server, done = await raw_server(port, answer)
-        async with server:
-            gateway = start(wsgate, port)
-            head = await asyncio.wait_for(done, 10)
-            gateway.wait_for_log('"type":"error"')
-        return gateway, head
-
-    gateway, head = run(main())
+    gateway, head = against(wsgate, answer, '"type":"error"')
     assert head.startswith(b"GET /x HTTP/1.1\r\n")
     error = events(gateway)[0]["error"]
     assert "redirect" in error and "ws://127.0.0.1:1/elsewhere" in error
@@ -134,21 +117,11 @@ def test_a_redirect_is_not_followed(wsgate):
 
 def test_frames_sent_with_the_101_are_delivered(wsgate):
     """The server's first message arrives in the same TCP segment as its 101 response."""
-    port = free_port()
-
     async def answer(reader, writer, key):
         writer.write(switching(key) + bytes([0x81, 0x05]) + b"hello")
         await writer.drain()
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.5)
         writer.close()
 
-    async def main():
-        server, done = await raw_server(port, answer)
-        async with server:
-            gateway = start(wsgate, port)
-            await asyncio.wait_for(done, 10)
-            gateway.wait_for_log('"type":"data"')
-        return gateway
-
-    gateway = run(main())
+    gateway, _ = against(wsgate, answer, '"type":"data"')
     assert [e.get("message") for e in events(gateway)][:2] == [None, "hello"]
