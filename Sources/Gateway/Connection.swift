@@ -231,6 +231,13 @@ final class Connection: IOHandler {
     private func process(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
         switch state {
         case .handshake:
+            // A TLS handshake record (0x16) where HTTP was expected: a wss:// client on the plain
+            // port. It would wait for the handshake timeout while holding a socket; drop it now.
+            if transport.tls == nil, bytes.first == 0x16 {
+                Log.info("TLS handshake on the plain port \(worker.listenPort): closed (use ws://, or configure tls)")
+                closeSocket()
+                return bytes.count
+            }
             guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(bytes)) else {
                 if bytes.count > worker.config.maxRequestHeaderBytes {
                     respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))

@@ -582,3 +582,16 @@ def test_sighup_with_a_broken_new_pair_keeps_the_old_certificate(wsgate, pki, tm
     bystander.assert_intact("through three refused reloads and one good one")
     report("SIGHUP: garbage key, mismatched key and expired certificate refused; "
            + " | ".join(server.log_lines_with("TLS certificate not reloaded")))
+
+
+def test_wss_client_on_the_plain_port_is_closed_at_once(wsgate, pki):
+    """A TLS ClientHello on a ws:// port is not an HTTP request: the socket is closed and logged
+    right away, not held until limits.handshakeTimeoutMs."""
+    server = wsgate(SCRIPTS, config={"rateLimit": NO_RATE_LIMIT, "limits": {"handshakeTimeoutMs": 30000}})
+    started = time.monotonic()
+    with socket.create_connection((HOST, server.port), timeout=5) as sock:
+        sock.sendall(client_hello(pki))
+        answer, closed = read_to_eof(sock)
+    assert closed and answer == b""
+    assert time.monotonic() - started < 3
+    server.wait_for_log("TLS handshake on the plain port")
