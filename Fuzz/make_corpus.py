@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora Fuzz/corpus/http/* and Fuzz/corpus/frames/*.
+"""Writes the seed corpora Fuzz/corpus/http/*, Fuzz/corpus/frames/* and Fuzz/corpus/client/*.
 
 The seeds are committed; this script documents what each one is and regenerates them byte for byte:
     python3 Fuzz/make_corpus.py
@@ -10,6 +10,7 @@ import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # the RFC 6455 section 1.3 example key
+ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # its Sec-WebSocket-Accept (RFC 6455 section 1.3)
 
 
 def write(kind, name, data):
@@ -168,6 +169,81 @@ def frame_seeds():
     write("frames", "30-base64-key", KEY)
 
 
+def response(lines, status="101 Switching Protocols", version="HTTP/1.1"):
+    return f"{version} {status}\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
+
+
+SWITCHING = ["Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {ACCEPT}"]
+
+
+def client_seeds():
+    """ClientHandshakeFuzzer reads each input as a server's response, as a URL (also after "ws://")
+    and as a script's header "name:value", so the seeds mix the three."""
+    # Responses to the upgrade request sent with KEY (the key the fuzzer uses).
+    write("client", "01-valid-101", response(SWITCHING))
+    write("client", "02-101-mixed-case-and-lists", response([
+        "Server: gw/1.0", "upgrade: WebSocket", "CONNECTION: keep-alive, Upgrade",
+        f"sec-websocket-accept:   {ACCEPT}\t", "Sec-WebSocket-Protocol: chat", "X-Empty:"]))
+    write("client", "03-101-then-frames",
+          response(SWITCHING).encode() + frame(TEXT, b"hello", mask=None) + frame(PING, b"", mask=None))
+    write("client", "04-101-with-extensions", response(SWITCHING + [
+        "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_max_window_bits=10"]))
+    write("client", "05-101-empty-and-repeated-extensions", response(SWITCHING + [
+        "Sec-WebSocket-Extensions:", "Sec-WebSocket-Extensions: x-webkit-deflate-frame"]))
+    write("client", "06-101-wrong-accept", response([
+        "Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo",
+        "Sec-WebSocket-Accept: " + ACCEPT]))
+    write("client", "07-101-missing-upgrade", response(["Connection: Upgrade", f"Sec-WebSocket-Accept: {ACCEPT}"]))
+    write("client", "08-101-subprotocols", response(SWITCHING + [
+        "Sec-WebSocket-Protocol: superchat", "Sec-WebSocket-Protocol: chat, superchat"]))
+    write("client", "09-302-location", response([
+        "Location: wss://other.example.com:8443/chat?x=1", "Content-Length: 0"], status="302 Found"))
+    write("client", "10-307-without-location", response(["Content-Length: 0"], status="307 Temporary Redirect"))
+    write("client", "11-404-with-body", response([
+        "Content-Type: text/plain; charset=utf-8", "Content-Length: 10", "Connection: close"],
+        status="404 Not Found") + "not found\n")
+    write("client", "12-426-upgrade-required", response(
+        ["Sec-WebSocket-Version: 13", "Upgrade: websocket"], status="426 Upgrade Required", version="HTTP/1.0"))
+    write("client", "13-malformed-status-lines",
+          "HTTP/1.1 1010 Too Long\r\n\r\n"
+          "HTTP/1.1 10\r\n\r\nHTTP/1.1  101 Two Spaces\r\n\r\nhttp/1.1 101 lower\r\n\r\n"
+          "HTTP/1.1 abc\r\n\r\nICY 200 OK\r\n\r\nHTTP/1.1 101\r\n\r\n")
+    write("client", "14-status-without-reason", "HTTP/1.1 101\r\n" + "".join(l + "\r\n" for l in SWITCHING) + "\r\n")
+    write("client", "15-bad-header-lines", response(SWITCHING + ["NoColon", " Leading: space", "Bad Name: x", "X-Folded: a", "\tb"]))
+    write("client", "16-bare-lf-and-truncated",
+          "HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\nConnection: Upgrade\n\n"
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r")
+    write("client", "17-unicode-headers", response([
+        "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Accept: {ACCEPT}",
+        "X-Umlaut: ✓ ök", "X-Combining: \u0301e\u0301 ", "Server: ünïcödé"], status="101 Schaltet um ✓"))
+    write("client", "18-non-utf8", b"HTTP/1.1 101 \xe9t\xe9\r\nUpgrade: websocket\r\nX-Latin1: \xe0\xe9\r\n\r\n")
+
+    # URLs: the input itself, and the input after "ws://".
+    write("client", "20-url-ws", "ws://example.com/chat")
+    write("client", "21-url-wss-port-query", "wss://API.Example.com:8443/v1/feed%20x?room=a%2Fb&x=1&&=y")
+    write("client", "22-url-ipv6", "ws://[2001:DB8::1]:9000/socket")
+    write("client", "23-url-ipv6-mapped-default-port", "wss://[::ffff:192.0.2.1]:443?only=query")
+    write("client", "24-url-ipv4", "ws://127.0.0.1:80")
+    write("client", "25-url-bad-schemes", "http://example.com/ ftp://x wss:/one-slash WS://UPPER/ 1ws://x")
+    write("client", "26-url-bad-authority", "ws://user:pw@host:0/#frag")
+    write("client", "27-url-bad-ipv6", "ws://[::1:8080/ ws://::1/ ws://[fe80::1%25eth0]/ ws://[::1]x/")
+    write("client", "28-url-ports", "ws://h:65535 ws://h:65536 ws://h:00080/ ws://h:/ ws://h:8a/")
+    write("client", "29-url-numeric-hosts", "ws://010.0.0.1/ ws://10.1/ ws://1.2.3.256/ ws://a_b-c.d../")
+    write("client", "30-authority-only", "gw.example.com:8080/path?q=1")
+    write("client", "31-authority-ipv6", "[::1]:8443")
+    write("client", "32-url-non-ascii", "wss://bücher.example/päth")
+
+    # Script headers: "name:value".
+    write("client", "40-header-ok", "Authorization: Bearer abc.def.ghi")
+    write("client", "41-header-reserved", "Sec-WebSocket-Key:" + KEY)
+    write("client", "42-header-crlf-injection", "X-Inject: a\r\nHost: evil\r\n\r\n")
+    write("client", "43-header-bad-name", "Bad Name(): v")
+    write("client", "44-header-padded-value", "X-Pad: \t padded \t")
+    write("client", "45-header-unicode-value", "X-Unicode: \u0301✓ ö")
+    write("client", "46-header-tab-del", "X-Tab:a\tb\x7f")
+
+
 if __name__ == "__main__":
     http_seeds()
     frame_seeds()
+    client_seeds()

@@ -12,7 +12,8 @@
 # Environment:
 #   SWIFTC                                 compiler (default: swiftc on PATH, else /opt/swift/usr/bin/swiftc)
 #   FUZZ_SANITIZERS                        e.g. "fuzzer" to build without ASan (default: fuzzer,address)
-#   FUZZ_TARGETS                           space-separated subset (default: "HTTPRequestFuzzer FrameDecoderFuzzer")
+#   FUZZ_TARGETS                           space-separated subset
+#                                          (default: "HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer")
 #   FUZZ_ARGS                              extra libFuzzer flags, e.g. "-seed=1 -max_len=8192"
 set -uo pipefail
 
@@ -25,7 +26,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out=".build-fuzz"
-targets="${FUZZ_TARGETS:-HTTPRequestFuzzer FrameDecoderFuzzer}"
+targets="${FUZZ_TARGETS:-HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer}"
 
 if [ -n "${SWIFTC:-}" ]; then
     swiftc="$SWIFTC"
@@ -39,6 +40,7 @@ corpus_name() {
     case "$1" in
         HTTPRequestFuzzer) echo http ;;
         FrameDecoderFuzzer) echo frames ;;
+        ClientHandshakeFuzzer) echo client ;;
         *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }

@@ -57,20 +57,39 @@ public enum ClientHandshake {
         guard response.headerContainsToken("connection", "upgrade") else {
             return "the response has no \"Connection: Upgrade\""
         }
-        guard let accept = response.header("sec-websocket-accept") else {
+        // Every field of a name counts, not only the first: repeated field lines mean the same as one
+        // line with the values joined by commas (RFC 9110 5.3), so "Sec-WebSocket-Extensions:" then
+        // "Sec-WebSocket-Extensions: x" chooses x. Values are compared as UTF-8 bytes: String == is
+        // canonical equivalence, under which "\u{212A}" (KELVIN SIGN) == "K".
+        // (Regressions in Fuzz/corpus/regressions/: client-second-extensions-field,
+        // client-second-protocol-field, client-kelvin-sign-in-accept.)
+        let accepts = values(response, "sec-websocket-accept")
+        guard !accepts.isEmpty else {
             return "the response has no Sec-WebSocket-Accept"
         }
-        guard accept == Handshake.acceptValue(forKey: key) else {
+        let expected = Handshake.acceptValue(forKey: key)
+        if let accept = accepts.first(where: { !sameBytes($0, expected) }) {
             return "Sec-WebSocket-Accept \"\(accept)\" does not match the key sent"
         }
-        if let extensions = response.header("sec-websocket-extensions"), !extensions.isEmpty {
+        if let extensions = values(response, "sec-websocket-extensions").first(where: { !$0.isEmpty }) {
             return "the server chose the extension \"\(extensions)\", which was not offered"
         }
-        if let chosen = response.header("sec-websocket-protocol"), !offeredProtocols.contains(chosen) {
+        let protocols = values(response, "sec-websocket-protocol")
+        if let chosen = protocols.first(where: { chosen in !offeredProtocols.contains { sameBytes($0, chosen) } }) {
             return "the server chose the subprotocol \"\(chosen)\", which was not offered"
+        }
+        if let first = protocols.first, protocols.contains(where: { !sameBytes($0, first) }) {
+            return "the server chose more than one subprotocol: \(protocols.joined(separator: ", "))"
         }
         return nil
     }
+
+    /// The values of every field called `name`, in order.
+    private static func values(_ response: HTTPResponseHead, _ name: String) -> [String] {
+        response.headers.filter { $0.name == name }.map(\.value)
+    }
+
+    private static func sameBytes(_ a: String, _ b: String) -> Bool { a.utf8.elementsEqual(b.utf8) }
 
     private static func statusText(_ response: HTTPResponseHead) -> String {
         response.reason.isEmpty ? "\(response.status)" : "\(response.status) \(response.reason)"

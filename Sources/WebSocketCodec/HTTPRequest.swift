@@ -74,7 +74,7 @@ public enum HTTPRequestParser {
     /// Parses a complete head (as delimited by `headEnd`).
     public static func parse(_ bytes: UnsafeRawBufferPointer) -> Result<HTTPRequestHead, HTTPParseError> {
         headLines(bytes, of: "request").flatMap { lines in
-            let parts = lines.first.split(separator: " ", omittingEmptySubsequences: false)
+            let parts = splitAtSpaces(lines.first)
             guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
                 return .failure(.malformed("bad request line"))
             }
@@ -95,6 +95,15 @@ func headLines(_ bytes: UnsafeRawBufferPointer, of kind: String) -> Result<(firs
     // Splitting without omitting empty pieces always yields at least one piece.
     let lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
     return .success((lines[0], lines.dropFirst()))
+}
+
+/// Splits a request or status line at its space bytes. Not `split(separator: " ")`, which works on
+/// Characters: a space followed by a combining mark (" \u{301}") is one Character, so that space did
+/// not separate anything and "GET /a \u{301}b HTTP/1.1" gave a target with a space in it
+/// (regression: Fuzz/corpus/regressions/client-combining-mark-after-space-in-status-line).
+func splitAtSpaces(_ line: Substring, maxSplits: Int = .max) -> [String] {
+    line.utf8.split(separator: 0x20, maxSplits: maxSplits, omittingEmptySubsequences: false)
+        .map { String(decoding: $0, as: UTF8.self) } // cut at ASCII bytes: always whole scalars
 }
 
 /// Header lines as fields: names lower-cased, values trimmed; empty lines (the end of the head) skipped.
@@ -129,11 +138,17 @@ func asciiLowercased<S: StringProtocol>(_ s: S) -> String {
 }
 
 extension Substring {
+    /// Strips OWS (RFC 9110 5.6.3: spaces and tabs) from both ends. Works on UTF-8 bytes, not on
+    /// Characters: a space followed by a combining mark (" \u{301}") is one Character that is not
+    /// " ", so a Character-wise trim left that space in place (regression:
+    /// Fuzz/corpus/regressions/client-combining-mark-after-ows). Cutting at ASCII bytes always
+    /// lands on scalar boundaries, so the decoding below never repairs anything.
     func trimmingSpaces() -> String {
-        var s = self[...]
-        while let f = s.first, f == " " || f == "\t" { s.removeFirst() }
-        while let l = s.last, l == " " || l == "\t" { s.removeLast() }
-        return String(s)
+        let bytes = utf8
+        let isBlank = { (b: UInt8) in b == 0x20 || b == 0x09 }
+        guard let first = bytes.firstIndex(where: { !isBlank($0) }) else { return "" }
+        let last = bytes.lastIndex(where: { !isBlank($0) })!
+        return String(decoding: bytes[first...last], as: UTF8.self)
     }
 }
 

@@ -28,10 +28,12 @@ public enum HTTPResponseParser {
         headLines(bytes, of: "response").flatMap { lines in
             // status-line = HTTP-version SP status-code SP [ reason-phrase ]; the second space is
             // sometimes left out along with the reason, and nothing depends on it.
-            let parts = lines.first.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            let parts = splitAtSpaces(lines.first, maxSplits: 2)
             guard parts[0].hasPrefix("HTTP/") else { return .failure(.malformed("bad HTTP version")) }
+            // status-code = 3DIGIT, 100-999: the first digit is the class (RFC 9110 15), and "041" is no
+            // status at all (regression: Fuzz/corpus/regressions/client-status-leading-zero).
             guard parts.count >= 2, parts[1].utf8.count == 3, parts[1].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                  let status = Int(parts[1]) else {
+                  parts[1].utf8.first != 0x30, let status = Int(parts[1]) else {
                 return .failure(.malformed("bad status line"))
             }
             return headerFields(lines.headers).map {
