@@ -479,3 +479,15 @@ measure_idle() {
   IDLE_PER_CONN=$(awk -v a="$IDLE_BASE_TOTAL" -v b="$IDLE_TOTAL" -v n="$IDLE_OPEN" 'BEGIN { printf "%d", (b - a) * 1024 / n + 0.5 }')
   IDLE_PER_CONN_MAIN=$(awk -v a="$IDLE_BASE_MAIN" -v b="$IDLE_MAIN" -v n="$IDLE_OPEN" 'BEGIN { printf "%d", (b - a) * 1024 / n + 0.5 }')
 }
+
+# Sets SERVERS from the scripts' one optional argument: wsgate, nginx or all (the default).
+parse_servers() {
+  local target=${1:-all}
+  case "$target" in
+    wsgate) SERVERS=(wsgate) ;;
+    nginx) SERVERS=(nginx) ;;
+    all) SERVERS=(wsgate nginx) ;;
+    *) echo "usage: $0 [wsgate|nginx|all]" >&2; exit 2 ;;
+  esac
+  if [[ $# -gt 1 ]]; then echo "usage: $0 [wsgate|nginx|all]" >&2; exit 2; fi
+}

@@ -69,16 +69,7 @@ HS_RESUME=${HS_RESUME:-1}
 WSGATE_IDLE_VARIANTS=${WSGATE_IDLE_VARIANTS:-plain deflate takeover}
 NGINX_IDLE_VARIANTS=${NGINX_IDLE_VARIANTS:-plain}
 
-usage() { echo "usage: $0 [wsgate|nginx|all]" >&2; exit 2; }
-
-TARGET=${1:-all}
-case "$TARGET" in
-  wsgate) SERVERS=(wsgate) ;;
-  nginx) SERVERS=(nginx) ;;
-  all) SERVERS=(wsgate nginx) ;;
-  *) usage ;;
-esac
-[[ $# -le 1 ]] || usage
+parse_servers "$@"
 for k in $TLS_KEY $HANDSHAKE_KEYS; do
   [[ $k == ec || $k == rsa ]] || die "unknown key type '$k' (ec or rsa)"
 done

@@ -41,16 +41,7 @@ WSLOAD=${WSLOAD:-/tmp/wsload}
 WSLOAD_SRC=${WSLOAD_SRC:-/work/shared/tools/wsload.c}
 LOADGEN=$WSLOAD
 
-usage() { echo "usage: $0 [wsgate|nginx|all]" >&2; exit 2; }
-
-TARGET=${1:-all}
-case "$TARGET" in
-  wsgate) SERVERS=(wsgate) ;;
-  nginx) SERVERS=(nginx) ;;
-  all) SERVERS=(wsgate nginx) ;;
-  *) usage ;;
-esac
-[[ $# -le 1 ]] || usage
+parse_servers "$@"
 
 declare -a JSON_LINES=()
 bench_init
