@@ -85,7 +85,8 @@ final class OutboundLink {
             let connection = Connection(established: established, worker: worker, link: self)
             connection.registration = worker.loop.register(fd: connection.fd, events: IOEvents.readable, handler: connection)
             guard connection.registration != .none else {
-                connection.closeSocket()
+                connection.closeSocket() // not ours yet: its end is reported here, as a failed attempt
+                dialed(.failure(DialError("cannot watch the socket (epoll)")))
                 return
             }
             Log.info("outbound \(name): open to \(spec.url)")
