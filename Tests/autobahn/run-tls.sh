@@ -58,7 +58,9 @@ if [ "$healthy" -ne 1 ]; then
 fi
 
 RELAY_PORT="$(free_port)"
-socat "TCP-LISTEN:$RELAY_PORT,bind=127.0.0.1,fork,reuseaddr" "OPENSSL:127.0.0.1:$TLS_PORT,verify=0" \
+# nodelay on both legs: without it Nagle's algorithm and delayed ACKs add ~40 ms to each small
+# echo, and the sections that echo a thousand messages per case take most of an hour.
+socat -b 65536 "TCP-LISTEN:$RELAY_PORT,bind=127.0.0.1,fork,reuseaddr,nodelay" "OPENSSL:127.0.0.1:$TLS_PORT,verify=0,nodelay" \
     2>"$OUT/socat.log" &
 SOCAT_PID=$!
 for _ in $(seq 50); do
