@@ -210,11 +210,13 @@ final class SandboxTests: XCTestCase {
 
     // MARK: timeout
 
+    // Every script stopped here would run forever: the bounds on `seconds` are generous so that a
+    // busy machine, slow to schedule the thread, does not fail them; they still show the deadline hit.
     func testTimeoutStopsInfiniteLoop() {
         let lua = LuaState()
         lua.timeoutNanos = 100_000_000
         let seconds = expectFailure(lua, "while true do end", containing: "timed out")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         XCTAssertGreaterThanOrEqual(seconds, 0.09)
         expectSuccess(lua, "local n = 0 for i = 1, 1000 do n = n + i end assert(n == 500500)")
         let message = run(lua, "while true do end") ?? ""
@@ -225,7 +227,7 @@ final class SandboxTests: XCTestCase {
         let lua = LuaState()
         lua.timeoutNanos = 100_000_000
         var seconds = expectFailure(lua, "while true do pcall(function() while true do end end) end", containing: "timed out")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         seconds = expectFailure(lua, """
         while true do
           pcall(function()
@@ -233,19 +235,19 @@ final class SandboxTests: XCTestCase {
           end)
         end
         """, containing: "timed out")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         seconds = expectFailure(lua, "while true do pcall(string.rep, 'x', 100) end", containing: "timed out")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         seconds = expectFailure(lua, "while true do xpcall(function() while true do end end, function(m) return m end) end",
                                 containing: "timed out")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         seconds = expectFailure(lua, """
         while true do
           pcall(coroutine.wrap(function() while true do end end))
           coroutine.resume(coroutine.create(function() while true do end end))
         end
         """, containing: "timed out")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         expectSuccess(lua, "assert(pcall(function() return 1 end))")
     }
 
@@ -265,7 +267,7 @@ final class SandboxTests: XCTestCase {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         XCTAssertTrue(failure?.contains("timed out") == true, failure ?? "no error")
-        XCTAssertLessThan(seconds, 0.5)
+        XCTAssertLessThan(seconds, 2.0)
         XCTAssertEqual(lua_gettop(L), 0)
         expectSuccess(lua, "assert(true)")
     }
