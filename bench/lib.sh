@@ -491,3 +491,18 @@ parse_servers() {
   esac
   if [[ $# -gt 1 ]]; then echo "usage: $0 [wsgate|nginx|all]" >&2; exit 2; fi
 }
+
+# Runs the script's bench_server for each of SERVERS, prints the JSON lines it collected, and
+# fails if any run reported errors.
+bench_all() {
+  local s line
+  for s in "${SERVERS[@]}"; do
+    bench_server "$s"
+  done
+  echo
+  for line in "${JSON_LINES[@]}"; do echo "$line"; done
+  if [[ $FAILED != 0 ]]; then
+    log "some runs reported errors (see warnings above)"
+    exit 1
+  fi
+}

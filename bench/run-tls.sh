@@ -260,14 +260,4 @@ raise_nofile
 
 for k in $TLS_KEY $HANDSHAKE_KEYS; do make_cert "$k"; done
 
-for s in "${SERVERS[@]}"; do
-  bench_server "$s"
-done
-
-echo
-for line in "${JSON_LINES[@]}"; do echo "$line"; done
-
-if [[ $FAILED != 0 ]]; then
-  log "some runs reported errors (see warnings above)"
-  exit 1
-fi
+bench_all

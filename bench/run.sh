@@ -98,14 +98,4 @@ fi
 
 raise_nofile
 
-for s in "${SERVERS[@]}"; do
-  bench_server "$s"
-done
-
-echo
-for line in "${JSON_LINES[@]}"; do echo "$line"; done
-
-if [[ $FAILED != 0 ]]; then
-  log "some load-generator runs reported errors (see warnings above)"
-  exit 1
-fi
+bench_all

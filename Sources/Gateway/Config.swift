@@ -281,7 +281,7 @@ private struct Reader {
             var insecure = false
             try object(item, prefix: prefix) { (key, value, r) throws(ConfigError) in
                 switch key {
-                case "name", "url", "script", "content_type", "ca_file": fields[key] = try r.string(value, prefix + key)
+                case _ where OutboundSpec.stringFields.contains(key): fields[key] = try r.string(value, prefix + key)
                 case "insecure": insecure = try r.bool(value, prefix + key)
                 case "headers":
                     try r.object(value, prefix: prefix + "headers.") { (name, value, r) throws(ConfigError) in
@@ -290,11 +290,7 @@ private struct Reader {
                 default: throw r.unknown(prefix + key)
                 }
             }
-            for required in ["name", "url", "script"] where fields[required] == nil {
-                throw error(prefix + required, "is required")
-            }
-            switch OutboundSpec.make(name: fields["name"]!, url: fields["url"]!, script: fields["script"]!, contentType: fields["content_type"],
-                                     headers: headers, insecure: insecure, caFile: fields["ca_file"]) {
+            switch OutboundSpec.make(fields, headers: headers, insecure: insecure) {
             case .failure(let problem): throw error(prefix + problem.field, problem.message)
             case .success(let spec):
                 if let first = specs.firstIndex(where: { $0.name == spec.name }) {

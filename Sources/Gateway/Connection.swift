@@ -443,9 +443,7 @@ extension Connection {
                 fail(failure.code, failure.reason)
             }
         case .closing:
-            if case .success(let code) = ClosePayload.validate(payload) {
-                noteClose(code?.rawValue ?? 1005, payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "")
-            }
+            // Our close (startClose) was noted already: the peer's answer changes nothing.
             state = .finishing
             scheduleFlush()
         case .handshake, .finishing, .draining, .closed:
@@ -478,14 +476,9 @@ extension Connection {
 
     private func writeFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer, compressed: Bool) {
         let maskKey = role == .client ? Masking.randomKey() : nil
-        let headerLength = FrameEncoder.headerLength(payloadLength: payload.count, masked: maskKey != nil)
-        let p = output.reserveWritable(headerLength + payload.count)
-        FrameEncoder.writeHeader(to: p, opcode: opcode, rsv1: compressed, payloadLength: payload.count, maskKey: maskKey)
-        if payload.count > 0 {
-            (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
-            if let maskKey { Masking.apply(maskKey, to: UnsafeMutableRawBufferPointer(start: p + headerLength, count: payload.count)) }
-        }
-        output.didWrite(headerLength + payload.count)
+        let length = FrameEncoder.headerLength(payloadLength: payload.count, masked: maskKey != nil) + payload.count
+        FrameEncoder.writeFrame(to: output.reserveWritable(length), opcode: opcode, rsv1: compressed, payload: payload, maskKey: maskKey)
+        output.didWrite(length)
         if output.count > worker.config.sendQueueBytes && state == .open {
             abandonSlowReader()
             return

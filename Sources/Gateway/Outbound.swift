@@ -25,9 +25,20 @@ struct OutboundSpec: Equatable {
         let message: String
     }
 
-    /// Checks the fields every caller must give; the script's existence is the caller's to check.
-    static func make(name: String, url: String, script: String, contentType: String?,
-                     headers: [(name: String, value: String)], insecure: Bool, caFile: String?) -> Result<OutboundSpec, Problem> {
+    /// The string fields of `Websocket.connect` and of a config `outbound` entry.
+    static let stringFields = ["name", "url", "script", "content_type", "ca_file"]
+
+    /// The first field every connection needs that `fields` lacks.
+    static func missingField(_ fields: [String: String]) -> String? {
+        ["name", "url", "script"].first { fields[$0] == nil }
+    }
+
+    /// Checks the fields (`fields` keyed as `stringFields`); the script's existence is the caller's
+    /// to check.
+    static func make(_ fields: [String: String], headers: [(name: String, value: String)], insecure: Bool) -> Result<OutboundSpec, Problem> {
+        if let missing = missingField(fields) { return .failure(Problem(field: missing, message: "is required")) }
+        let name = fields["name"]!, url = fields["url"]!, script = fields["script"]!
+        let contentType = fields["content_type"], caFile = fields["ca_file"]
         guard !name.isEmpty, name.count <= 200 else { return .failure(Problem(field: "name", message: "must be a non-empty string of at most 200 characters")) }
         let parsed: WebSocketURL
         switch WebSocketURL.parse(url) {

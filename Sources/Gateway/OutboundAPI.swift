@@ -47,17 +47,6 @@ extension ScriptAPI {
 
     // MARK: Arguments
 
-    /// A string field of the argument table: nil when absent, a failure when of another type.
-    private static func optionalString(_ L: OpaquePointer, _ field: String) -> Result<String?, Failure> {
-        lua_getfield(L, 1, field)
-        defer { lua_pop(L, 1) }
-        if lua_isnoneornil(L, -1) { return .success(nil) }
-        guard lua_type(L, -1) == LUA_TSTRING, let value = lua_swiftstring(L, -1) else {
-            return .failure(.badRequest("\(field) must be a string"))
-        }
-        return .success(value)
-    }
-
     /// The `name` argument, defaulting to the outbound connection whose script is running.
     private static func linkName(_ L: OpaquePointer, _ worker: Worker) -> Result<String, Failure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
@@ -95,15 +84,13 @@ extension ScriptAPI {
         withoutMemoryLimit(L) { L in
             guard lua_type(L, 1) == LUA_TTABLE else { return push(L, .badRequest("argument must be a table")) }
             var fields: [String: String] = [:]
-            for field in ["name", "url", "script", "content_type", "ca_file"] {
+            for field in OutboundSpec.stringFields {
                 switch optionalString(L, field) {
                 case .failure(let failure): return push(L, failure)
                 case .success(let value): fields[field] = value
                 }
             }
-            for required in ["name", "url", "script"] where fields[required] == nil {
-                return push(L, .badRequest("\(required) is required"))
-            }
+            if let missing = OutboundSpec.missingField(fields) { return push(L, .badRequest("\(missing) is required")) }
             let headers: [(name: String, value: String)]
             switch headersArgument(L) {
             case .failure(let failure): return push(L, failure)
@@ -114,8 +101,7 @@ extension ScriptAPI {
             let insecure = lua_toboolean(L, -1) != 0
             lua_pop(L, 1)
             guard insecureType == LUA_TNIL || insecureType == LUA_TBOOLEAN else { return push(L, .badRequest("insecure must be a boolean")) }
-            switch OutboundSpec.make(name: fields["name"]!, url: fields["url"]!, script: fields["script"]!, contentType: fields["content_type"],
-                                     headers: headers, insecure: insecure, caFile: fields["ca_file"]) {
+            switch OutboundSpec.make(fields, headers: headers, insecure: insecure) {
             case .failure(let problem):
                 return push(L, .badRequest("\(problem.field) \(problem.message)"))
             case .success(let spec):
@@ -216,14 +202,10 @@ extension ScriptAPI {
             guard let message = lua_bytes(L, -1), lua_type(L, -1) == LUA_TSTRING else {
                 return push(L, .badRequest("message must be a string when type is given"))
             }
-            switch type {
-            case "data-text":
-                return sendOutbound(L, worker, name, entry, .text, message)
-            case "data-binary":
-                guard let bytes = Base64.decode(message) else { return push(L, .badRequest("message is not valid base64")) }
-                return bytes.withUnsafeBytes { sendOutbound(L, worker, name, entry, .binary, $0) }
-            default:
-                return push(L, .badRequest("type must be \"data-text\" or \"data-binary\""))
+            switch payload(type: type, message: message) {
+            case .failure(let failure): return push(L, failure)
+            case .success(.text(let bytes)): return sendOutbound(L, worker, name, entry, .text, bytes)
+            case .success(.binary(let bytes)): return bytes.withUnsafeBytes { sendOutbound(L, worker, name, entry, .binary, $0) }
             }
         }
         switch lua_type(L, -1) {

@@ -221,15 +221,9 @@ private final class ProbeSession: IOHandler {
     }
 
     private func send(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
-        let key = Masking.randomKey()
-        let headerLength = FrameEncoder.headerLength(payloadLength: payload.count, masked: true)
-        let p = output.reserveWritable(headerLength + payload.count)
-        FrameEncoder.writeHeader(to: p, opcode: opcode, payloadLength: payload.count, maskKey: key)
-        if payload.count > 0 {
-            (p + headerLength).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
-            Masking.apply(key, to: UnsafeMutableRawBufferPointer(start: p + headerLength, count: payload.count))
-        }
-        output.didWrite(headerLength + payload.count)
+        let length = FrameEncoder.headerLength(payloadLength: payload.count, masked: true) + payload.count
+        FrameEncoder.writeFrame(to: output.reserveWritable(length), opcode: opcode, payload: payload, maskKey: Masking.randomKey())
+        output.didWrite(length)
         flush()
     }
 

@@ -207,6 +207,20 @@ enum ScriptAPI {
         case binary([UInt8])
     }
 
+    /// A message sent with an explicit `type`, inbound or outbound: "data-text" as is, "data-binary"
+    /// given as base64 and sent decoded.
+    static func payload(type: String, message: UnsafeRawBufferPointer) -> Result<Payload, Failure> {
+        switch type {
+        case "data-text":
+            return .success(.text(message))
+        case "data-binary":
+            guard let bytes = Base64.decode(message) else { return .failure(.badRequest("message is not valid base64")) }
+            return .success(.binary(bytes))
+        default:
+            return .failure(.badRequest("type must be \"data-text\" or \"data-binary\""))
+        }
+    }
+
     /// Sends to any socket: directly when this worker owns it, else through the owner's mailbox.
     static func send(from worker: Worker, to socketId: String, _ payload: Payload) -> Failure? {
         if case .text(let bytes) = payload, !UTF8Validator.isValid(bytes) {
@@ -311,12 +325,21 @@ enum ScriptAPI {
 
     // MARK: Websocket service
 
+    /// A string field of the argument table: nil when absent, a failure when of another type.
+    static func optionalString(_ L: OpaquePointer, _ field: String) -> Result<String?, Failure> {
+        lua_getfield(L, 1, field)
+        defer { lua_pop(L, 1) }
+        if lua_isnoneornil(L, -1) { return .success(nil) }
+        guard lua_type(L, -1) == LUA_TSTRING, let value = lua_swiftstring(L, -1) else {
+            return .failure(.badRequest("\(field) must be a string"))
+        }
+        return .success(value)
+    }
+
     /// The `socket_id` field of the table argument, or the failure to report.
     private static func socketIdArgument(_ L: OpaquePointer) -> Result<String, Failure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
-        lua_getfield(L, 1, "socket_id")
-        defer { lua_pop(L, 1) }
-        guard lua_type(L, -1) == LUA_TSTRING, let id = lua_swiftstring(L, -1) else {
+        guard case .success(let id?) = optionalString(L, "socket_id") else {
             return .failure(.badRequest("socket_id is required and must be a string"))
         }
         return .success(id)
@@ -372,18 +395,13 @@ enum ScriptAPI {
             guard let message = lua_bytes(L, -1) else {
                 return push(L, .badRequest("message must be a string (encode tables with to_json)"))
             }
-            let failure: Failure?
-            switch type {
-            case "data-text":
-                failure = send(from: worker, to: id, .text(message))
-            case "data-binary":
-                guard let bytes = Base64.decode(message) else { return push(L, .badRequest("message is not valid base64")) }
-                failure = send(from: worker, to: id, .binary(bytes))
-            default:
-                return push(L, .badRequest("type must be \"data-text\" or \"data-binary\""))
+            switch payload(type: type, message: message) {
+            case .failure(let failure):
+                return push(L, failure)
+            case .success(let payload):
+                if let failure = send(from: worker, to: id, payload) { return push(L, failure) }
+                return 0
             }
-            if let failure { return push(L, failure) }
-            return 0
         }
     }
 

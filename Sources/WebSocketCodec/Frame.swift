@@ -133,14 +133,26 @@ public enum FrameEncoder {
         return offset
     }
 
+    /// Writes a whole unfragmented frame at `p` (which must have `headerLength(...)` plus the payload's
+    /// bytes): the header, then the payload, masked in place with `maskKey` when one is given (the
+    /// client role). Returns the frame's size.
+    @inline(__always)
+    @discardableResult
+    public static func writeFrame(to p: UnsafeMutableRawPointer, opcode: Opcode, fin: Bool = true, rsv1: Bool = false,
+                                  payload: UnsafeRawBufferPointer, maskKey: UInt32? = nil) -> Int {
+        let h = writeHeader(to: p, opcode: opcode, fin: fin, rsv1: rsv1, payloadLength: payload.count, maskKey: maskKey)
+        if payload.count > 0 {
+            (p + h).copyMemory(from: payload.baseAddress!, byteCount: payload.count)
+            if let maskKey { Masking.apply(maskKey, to: UnsafeMutableRawBufferPointer(start: p + h, count: payload.count)) }
+        }
+        return h + payload.count
+    }
+
     /// A complete unmasked frame as bytes; for control frames and tests, not the data path.
     public static func frame(_ opcode: Opcode, payload: [UInt8], fin: Bool = true) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: headerLength(payloadLength: payload.count) + payload.count)
-        out.withUnsafeMutableBytes { raw in
-            let h = writeHeader(to: raw.baseAddress!, opcode: opcode, fin: fin, payloadLength: payload.count)
-            if !payload.isEmpty {
-                payload.withUnsafeBytes { raw.baseAddress!.advanced(by: h).copyMemory(from: $0.baseAddress!, byteCount: payload.count) }
-            }
+        _ = out.withUnsafeMutableBytes { raw in
+            payload.withUnsafeBytes { writeFrame(to: raw.baseAddress!, opcode: opcode, fin: fin, payload: $0) }
         }
         return out
     }

@@ -8,7 +8,10 @@ final class OutboundSpecTests: XCTestCase {
     private func make(name: String = "feed", url: String = "ws://example.com/feed", script: String = "_feed",
                       contentType: String? = nil, headers: [(name: String, value: String)] = [],
                       caFile: String? = nil) -> Result<OutboundSpec, OutboundSpec.Problem> {
-        OutboundSpec.make(name: name, url: url, script: script, contentType: contentType, headers: headers, insecure: false, caFile: caFile)
+        var fields = ["name": name, "url": url, "script": script]
+        fields["content_type"] = contentType
+        fields["ca_file"] = caFile
+        return OutboundSpec.make(fields, headers: headers, insecure: false)
     }
 
     private func problem(_ result: Result<OutboundSpec, OutboundSpec.Problem>, file: StaticString = #filePath, line: UInt = #line) -> OutboundSpec.Problem? {

@@ -92,9 +92,8 @@ def command(config_path: Path, endpoints_dir: Path, port: int, workers: int = 2,
     ] + [str(arg) for arg in (extra_args or [])]
 
 
-def http_get(port: int, path: str, timeout: float = STEP_TIMEOUT):
-    """Plain HTTP/1.1 GET; returns (status, headers dict lower-cased, body bytes)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+def _get(conn: http.client.HTTPConnection, path: str):
+    """One GET on ``conn``, then close it; returns (status, headers dict lower-cased, body bytes)."""
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -103,6 +102,11 @@ def http_get(port: int, path: str, timeout: float = STEP_TIMEOUT):
         return resp.status, headers, body
     finally:
         conn.close()
+
+
+def http_get(port: int, path: str, timeout: float = STEP_TIMEOUT):
+    """Plain HTTP/1.1 GET; returns (status, headers dict lower-cased, body bytes)."""
+    return _get(http.client.HTTPConnection(HOST, port, timeout=timeout), path)
 
 
 def https_get(port: int, path: str, context: ssl.SSLContext | None = None,
@@ -113,15 +117,7 @@ def https_get(port: int, path: str, context: ssl.SSLContext | None = None,
     """
     if context is None:
         context = ssl._create_unverified_context()
-    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        headers = {k.lower(): v for k, v in resp.getheaders()}
-        return resp.status, headers, body
-    finally:
-        conn.close()
+    return _get(http.client.HTTPSConnection(host, port, timeout=timeout, context=context), path)
 
 
 def _speaks_tls(config, extra_args) -> bool:
