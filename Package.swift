@@ -21,8 +21,8 @@ let package = Package(
         .target(name: "CTLS", dependencies: ["COpenSSL"]),
         .target(name: "Reactor", dependencies: ["CSystem", "CTLS", "COpenSSL"]),
         .target(name: "CLuaSupport", dependencies: ["CLua"]),
-        .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport", "WebSocketCodec"]),
-        .target(name: "Gateway", dependencies: ["WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSystem"]),
+        .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport"]),
+        .target(name: "Gateway", dependencies: ["WebSocketCodec", "Reactor", "LuaRuntime", "CLua"]),
         .executableTarget(name: "wsgate", dependencies: [
             "Gateway",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,16 +1,17 @@
 import Reactor
 import WebSocketCodec
 
-/// One WebSocket on one loop: an accepted client socket (the HTTP upgrade, then the frame stream)
-/// or, in the client role, an outbound connection a `Dialer` opened. Owned by its worker and
-/// touched only on that worker's thread.
+/// The socket under one WebSocket on one loop: an accepted client socket (its HTTP request, then
+/// the frame stream) or, in the client role, an outbound connection a `Dialer` opened. It moves
+/// bytes between the transport and a `WebSocketSession`, which owns the protocol; it applies the
+/// gateway's policies on the way (rate limit, send queue bound, lingering close). Owned by its
+/// worker and touched only on that worker's thread.
 final class Connection: IOHandler {
-    enum State {
+    enum Phase {
         /// Waiting for the complete upgrade request.
-        case handshake
-        case open
-        /// We sent a close frame and wait for the peer's.
-        case closing
+        case request
+        /// Frames flow; the session says whether it is open or closing.
+        case webSocket
         /// Our last bytes are being flushed; then the write half is shut.
         case finishing
         /// Write half shut: input is read and discarded until the peer's EOF, so our last frame is not
@@ -20,87 +21,118 @@ final class Connection: IOHandler {
     }
 
     let fd: Int32
-    /// `.server` for accepted sockets (frames in are masked); `.client` for outbound ones (frames out are).
-    let role: Role
-    var transport: Transport
-    /// False until the TLS handshake is done (true at once without TLS).
-    var transportReady: Bool
-    /// A TLS read needs the socket writable first, or a TLS write needs it readable first.
-    var readWaitsForWritable = false
-    var writeWaitsForReadable = false
     unowned let worker: Worker
-    var registration = EventLoop.Registration.none
-    var state = State.handshake {
-        didSet {
-            // A socket that is closing is no longer open: list() leaves it out, sends to it get 404.
-            if oldValue == .open, let id = info?.socketId { worker.shared.registry.remove(id) }
-        }
-    }
+    private(set) var phase = Phase.request
+    private(set) var session: WebSocketSession?
+    private var transport: Transport
+    /// False until the TLS handshake is done (true at once without TLS).
+    private var transportReady: Bool
+    /// A TLS read needs the socket writable first, or a TLS write needs it readable first.
+    private var readWaitsForWritable = false
+    private var writeWaitsForReadable = false
+    private var registration = EventLoop.Registration.none
     /// Bytes read but not yet processed (a partial head or frame, or input held back by throttling).
-    var input = ByteBuffer()
+    private var input = ByteBuffer()
     /// Bytes waiting for the socket to accept them.
-    var output = ByteBuffer()
-    /// The fragments of the message being assembled.
-    var fragments = ByteBuffer()
-    var fragmentOpcode: Opcode?
-    /// The message being assembled came with RSV1: it is inflated when complete.
-    var fragmentCompressed = false
-    var fragmentCount = 0
-    var fragmentUTF8 = UTF8Validator()
-    /// The rest of a message is being discarded because the rate limit dropped its first frame.
-    var droppingMessage = false
-    var droppedMessages = 0
-    /// Bytes of script messages refused since the send queue went over half full.
-    var refusedBytes = 0
+    private var output = ByteBuffer()
 
-    var info: ConnectionInfo?
+    /// What the upgrade request established; nil for outbound connections and the health route.
+    private(set) var info: ConnectionInfo?
     /// The named outbound connection this socket serves, in the client role. Held strongly: a link
     /// replaced under its name must still hear of its socket's end (until then the link holds
     /// the socket too, a cycle that `connectionEnded` breaks).
     let link: OutboundLink?
-    /// The code and reason of the first close frame sent or received; nil until then (1006 for scripts).
-    var closeCode: UInt16?
-    var closeReason = ""
     /// The endpoint script (or event handler) this socket's events run.
-    var script: EndpointScript?
-    /// Set when permessage-deflate was negotiated.
-    var deflate: DeflateSession?
+    private(set) var script: EndpointScript?
     /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
-    var luaFieldsRef: Int32 = 0
-    var bucket: TokenBucket
-    /// Monotonic times of the last bytes received and of our last ping, for pings and idle timeouts.
-    var lastReceived: UInt64 = 0
-    var lastPing: UInt64 = 0
-    var readPaused = false
-    var wantsWrite = false
-    var inFlushList = false
+    private(set) var luaFieldsRef: Int32 = 0
+    /// Where this socket's queue size is published for senders on other loops.
+    private var sendQueue: SendQueueGauge?
+    /// Still in the registry: `list()` shows it and sends reach it.
+    private var listed = false
+    private var bucket: TokenBucket
+    private var droppedMessages = 0
+    /// Bytes of script messages refused since the send queue went over half full.
+    private var refusedBytes = 0
+    private var readPaused = false
+    private var wantsWrite = false
+    private var inFlushList = false
 
-    init(fd: Int32, worker: Worker, now: UInt64, tls: TLSServerContext?) {
+    private init(fd: Int32, transport: Transport, worker: Worker, link: OutboundLink?) {
         self.fd = fd
-        role = .server
-        transport = Transport(fd: fd, tls: tls.map { TLSStream(context: $0, fd: fd) })
-        transportReady = tls == nil
-        self.worker = worker
-        link = nil
-        bucket = TokenBucket(now: now)
-    }
-
-    /// An outbound connection whose opening handshake the dialer completed: open from the start.
-    init(established: Dialer.Established, worker: Worker, link: OutboundLink) {
-        fd = established.transport.fd
-        role = .client
-        transport = established.transport
-        transportReady = true
+        self.transport = transport
+        transportReady = transport.tls == nil || link != nil
         self.worker = worker
         self.link = link
         bucket = TokenBucket(now: worker.loop.now)
-        state = .open
-        lastReceived = worker.loop.now
-        lastPing = worker.loop.now
-        if !established.leftover.isEmpty { input.append(established.leftover) }
     }
 
+    /// Watches an accepted socket for its upgrade request, within limits.handshakeTimeoutMs.
+    static func accept(fd: Int32, worker: Worker) {
+        let connection = Connection(fd: fd, transport: Transport(fd: fd, tls: worker.tlsContext.map { TLSStream(context: $0, fd: fd) }),
+                                    worker: worker, link: nil)
+        connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
+        guard connection.registration != .none else {
+            Socket.close(fd)
+            return
+        }
+        let timeout = UInt64(worker.config.handshakeTimeoutMs) * 1_000_000
+        worker.loop.schedule(after: timeout) { [weak connection] in
+            guard let connection, connection.phase == .request else { return }
+            Log.debug("dropping a connection that sent no complete upgrade request within \(timeout / 1_000_000) ms")
+            connection.closeSocket()
+        }
+    }
+
+    /// An outbound connection whose opening handshake the dialer completed; nil when the loop cannot
+    /// watch its socket (the socket is closed then).
+    static func adopt(_ established: Dialer.Established, worker: Worker, link: OutboundLink, sendQueue: SendQueueGauge) -> Connection? {
+        let fd = established.transport.fd
+        let connection = Connection(fd: fd, transport: established.transport, worker: worker, link: link)
+        connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
+        guard connection.registration != .none else {
+            var transport = established.transport
+            transport.tls = nil
+            Socket.close(fd)
+            return nil
+        }
+        let config = worker.config
+        connection.session = WebSocketSession(role: .client, maxMessageBytes: config.maxMessageBytes,
+                                              deflate: established.deflate.map { DeflateSession(settings: $0, role: .client) },
+                                              zlib: worker.zlib, compressionMinBytes: config.compressionMinBytes, now: worker.loop.now)
+        connection.sendQueue = sendQueue
+        connection.phase = .webSocket
+        if !established.leftover.isEmpty { connection.input.append(established.leftover) }
+        return connection
+    }
+
+    /// Completes an upgrade: queues the 101 `response` and hands the frame stream to `session`.
+    /// `info` and `script` are nil for the health route's socket.
+    func open(response: [UInt8], session: WebSocketSession, info: ConnectionInfo?, script: EndpointScript?, luaFieldsRef: Int32) {
+        output.append(response)
+        self.session = session
+        self.info = info
+        self.script = script
+        self.luaFieldsRef = luaFieldsRef
+        sendQueue = info?.sendQueue
+        listed = info != nil
+        phase = .webSocket
+        scheduleFlush()
+    }
+
+    /// SIGHUP changed the config: the session's limits follow it.
+    func configChanged() {
+        session?.maxMessageBytes = worker.config.maxMessageBytes
+        session?.compressionMinBytes = worker.config.compressionMinBytes
+    }
+
+    var isTLS: Bool { transport.tls != nil }
+    var isOpen: Bool { phase == .webSocket && session?.state == .open }
+    var isClosed: Bool { phase == .closed }
     var socketId: String { info?.socketId ?? link.map { "outbound:\($0.name)" } ?? "-" }
+    /// The first close code sent or received (nil until then: 1006 for scripts) and its reason.
+    var closeCode: UInt16? { session?.closeCode }
+    var closeReason: String { session?.closeReason ?? "" }
 
     // MARK: I/O readiness
 
@@ -113,10 +145,10 @@ final class Connection: IOHandler {
             if readWaitsForWritable {
                 readWaitsForWritable = false
                 readOnce()
-                if state == .closed { return }
+                if phase == .closed { return }
             }
             flush()
-            if state == .closed { return }
+            if phase == .closed { return }
         }
         if readPaused {
             // Level-triggered hang-ups keep firing while reading is off: nothing more can arrive.
@@ -125,7 +157,7 @@ final class Connection: IOHandler {
         }
         if events & (IOEvents.readable | IOEvents.hangup | IOEvents.error) != 0 {
             readOnce()
-            if writeWaitsForReadable && state != .closed {
+            if writeWaitsForReadable && phase != .closed {
                 writeWaitsForReadable = false
                 flush()
             }
@@ -160,13 +192,13 @@ final class Connection: IOHandler {
     /// TLS already decrypted (epoll will not report it).
     func begin() {
         if !input.isEmpty { processInput() }
-        if transport.hasBufferedInput && state != .closed { readOnce() }
+        if transport.hasBufferedInput && phase != .closed { readOnce() }
     }
 
     /// Reads until the socket has nothing more for now. With TLS, decrypted bytes buffered inside
     /// OpenSSL do not wake epoll, so reading goes on while there are any.
     private func readOnce() {
-        while readAvailable() && transport.hasBufferedInput && !readPaused && state != .closed {}
+        while readAvailable() && transport.hasBufferedInput && !readPaused && phase != .closed {}
     }
 
     /// One read; false when nothing more can be read now.
@@ -176,20 +208,21 @@ final class Connection: IOHandler {
             let scratch = worker.readBuffer
             result = transport.read(into: scratch.baseAddress!, count: scratch.count)
             if case .bytes(let n) = result {
-                lastReceived = worker.loop.now
+                session?.lastReceived = worker.loop.now
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
                 let used = process(bytes)
-                if used < n && state != .closed {
+                if used < n && phase != .closed {
                     input.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
                 }
                 return true
             }
         } else {
-            let room = max(16 * 1024, min(pendingFrameBytes - input.count, 4 << 20))
+            let pending = session?.pendingFrameLength(UnsafeRawBufferPointer(input.readable)) ?? 0
+            let room = max(16 * 1024, min(pending - input.count, 4 << 20))
             let p = input.reserveWritable(room)
             result = transport.read(into: p, count: room)
             if case .bytes(let n) = result {
-                lastReceived = worker.loop.now
+                session?.lastReceived = worker.loop.now
                 input.didWrite(n)
                 processInput()
                 return true
@@ -202,7 +235,7 @@ final class Connection: IOHandler {
             readWaitsForWritable = true
             setWantsWrite(true)
         case .closed:
-            if state == .open { Log.debug("socket \(socketId) closed by peer without a close frame") }
+            if isOpen { Log.debug("socket \(socketId) closed by peer without a close frame") }
             closeSocket()
         case .failed(let why):
             Log.debug("read failed on socket \(socketId): \(why)")
@@ -211,26 +244,17 @@ final class Connection: IOHandler {
         return false
     }
 
-    /// How many bytes the frame at the start of `input` needs in all (0 when unknown).
-    private var pendingFrameBytes: Int {
-        guard state == .open || state == .closing else { return 0 }
-        if case .header(let h) = FrameDecoder.parseHeader(UnsafeRawBufferPointer(input.readable), role: role, allowedRSV: allowedRSV, maxPayload: worker.config.maxMessageBytes) {
-            return h.frameLength
-        }
-        return 0
-    }
-
     /// Processes the buffered input, keeping whatever is still incomplete.
-    func processInput() {
+    private func processInput() {
         let used = process(input.readable)
-        if state != .closed { input.consume(used) }
+        if phase != .closed { input.consume(used) }
         if input.isEmpty { input.clear(keepingUpTo: 0) }
     }
 
     /// Handles as much of `bytes` as forms complete units; returns how many bytes were used.
     private func process(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
-        switch state {
-        case .handshake:
+        switch phase {
+        case .request:
             // A TLS handshake record (0x16) where HTTP was expected: a wss:// client on the plain
             // port. It would wait for the handshake timeout while holding a socket; drop it now.
             if transport.tls == nil, bytes.first == 0x16 {
@@ -238,20 +262,16 @@ final class Connection: IOHandler {
                 closeSocket()
                 return bytes.count
             }
-            guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(bytes)) else {
-                if bytes.count > worker.config.maxRequestHeaderBytes {
-                    respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
-                }
-                return bytes.count > worker.config.maxRequestHeaderBytes ? bytes.count : 0
-            }
-            if end > worker.config.maxRequestHeaderBytes {
+            let limit = worker.config.maxRequestHeaderBytes
+            guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(bytes)), end <= limit else {
+                guard bytes.count > limit else { return 0 }
                 respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
                 return bytes.count
             }
             worker.handleRequest(self, head: UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
-            guard state == .open else { return bytes.count }
+            guard phase == .webSocket else { return bytes.count }
             return end + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[end...]))
-        case .open, .closing:
+        case .webSocket:
             return processFrames(bytes)
         case .finishing, .draining, .closed:
             return bytes.count
@@ -259,58 +279,29 @@ final class Connection: IOHandler {
     }
 
     private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
-        var offset = 0
-        let limit = worker.config.maxMessageBytes
-        while offset < bytes.count && (state == .open || state == .closing) && !readPaused {
-            let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[offset...])
-            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: role, allowedRSV: allowedRSV, maxPayload: limit) {
-            case .needMore:
-                return offset
-            case .failure(let code, let reason):
-                fail(code, reason)
+        guard let session else { return bytes.count }
+        var consumed = 0
+        defer { sessionChanged() }
+        while phase == .webSocket && !readPaused {
+            switch session.next(bytes, consumed: &consumed, output: &output, admit: { self.admit($0) }) {
+            case .message(let payload, let binary):
+                worker.dispatchData(self, payload, binary: binary)
+            case .needMore, .held:
+                return consumed
+            case .closed:
                 return bytes.count
-            case .header(let header):
-                guard rest.count >= header.frameLength else { return offset }
-                switch admit(header) {
-                case .hold:
-                    return readPaused ? offset : bytes.count
-                case .discard:
-                    offset += header.frameLength
-                case .handle:
-                    let payload = UnsafeMutableRawBufferPointer(rebasing: rest[header.headerLength..<header.frameLength])
-                    if let key = header.maskKey { Masking.apply(key, to: payload) }
-                    offset += header.frameLength
-                    handleFrame(header, payload)
-                }
             }
         }
-        return state == .open || state == .closing ? offset : bytes.count
+        return phase == .webSocket ? consumed : bytes.count
     }
 
-    /// RSV1 marks a compressed message once permessage-deflate is negotiated.
-    private var allowedRSV: UInt8 { deflate == nil ? 0 : 0b100 }
-
-    private enum Admission {
-        case handle
-        /// Consume the frame without acting on it (a message the rate limit dropped).
-        case discard
-        /// Leave the frame unread: reading is throttled, or the connection was closed.
-        case hold
-    }
-
-    /// Applies the rate limit to the first frame of each data message, before it is unmasked, so a
-    /// held frame can be parsed again when reading resumes.
-    private func admit(_ header: FrameHeader) -> Admission {
-        if droppingMessage && header.opcode == .continuation {
-            if header.fin { droppingMessage = false }
-            return .discard
-        }
+    /// Applies the rate limit to the first frame of each data message. Outbound connections are the
+    /// gateway's own: the per-client rate limit is not theirs.
+    private func admit(_ header: FrameHeader) -> WebSocketSession.Admission {
         let config = worker.config
-        // Outbound connections are the gateway's own: the per-client rate limit is not theirs.
-        guard role == .server, state == .open, header.opcode == .text || header.opcode == .binary,
-              config.messagesPerSecond > 0, fragmentOpcode == nil else { return .handle }
+        guard link == nil, config.messagesPerSecond > 0 else { return .accept }
         let now = worker.loop.now
-        if bucket.take(now: now, rate: config.messagesPerSecond, burst: config.burst) { return .handle }
+        if bucket.take(now: now, rate: config.messagesPerSecond, burst: config.burst) { return .accept }
         switch config.onExceed {
         case .throttle:
             pauseReading(for: bucket.nanosUntilToken(now: now, rate: config.messagesPerSecond, burst: config.burst))
@@ -318,174 +309,40 @@ final class Connection: IOHandler {
         case .drop:
             droppedMessages += 1
             if droppedMessages == 1 { Log.warn("rate limit: dropping messages on socket \(socketId) route=\(info?.route ?? "-")") }
-            droppingMessage = !header.fin
             return .discard
         case .close:
-            fail(.policyViolation, "rate limit exceeded")
-            return .hold
+            return .fail(.policyViolation, "rate limit exceeded")
         }
     }
 
-    private func handleFrame(_ header: FrameHeader, _ payload: UnsafeMutableRawBufferPointer) {
-        let compressed = header.rsv & 0b100 != 0
-        if compressed && header.opcode != .text && header.opcode != .binary {
-            fail(.protocolError, "RSV1 set on a control or continuation frame")
-            return
-        }
-        switch header.opcode {
-        case .ping:
-            if state == .open { sendFrame(.pong, UnsafeRawBufferPointer(payload)) }
-        case .pong:
-            break
-        case .close:
-            handleClose(UnsafeRawBufferPointer(payload))
-        case .text, .binary:
-            guard state == .open else { return }
-            if fragmentOpcode != nil {
-                fail(.protocolError, "new message before the previous one finished")
-                return
-            }
-            if header.fin {
-                if compressed {
-                    deliverCompressed(UnsafeRawBufferPointer(payload), opcode: header.opcode)
-                    return
-                }
-                if header.opcode == .text && !UTF8Validator.isValid(UnsafeRawBufferPointer(payload)) {
-                    fail(.invalidPayload, "text message is not UTF-8")
-                    return
-                }
-                worker.dispatchData(self, UnsafeRawBufferPointer(payload), binary: header.opcode == .binary)
-            } else {
-                fragmentOpcode = header.opcode
-                fragmentCompressed = compressed
-                fragmentCount = 0
-                fragmentUTF8 = UTF8Validator()
-                appendFragment(payload)
-            }
-        case .continuation:
-            guard state == .open else { return }
-            guard let opcode = fragmentOpcode else {
-                fail(.protocolError, "continuation frame without a message")
-                return
-            }
-            appendFragment(payload)
-            guard state == .open, header.fin else { return }
-            if fragmentCompressed {
-                deliverCompressed(UnsafeRawBufferPointer(fragments.readable), opcode: opcode)
-                fragmentOpcode = nil
-                fragmentCount = 0
-                fragments.clear(keepingUpTo: 0)
-                return
-            }
-            if opcode == .text && !fragmentUTF8.isComplete {
-                fail(.invalidPayload, "text message ends inside a UTF-8 sequence")
-                return
-            }
-            worker.dispatchData(self, UnsafeRawBufferPointer(fragments.readable), binary: opcode == .binary)
-            fragmentOpcode = nil
-            fragmentCount = 0
-            fragments.clear(keepingUpTo: 0)
-        }
-    }
-}
-
-extension Connection {
-    /// Each fragment also costs this much of limits.maxMessageBytes, so a message of endless empty
-    /// fragments is bounded too.
-    static let fragmentOverhead = 8
-
-    private func appendFragment(_ payload: UnsafeMutableRawBufferPointer) {
-        fragmentCount += 1
-        if fragments.count + payload.count + fragmentCount * Connection.fragmentOverhead > worker.config.maxMessageBytes {
-            fail(.messageTooBig, "message over \(worker.config.maxMessageBytes) bytes")
-            return
-        }
-        if fragmentOpcode == .text && !fragmentCompressed && !fragmentUTF8.feed(UnsafeRawBufferPointer(payload)) {
-            fail(.invalidPayload, "text message is not UTF-8")
-            return
-        }
-        fragments.append(UnsafeRawBufferPointer(payload))
-    }
-
-    /// Inflates a whole compressed message (a zip bomb stops at limits.maxMessageBytes) and hands
-    /// it to the script.
-    private func deliverCompressed(_ payload: UnsafeRawBufferPointer, opcode: Opcode) {
-        let zlib = worker.zlib
-        zlib.inflated.removeAll(keepingCapacity: true)
-        defer { if zlib.inflated.capacity > 1 << 20 { zlib.inflated = [] } }
-        switch deflate!.inflate(payload, into: &zlib.inflated, limit: worker.config.maxMessageBytes, shared: zlib) {
-        case .ok:
-            let valid = opcode == .binary || zlib.inflated.withUnsafeBytes { UTF8Validator.isValid($0) }
-            guard valid else {
-                fail(.invalidPayload, "text message is not UTF-8")
-                return
-            }
-            zlib.inflated.withUnsafeBytes { worker.dispatchData(self, $0, binary: opcode == .binary) }
-        case .tooBig:
-            fail(.messageTooBig, "message inflates past \(worker.config.maxMessageBytes) bytes")
-        case .corrupt(let why):
-            fail(.invalidPayload, "compressed message is corrupt: \(why)")
-        }
-    }
-
-    private func handleClose(_ payload: UnsafeRawBufferPointer) {
-        switch state {
-        case .open:
-            switch ClosePayload.validate(payload) {
-            case .success(let code):
-                noteClose(code?.rawValue ?? 1005, payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "")
-                // Echo the peer's code, then close the TCP connection ourselves (RFC 6455 7.1.1).
-                let reply = code.map { FrameEncoder.closePayload($0) } ?? []
-                reply.withUnsafeBytes { sendFrame(.close, $0) }
-                state = .finishing
-                scheduleFlush()
-            case .failure(let failure):
-                fail(failure.code, failure.reason)
-            }
-        case .closing:
-            // Our close (startClose) was noted already: the peer's answer changes nothing.
-            state = .finishing
+    /// Follows the session after anything that may have queued bytes or changed its state: a socket
+    /// that is no longer open leaves the registry, a closed session finishes the socket, and the
+    /// send queue is bounded and published.
+    private func sessionChanged() {
+        guard let session, phase == .webSocket else { return }
+        if session.state != .open { unlist() }
+        if session.state == .closed {
+            if let failure = session.failure { Log.info("closing socket \(socketId) with \(failure.code.rawValue): \(failure.reason)") }
+            phase = .finishing
+            // Flushing an empty queue is what shuts the write half.
             scheduleFlush()
-        case .handshake, .finishing, .draining, .closed:
-            break
-        }
-    }
-
-    /// Keeps the first close of the connection for the outbound script's `close` event.
-    private func noteClose(_ code: UInt16, _ reason: String) {
-        if closeCode == nil {
-            closeCode = code
-            closeReason = reason
-        }
-    }
-
-    // MARK: Sending
-
-    /// Queues one unfragmented frame; it is written when the loop flushes.
-    func sendFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
-        if let deflate, !opcode.isControl, payload.count >= worker.config.compressionMinBytes {
-            let zlib = worker.zlib
-            zlib.compressed.removeAll(keepingCapacity: true)
-            deflate.compress(payload, into: &zlib.compressed, shared: zlib)
-            zlib.compressed.withUnsafeBytes { writeFrame(opcode, $0, compressed: true) }
-            if zlib.compressed.capacity > 1 << 20 { zlib.compressed = [] }
-        } else {
-            writeFrame(opcode, payload, compressed: false)
-        }
-    }
-
-    private func writeFrame(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer, compressed: Bool) {
-        let maskKey = role == .client ? Masking.randomKey() : nil
-        let length = FrameEncoder.headerLength(payloadLength: payload.count, masked: maskKey != nil) + payload.count
-        FrameEncoder.writeFrame(to: output.reserveWritable(length), opcode: opcode, rsv1: compressed, payload: payload, maskKey: maskKey)
-        output.didWrite(length)
-        if output.count > worker.config.sendQueueBytes && state == .open {
+        } else if output.count > worker.config.sendQueueBytes {
             abandonSlowReader()
             return
         }
-        info?.queuedBytes.store(output.count, ordering: .relaxed)
+        guard !output.isEmpty else { return }
+        sendQueue?.bytes.store(output.count, ordering: .relaxed)
         scheduleFlush()
     }
+
+    /// Takes the socket out of the registry once: from then on `list()` leaves it out and sends get 404.
+    private func unlist() {
+        guard listed, let info else { return }
+        listed = false
+        worker.shared.registry.remove(info.socketId)
+    }
+
+    // MARK: Sending
 
     /// Queues a script's message unless the peer has stopped reading: past half of
     /// limits.sendQueueBytes the message is refused (false, the caller answers 429), and once queued
@@ -495,7 +352,8 @@ extension Connection {
             refuse(payload.count)
             return false
         }
-        sendFrame(opcode, payload)
+        session?.send(opcode, payload, output: &output)
+        sessionChanged()
         return true
     }
 
@@ -507,51 +365,48 @@ extension Connection {
     /// The peer stopped reading while messages for it piled up: drop the queue and close with 1008,
     /// giving the close frame a second to get out.
     private func abandonSlowReader() {
+        guard let session, phase == .webSocket else { return }
         Log.warn("closing socket \(socketId): send queue over limits.sendQueueBytes (\(worker.config.sendQueueBytes)); the client is not reading")
-        output.release()
-        info?.queuedBytes.store(0, ordering: .relaxed)
-        noteClose(CloseCode.policyViolation.rawValue, "send queue full")
-        FrameEncoder.closePayload(.policyViolation, reason: "send queue full").withUnsafeBytes { writeFrame(.close, $0, compressed: false) }
-        state = .finishing
+        session.abandon(.policyViolation, reason: "send queue full", output: &output)
+        unlist()
+        sendQueue?.bytes.store(0, ordering: .relaxed)
+        phase = .finishing
         scheduleFlush()
         worker.loop.schedule(after: 1_000_000_000) { [weak self] in self?.closeSocket() }
     }
 
-    func scheduleFlush() {
+    private func scheduleFlush() {
         if !inFlushList {
             inFlushList = true
             worker.flushList.append(self)
         }
     }
 
-    /// Starts the closing handshake (websocketInfo.close, Websocket.close).
+    /// Starts the closing handshake (websocketInfo.close, Websocket.close, shutdown, idle timeout).
     func startClose(_ code: CloseCode, reason: String = "") {
-        guard state == .open else { return }
-        noteClose(code.rawValue, reason)
-        FrameEncoder.closePayload(code, reason: reason).withUnsafeBytes { sendFrame(.close, $0) }
-        state = .closing
-        worker.loop.schedule(after: 5_000_000_000) { [weak self] in
-            guard let self, self.state == .closing else { return }
-            Log.debug("socket \(self.socketId) did not answer our close frame")
-            self.closeSocket()
-        }
+        guard phase == .webSocket, let session, session.close(code, reason: reason, now: worker.loop.now, output: &output) else { return }
+        sessionChanged()
+        worker.loop.schedule(after: WebSocketSession.closeTimeoutNanos) { [weak self] in self?.tick(ping: 0, idle: 0) }
     }
 
-    /// Fails the connection: a close frame with `code` where the protocol allows one, then close.
-    func fail(_ code: CloseCode, _ reason: String) {
-        Log.info("closing socket \(socketId) with \(code.rawValue): \(reason)")
-        noteClose(code.rawValue, reason)
-        if state == .open || state == .closing {
-            FrameEncoder.closePayload(code).withUnsafeBytes { sendFrame(.close, $0) }
+    /// Pings and idle timeouts (the worker's sweep), and the end of the wait for the peer's close.
+    func tick(ping: UInt64, idle: UInt64) {
+        guard phase == .webSocket, let session else { return }
+        switch session.tick(now: worker.loop.now, pingEvery: ping, idleAfter: idle, output: &output) {
+        case .nothing:
+            break
+        case .wrote:
+            sessionChanged()
+        case .expired:
+            Log.debug("socket \(socketId) did not answer our close frame")
+            closeSocket()
         }
-        state = .finishing
-        scheduleFlush()
     }
 
     /// Sends an HTTP response to a request that is not upgraded, then closes.
     func respondAndClose(_ response: [UInt8]) {
         output.append(response)
-        state = .finishing
+        phase = .finishing
         scheduleFlush()
     }
 
@@ -564,11 +419,11 @@ extension Connection {
             case .bytes(let n):
                 output.consume(n)
             case .wouldBlock, .wantWrite:
-                info?.queuedBytes.store(output.count, ordering: .relaxed)
+                sendQueue?.bytes.store(output.count, ordering: .relaxed)
                 setWantsWrite(true)
                 return
             case .wantRead:
-                info?.queuedBytes.store(output.count, ordering: .relaxed)
+                sendQueue?.bytes.store(output.count, ordering: .relaxed)
                 writeWaitsForReadable = true
                 return
             case .closed, .failed:
@@ -578,32 +433,32 @@ extension Connection {
         }
         output.clear(keepingUpTo: 4096)
         refusedBytes = 0
-        info?.queuedBytes.store(0, ordering: .relaxed)
+        sendQueue?.bytes.store(0, ordering: .relaxed)
         setWantsWrite(false)
-        if state == .finishing { linger() }
+        if phase == .finishing { linger() }
     }
 
     private func linger() {
-        state = .draining
+        phase = .draining
         transport.shutdownWrite()
         if readPaused {
             readPaused = false
             updateInterest()
         }
         worker.loop.schedule(after: 2_000_000_000) { [weak self] in
-            guard let self, self.state == .draining else { return }
+            guard let self, self.phase == .draining else { return }
             self.closeSocket()
         }
     }
 
     private func setWantsWrite(_ wants: Bool) {
         let wants = wants || readWaitsForWritable
-        guard wants != wantsWrite, state != .closed else { return }
+        guard wants != wantsWrite, phase != .closed else { return }
         wantsWrite = wants
         updateInterest()
     }
 
-    func updateInterest() {
+    private func updateInterest() {
         var events: UInt32 = 0
         if !readPaused { events |= IOEvents.readable }
         if wantsWrite { events |= IOEvents.writable }
@@ -616,28 +471,28 @@ extension Connection {
         readPaused = true
         updateInterest()
         worker.loop.schedule(after: max(nanos, 1_000_000)) { [weak self] in
-            guard let self, self.state != .closed, self.readPaused else { return }
+            guard let self, self.phase != .closed, self.readPaused else { return }
             self.readPaused = false
             self.updateInterest()
             if !self.input.isEmpty { self.processInput() }
-            if self.transport.hasBufferedInput && !self.readPaused && self.state != .closed { self.readOnce() }
+            if self.transport.hasBufferedInput && !self.readPaused && self.phase != .closed { self.readOnce() }
         }
     }
 
-    /// Closes the socket now and tells the script, if it saw the socket open.
+    /// Closes the socket now and tells the worker, which runs the script's close event if the
+    /// script saw the socket open.
     func closeSocket() {
-        guard state != .closed else { return }
-        let wasUpgraded = info != nil
-        state = .closed
+        guard phase != .closed else { return }
+        unlist()
+        phase = .closed
         worker.loop.deregister(fd: fd, registration: registration)
         transport.tls = nil // freed before the descriptor can be reused
         Socket.close(fd)
         input.release()
         output.release()
-        fragments.release()
         if droppedMessages > 0 {
             Log.info("socket \(socketId) dropped \(droppedMessages) messages over the rate limit")
         }
-        worker.connectionClosed(self, wasUpgraded: wasUpgraded)
+        worker.connectionClosed(self)
     }
 }

@@ -16,9 +16,7 @@ public final class ConnectionInfo {
     public let extensions: String
     /// Milliseconds since the Unix epoch when the upgrade was accepted.
     public let openedAt: Int64
-    /// Bytes queued for the socket and not yet written, published by the owning loop so scripts on
-    /// other loops can see a slow reader.
-    let queuedBytes = Atomic<Int>(0)
+    let sendQueue = SendQueueGauge()
 
     init(socketId: String, uri: String, route: String, headers: [(name: String, value: String)], parameters: [(name: String, value: String)], subprotocol: String, extensions: String, openedAt: Int64) {
         self.socketId = socketId
@@ -30,6 +28,12 @@ public final class ConnectionInfo {
         self.extensions = extensions
         self.openedAt = openedAt
     }
+}
+
+/// Bytes queued for a socket and not yet written, published by the owning loop so senders on other
+/// loops can see a slow reader before the owner's mailbox runs.
+final class SendQueueGauge {
+    let bytes = Atomic<Int>(0)
 }
 
 /// Every open socket of every loop: which loop owns it and its info. The lock is held only for

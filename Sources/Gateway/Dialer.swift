@@ -14,6 +14,8 @@ final class Dialer: IOHandler {
         let tls: TLSClientContext?
         /// False skips certificate verification (`insecure`).
         let verify: Bool
+        /// What to offer for permessage-deflate; nil offers no compression.
+        let deflate: DeflatePolicy?
     }
 
     /// A connection that completed its opening handshake.
@@ -21,6 +23,8 @@ final class Dialer: IOHandler {
         let transport: Transport
         /// Bytes that came right behind the 101 response: the first frames.
         let leftover: [UInt8]
+        /// Set when the server accepted permessage-deflate.
+        let deflate: DeflateSettings?
     }
 
     private enum Phase {
@@ -48,7 +52,7 @@ final class Dialer: IOHandler {
         self.loop = loop
         self.target = target
         self.completion = completion
-        request = ClientHandshake.request(url: target.url, key: key, headers: target.headers)
+        request = ClientHandshake.request(url: target.url, key: key, headers: target.headers, deflate: target.deflate)
         loop.schedule(after: timeoutNanos) { [weak self] in
             guard let self, self.phase != .finished else { return }
             self.finish(.failure(DialError("timeout after \(timeoutNanos / 1_000_000) ms while \(self.phaseDescription)")))
@@ -209,7 +213,7 @@ final class Dialer: IOHandler {
         case .failure(.malformed(let why)):
             finish(.failure(DialError("malformed upgrade response: \(why)")))
         case .success(let head):
-            if let problem = ClientHandshake.problem(with: head, key: key) {
+            if let problem = ClientHandshake.problem(with: head, key: key, offeredDeflate: target.deflate) {
                 finish(.failure(DialError(problem)))
                 return
             }
@@ -217,7 +221,8 @@ final class Dialer: IOHandler {
             loop.deregister(fd: transport.fd, registration: registration)
             registration = .none
             phase = .finished
-            completion(.success(Established(transport: transport, leftover: leftover)))
+            let deflate = target.deflate.flatMap { ClientHandshake.deflateSettings(head, offered: $0) }
+            completion(.success(Established(transport: transport, leftover: leftover, deflate: deflate)))
         }
     }
 

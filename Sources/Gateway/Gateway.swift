@@ -1,4 +1,3 @@
-import CSystem
 import Foundation
 import LuaRuntime
 import Reactor
@@ -30,7 +29,7 @@ public final class Gateway {
         self.scripts = scripts
         shared = SharedState(endpointsFolder: config.endpoints)
 
-        cs_ignore_sigpipe()
+        Socket.ignoreBrokenPipes()
         var listeners: [Int32] = []
         var port = config.port
         for _ in 0..<config.effectiveWorkers {
@@ -57,7 +56,7 @@ public final class Gateway {
             }
         }
         // Signals are blocked before any loop thread exists, so only the supervisor's signalfd sees them.
-        _ = cs_block_signals()
+        SignalWatcher.blockSignals()
         shared.workers = listeners.enumerated().map {
             Worker(index: $0.offset, shared: shared, config: config, scripts: scripts, listenFd: $0.element, tls: tls)
         }
@@ -158,12 +157,11 @@ public final class Gateway {
     fileprivate var shutdownTimeoutMs: Int { config.shutdownTimeoutMs }
 }
 
-/// The main thread's own event loop: signals through a signalfd, the endpoints folder through inotify.
-private final class Supervisor: IOHandler {
+/// The main thread's own event loop: signals, and changes to the endpoints folder.
+private final class Supervisor {
     private let gateway: Gateway
     private let loop = EventLoop(index: -1)
-    private let signalFd = cs_signalfd()
-    private let inotifyFd = cs_inotify_init()
+    private var signals: SignalWatcher?
     private var watcher: FolderWatcher?
     private var reloadPending = false
     private var stopping = false
@@ -174,31 +172,21 @@ private final class Supervisor: IOHandler {
     }
 
     func run() {
-        _ = loop.register(fd: signalFd, events: IOEvents.readable, handler: self)
-        if inotifyFd >= 0 {
-            let watcher = FolderWatcher(fd: inotifyFd, folder: gateway.endpointsFolder) { [unowned self] in self.scriptsChanged() }
-            watcher.watchTree()
-            _ = loop.register(fd: inotifyFd, events: IOEvents.readable, handler: watcher)
-            self.watcher = watcher
-        } else {
-            Log.warn("inotify is not available: scripts reload on SIGHUP only")
-        }
+        signals = SignalWatcher(loop: loop) { [unowned self] in self.received($0) }
+        watcher = FolderWatcher(folder: gateway.endpointsFolder, loop: loop) { [unowned self] in self.scriptsChanged() }
+        if watcher == nil { Log.warn("inotify is not available: scripts reload on SIGHUP only") }
         while !done { loop.runOnce() }
     }
 
-    func ioReady(_ events: UInt32) {
-        while true {
-            let signal = cs_read_signal(signalFd)
-            if signal == 0 { return }
-            if signal == SIGHUP {
-                Log.info("SIGHUP: reloading scripts and config")
-                gateway.reloadConfiguration()
-            } else if !stopping {
-                stop(signal)
-            } else {
-                Log.warn("second stop signal: exiting now")
-                done = true
-            }
+    private func received(_ signal: Int32) {
+        if signal == SIGHUP {
+            Log.info("SIGHUP: reloading scripts and config")
+            gateway.reloadConfiguration()
+        } else if !stopping {
+            stop(signal)
+        } else {
+            Log.warn("second stop signal: exiting now")
+            done = true
         }
     }
 
@@ -230,33 +218,5 @@ private final class Supervisor: IOHandler {
             }
         }
         loop.schedule(after: 10_000_000, check)
-    }
-}
-
-/// Watches every folder of the endpoints tree (inotify is not recursive).
-private final class FolderWatcher: IOHandler {
-    private let fd: Int32
-    private let folder: String
-    private let changed: () -> Void
-
-    init(fd: Int32, folder: String, changed: @escaping () -> Void) {
-        self.fd = fd
-        self.folder = folder
-        self.changed = changed
-    }
-
-    /// Adds a watch for the folder and each folder below it; watching a folder twice is harmless.
-    func watchTree() {
-        _ = cs_inotify_watch_folder(fd, folder)
-        guard let enumerator = FileManager.default.enumerator(atPath: folder) else { return }
-        while let relative = enumerator.nextObject() as? String {
-            if enumerator.fileAttributes?[.type] as? FileAttributeType == .typeDirectory {
-                _ = cs_inotify_watch_folder(fd, (folder as NSString).appendingPathComponent(relative))
-            }
-        }
-    }
-
-    func ioReady(_ events: UInt32) {
-        if cs_inotify_drain(fd) > 0 { changed() }
     }
 }

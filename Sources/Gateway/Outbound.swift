@@ -92,6 +92,7 @@ final class OutboundRegistry {
         let id: Int
         let worker: Int
         let contentType: OutboundContentType
+        let sendQueue: SendQueueGauge
         var url: String
         var state = State.connecting
         /// Milliseconds since the Unix epoch when the state last changed.
@@ -114,12 +115,12 @@ final class OutboundRegistry {
 
     /// Takes `name` for a new connection on `worker`; a disconnected one of that name is replaced
     /// (`replaced` gives its owner and id, to drop it there).
-    func claim(_ name: String, worker: Int, url: String, contentType: OutboundContentType) -> (Claim, replaced: Entry?) {
+    func claim(_ name: String, worker: Int, url: String, contentType: OutboundContentType, sendQueue: SendQueueGauge) -> (Claim, replaced: Entry?) {
         lock.locked {
             let previous = entries[name]
             if let previous, !previous.disconnected { return (.inUse, nil) }
             lastId += 1
-            entries[name] = Entry(id: lastId, worker: worker, contentType: contentType, url: url, since: EventLoop.wallMillis())
+            entries[name] = Entry(id: lastId, worker: worker, contentType: contentType, sendQueue: sendQueue, url: url, since: EventLoop.wallMillis())
             return (.claimed(id: lastId), previous)
         }
     }

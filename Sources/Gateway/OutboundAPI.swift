@@ -48,7 +48,7 @@ extension ScriptAPI {
     // MARK: Arguments
 
     /// The `name` argument, defaulting to the outbound connection whose script is running.
-    private static func linkName(_ L: OpaquePointer, _ worker: Worker) -> Result<String, Failure> {
+    private static func linkName(_ L: OpaquePointer, _ worker: Worker) -> Result<String, ServiceFailure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
         switch optionalString(L, "name") {
         case .failure(let failure): return .failure(failure)
@@ -59,7 +59,7 @@ extension ScriptAPI {
         }
     }
 
-    private static func headersArgument(_ L: OpaquePointer) -> Result<[(name: String, value: String)], Failure> {
+    private static func headersArgument(_ L: OpaquePointer) -> Result<[(name: String, value: String)], ServiceFailure> {
         lua_getfield(L, 1, "headers")
         defer { lua_pop(L, 1) }
         if lua_isnoneornil(L, -1) { return .success([]) }
@@ -117,8 +117,7 @@ extension ScriptAPI {
             switch linkName(L, worker) {
             case .failure(let failure): return push(L, failure)
             case .success(let name):
-                guard let entry = worker.shared.outbound.lookup(name) else { return push(L, .notFound("no outbound connection named \(name)")) }
-                onOwner(of: entry, name: name, from: worker) { $0.disconnect() }
+                if let failure = worker.owners.withLink(name, { $0.disconnect() }) { return push(L, failure) }
                 return 0
             }
         }
@@ -142,20 +141,9 @@ extension ScriptAPI {
                 case .success(let parsed): url = parsed
                 }
             }
-            guard let entry = worker.shared.outbound.lookup(name) else { return push(L, .notFound("no outbound connection named \(name)")) }
-            onOwner(of: entry, name: name, from: worker) { $0.reset(to: url) }
+            if let failure = worker.owners.withLink(name, { $0.reset(to: url) }) { return push(L, failure) }
             return 0
         }
-    }
-
-    /// Runs `action` on the link where it lives: at once on this loop, else through its loop's mailbox.
-    private static func onOwner(of entry: OutboundRegistry.Entry, name: String, from worker: Worker, _ action: @escaping (OutboundLink) -> Void) {
-        if entry.worker == worker.index {
-            if let link = worker.link(name, id: entry.id) { action(link) }
-            return
-        }
-        let owner = worker.shared.workers[entry.worker]
-        owner.loop.post { if let link = owner.link(name, id: entry.id) { action(link) } }
     }
 
     static let websocketOutbound: lua_CFunction = { L in
@@ -204,13 +192,17 @@ extension ScriptAPI {
             }
             switch payload(type: type, message: message) {
             case .failure(let failure): return push(L, failure)
-            case .success(.text(let bytes)): return sendOutbound(L, worker, name, entry, .text, bytes)
-            case .success(.binary(let bytes)): return bytes.withUnsafeBytes { sendOutbound(L, worker, name, entry, .binary, $0) }
+            case .success(let payload):
+                if let failure = payload.send(to: .outbound(name), from: worker) { return push(L, failure) }
+                return 0
             }
         }
+        let failure: ServiceFailure?
         switch lua_type(L, -1) {
+        case LUA_TSTRING where entry.contentType == .binary:
+            failure = worker.owners.send(to: .outbound(name), .binary, lua_bytes(L, -1)!)
         case LUA_TSTRING:
-            return sendOutbound(L, worker, name, entry, entry.contentType == .binary ? .binary : .text, lua_bytes(L, -1)!)
+            failure = ScriptAPI.Payload.text(lua_bytes(L, -1)!).send(to: .outbound(name), from: worker)
         case LUA_TTABLE:
             guard entry.contentType == .json else {
                 return push(L, .badRequest("a table is sent as JSON on content_type json connections only; \(name) is \(entry.contentType.rawValue)"))
@@ -219,36 +211,11 @@ extension ScriptAPI {
             if let error = JSONBridge.encode(L, index: lua_absindex(L, -1), into: &worker.jsonScratch) {
                 return push(L, .badRequest("message cannot be encoded as JSON: \(error)"))
             }
-            return worker.jsonScratch.withUnsafeBytes { sendOutbound(L, worker, name, entry, .text, $0) }
+            failure = worker.jsonScratch.withUnsafeBytes { ScriptAPI.Payload.text($0).send(to: .outbound(name), from: worker) }
         default:
             return push(L, .badRequest("message must be a string or a table"))
         }
-    }
-
-    private static func sendOutbound(_ L: OpaquePointer, _ worker: Worker, _ name: String, _ entry: OutboundRegistry.Entry,
-                                     _ opcode: Opcode, _ bytes: UnsafeRawBufferPointer) -> Int32 {
-        if opcode == .text && !UTF8Validator.isValid(bytes) {
-            return push(L, .badRequest("message is not valid UTF-8; use content_type \"binary\" for bytes"))
-        }
-        guard entry.state == .open else {
-            let why = entry.disconnected ? "disconnected" : (entry.state == .connecting ? "connecting" : "reconnecting")
-            return push(L, .unavailable("outbound connection \(name) is \(why)"))
-        }
-        if entry.worker == worker.index {
-            guard let connection = worker.link(name, id: entry.id)?.connection, connection.state == .open else {
-                return push(L, .unavailable("outbound connection \(name) is closing"))
-            }
-            return connection.offer(opcode, bytes) ? 0 : push(L, slowReader(name))
-        }
-        let owner = worker.shared.workers[entry.worker]
-        let copy = Array(bytes)
-        owner.loop.post {
-            guard let connection = owner.link(name, id: entry.id)?.connection, connection.state == .open else {
-                Log.warn("outbound \(name): a message from another loop arrived after the connection closed; it was not sent")
-                return
-            }
-            _ = copy.withUnsafeBytes { connection.offer(opcode, $0) }
-        }
+        if let failure { return push(L, failure) }
         return 0
     }
 }

@@ -40,8 +40,11 @@ final class OutboundLink {
     /// Bumped by `disconnect` and `reset` so a scheduled reconnect of before does nothing.
     private var generation = 0
 
-    init(id: Int, spec: OutboundSpec, worker: Worker) {
+    private let sendQueue: SendQueueGauge
+
+    init(id: Int, spec: OutboundSpec, worker: Worker, sendQueue: SendQueueGauge) {
         self.id = id
+        self.sendQueue = sendQueue
         name = spec.name
         self.spec = spec
         self.worker = worker
@@ -71,8 +74,10 @@ final class OutboundLink {
                 return
             }
         }
-        let target = Dialer.Target(url: spec.url, headers: spec.headers, tls: tls, verify: !spec.insecure)
-        let timeout = UInt64(worker.config.handshakeTimeoutMs) * 1_000_000
+        let config = worker.config
+        let target = Dialer.Target(url: spec.url, headers: spec.headers, tls: tls, verify: !spec.insecure,
+                                   deflate: config.compressionEnabled ? config.deflatePolicy : nil)
+        let timeout = UInt64(config.handshakeTimeoutMs) * 1_000_000
         dialer = Dialer(loop: worker.loop, target: target, timeoutNanos: timeout) { [weak self] result in
             self?.dialed(result)
         }
@@ -82,10 +87,7 @@ final class OutboundLink {
         dialer = nil
         switch result {
         case .success(let established):
-            let connection = Connection(established: established, worker: worker, link: self)
-            connection.registration = worker.loop.register(fd: connection.fd, events: IOEvents.readable, handler: connection)
-            guard connection.registration != .none else {
-                connection.closeSocket() // not ours yet: its end is reported here, as a failed attempt
+            guard let connection = Connection.adopt(established, worker: worker, link: self, sendQueue: sendQueue) else {
                 dialed(.failure(DialError("cannot watch the socket (epoll)")))
                 return
             }
@@ -169,7 +171,7 @@ final class OutboundLink {
         dialer?.cancel()
         dialer = nil
         publish { $0.disconnected = false; $0.url = self.spec.url.description }
-        if let connection, connection.state != .closed {
+        if let connection, !connection.isClosed {
             redialOnClose = true
             publish { $0.state = .connecting; $0.reconnecting = false }
             connection.startClose(.normal, reason: "reset")

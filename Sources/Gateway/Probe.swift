@@ -1,4 +1,3 @@
-import CSystem
 import Foundation
 import Reactor
 import WebSocketCodec
@@ -14,14 +13,17 @@ public enum Probe {
         public var headers: [String]
         public var insecure: Bool
         public var caFile: String?
+        /// Offer permessage-deflate (the default policy).
+        public var compression: Bool
 
-        public init(url: String, data: String?, timeoutSeconds: Double, headers: [String], insecure: Bool, caFile: String?) {
+        public init(url: String, data: String?, timeoutSeconds: Double, headers: [String], insecure: Bool, caFile: String?, compression: Bool) {
             self.url = url
             self.data = data
             self.timeoutSeconds = timeoutSeconds
             self.headers = headers
             self.insecure = insecure
             self.caFile = caFile
+            self.compression = compression
         }
     }
 
@@ -32,7 +34,7 @@ public enum Probe {
         case .failure(let error): return (report(["connection": false, "error": error.message]), 2)
         case .success(let value): target = value
         }
-        cs_ignore_sigpipe()
+        Socket.ignoreBrokenPipes()
         let loop = EventLoop(index: 0)
         let timeout = UInt64(options.timeoutSeconds * 1e9)
         // One timeout for everything: connecting and waiting for the first message.
@@ -81,7 +83,8 @@ public enum Probe {
                 return .failure(DialError(error.message))
             }
         }
-        return .success(Dialer.Target(url: url, headers: headers, tls: tls, verify: !options.insecure))
+        return .success(Dialer.Target(url: url, headers: headers, tls: tls, verify: !options.insecure,
+                                      deflate: options.compression ? DeflatePolicy() : nil))
     }
 
     private static func report(_ object: [String: Any]) -> String {
@@ -92,8 +95,8 @@ public enum Probe {
     }
 }
 
-/// The open connection of a probe: sends the message, takes the first one back (answering pings on
-/// the way), then closes with 1000 and waits briefly for the server's close.
+/// The open connection of a probe: sends the message, takes the first one back (the session answers
+/// pings on the way), then closes with 1000 and waits briefly for the server's close.
 private final class ProbeSession: IOHandler {
     /// The first message may be large, but not without bound.
     private static let maxMessageBytes = 16 << 20
@@ -102,21 +105,22 @@ private final class ProbeSession: IOHandler {
 
     private let loop: EventLoop
     private var transport: Transport
+    private let session: WebSocketSession
     private var registration = EventLoop.Registration.none
     private var input = ByteBuffer()
     private var output = ByteBuffer()
-    private var message = ByteBuffer()
-    private var messageOpcode: Opcode?
     private var result: [String: Any]?
-    private var closing = false
     private let finish: ([String: Any]) -> Void
 
     init(loop: EventLoop, established: Dialer.Established, data: String?, deadline: UInt64, finish: @escaping ([String: Any]) -> Void) {
         self.loop = loop
         transport = established.transport
+        session = WebSocketSession(role: .client, maxMessageBytes: ProbeSession.maxMessageBytes,
+                                   deflate: established.deflate.map { DeflateSession(settings: $0, role: .client) },
+                                   zlib: SharedZlib(), now: loop.now)
         self.finish = finish
         registration = loop.register(fd: transport.fd, events: IOEvents.readable, handler: self)
-        if let data { Array(data.utf8).withUnsafeBytes { send(.text, $0) } }
+        if let data { Array(data.utf8).withUnsafeBytes { _ = session.send(.text, $0, output: &output) } }
         if !established.leftover.isEmpty { input.append(established.leftover) }
         loop.schedule(after: deadline > loop.now ? deadline - loop.now : 0) { [weak self] in
             // No message in time: connected all the same.
@@ -124,6 +128,7 @@ private final class ProbeSession: IOHandler {
         }
         loop.schedule(after: 0) { [weak self] in
             guard let self else { return }
+            self.flush()
             self.processInput()
             if self.transport.hasBufferedInput { self.ioReady(IOEvents.readable) }
         }
@@ -152,57 +157,36 @@ private final class ProbeSession: IOHandler {
                 done()
                 return
             }
-        } while transport.hasBufferedInput && result == nil
+        } while transport.hasBufferedInput && registration != .none
     }
 
     private func processInput() {
-        while result == nil || closing {
-            let bytes = input.readable
-            switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(bytes), role: .client, maxPayload: ProbeSession.maxMessageBytes) {
-            case .needMore:
-                return
-            case .failure(let code, let reason):
-                answer(["connection": true, "data": NSNull(), "error": "protocol error from the server: \(reason)"])
-                close(code)
-                return
-            case .header(let header):
-                guard bytes.count >= header.frameLength else { return }
-                let payload = UnsafeRawBufferPointer(rebasing: bytes[header.headerLength..<header.frameLength])
-                handle(header, payload)
-                input.consume(header.frameLength)
-            }
+        guard registration != .none else { return }
+        var consumed = 0
+        defer {
+            input.consume(consumed)
+            flush()
         }
-    }
-
-    private func handle(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer) {
-        switch header.opcode {
-        case .ping:
-            send(.pong, payload)
-        case .pong:
-            break
-        case .close:
-            if closing {
-                done()
+        while true {
+            switch session.next(input.readable, consumed: &consumed, output: &output) {
+            case .message(let payload, let binary):
+                if binary {
+                    answer(["connection": true, "data": Base64.encode(Array(payload)), "binary": true])
+                } else {
+                    answer(["connection": true, "data": String(decoding: payload, as: UTF8.self)])
+                }
+            case .needMore, .held:
+                return
+            case .closed:
+                if let failure = session.failure {
+                    answer(["connection": true, "data": NSNull(), "error": "protocol error from the server: \(failure.reason)"])
+                } else {
+                    answer(["connection": true, "data": NSNull(), "close_code": Int(session.closeCode ?? 1005)])
+                }
+                // Our close answered the server's, or the server answered ours: nothing more to wait for.
+                loop.schedule(after: 0) { [weak self] in self?.done() }
                 return
             }
-            answer(["connection": true, "data": NSNull(), "close_code": payload.count >= 2 ? Int(payload[0]) << 8 | Int(payload[1]) : 1005])
-            close(.normal)
-        case .text, .binary, .continuation:
-            guard !closing else { return }
-            if header.opcode != .continuation { messageOpcode = header.opcode }
-            message.append(payload)
-            guard header.fin, let opcode = messageOpcode else { return }
-            if message.count > ProbeSession.maxMessageBytes {
-                answer(["connection": true, "data": NSNull(), "error": "the first message is over \(ProbeSession.maxMessageBytes) bytes"])
-            } else if opcode == .text {
-                let text = UnsafeRawBufferPointer(message.readable)
-                answer(UTF8Validator.isValid(text)
-                       ? ["connection": true, "data": String(decoding: text, as: UTF8.self)]
-                       : ["connection": true, "data": NSNull(), "error": "the first message is text but not UTF-8"])
-            } else {
-                answer(["connection": true, "data": Base64.encode(Array(UnsafeRawBufferPointer(message.readable))), "binary": true])
-            }
-            close(.normal)
         }
     }
 
@@ -210,24 +194,13 @@ private final class ProbeSession: IOHandler {
     private func answer(_ outcome: [String: Any]) {
         guard result == nil else { return }
         result = outcome
-        close(.normal)
-    }
-
-    private func close(_ code: CloseCode) {
-        guard !closing else { return }
-        closing = true
-        FrameEncoder.closePayload(code).withUnsafeBytes { send(.close, $0) }
+        guard session.close(.normal, now: loop.now, output: &output) else { return }
+        flush()
         loop.schedule(after: ProbeSession.closeGraceNanos) { [weak self] in self?.done() }
     }
 
-    private func send(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) {
-        let length = FrameEncoder.headerLength(payloadLength: payload.count, masked: true) + payload.count
-        FrameEncoder.writeFrame(to: output.reserveWritable(length), opcode: opcode, payload: payload, maskKey: Masking.randomKey())
-        output.didWrite(length)
-        flush()
-    }
-
     private func flush() {
+        guard registration != .none else { return }
         while !output.isEmpty {
             switch transport.write(from: output.readable.baseAddress!, count: output.count) {
             case .bytes(let n):
@@ -253,6 +226,7 @@ private final class ProbeSession: IOHandler {
     /// Closes the socket and reports.
     private func done() {
         guard registration != .none else { return }
+        flush()
         loop.deregister(fd: transport.fd, registration: registration)
         registration = .none
         transport.shutdownWrite()

@@ -151,45 +151,8 @@ enum ScriptAPI {
 
     // MARK: Error objects
 
-    enum Failure: Error {
-        case badRequest(String)
-        case notFound(String)
-        /// An outbound connection of that name exists.
-        case conflict(String)
-        /// The socket's send queue is over half of limits.sendQueueBytes: the reader is slow.
-        case tooManyRequests(String)
-        /// The outbound connection is not open (connecting, reconnecting or disconnected).
-        case unavailable(String)
-
-        var status: Int {
-            switch self {
-            case .badRequest: return 400
-            case .notFound: return 404
-            case .conflict: return 409
-            case .tooManyRequests: return 429
-            case .unavailable: return 503
-            }
-        }
-
-        var type: String {
-            switch self {
-            case .badRequest: return "BadRequest"
-            case .notFound: return "NotFound"
-            case .conflict: return "Conflict"
-            case .tooManyRequests: return "TooManyRequests"
-            case .unavailable: return "ServiceUnavailable"
-            }
-        }
-
-        var message: String {
-            switch self {
-            case .badRequest(let m), .notFound(let m), .conflict(let m), .tooManyRequests(let m), .unavailable(let m): return m
-            }
-        }
-    }
-
     /// Pushes `{type=, error=, status=}` and returns 1 (the count of results).
-    static func push(_ L: OpaquePointer, _ failure: Failure) -> Int32 {
+    static func push(_ L: OpaquePointer, _ failure: ServiceFailure) -> Int32 {
         lua_createtable(L, 0, 3)
         lua_pushswift(L, failure.type)
         lua_setfield(L, -2, "type")
@@ -205,11 +168,25 @@ enum ScriptAPI {
     enum Payload {
         case text(UnsafeRawBufferPointer)
         case binary([UInt8])
+
+        /// Sends it through the owner path, text checked for UTF-8 first.
+        func send(to ref: SocketRef, from worker: Worker) -> ServiceFailure? {
+            switch self {
+            case .text(let bytes):
+                guard UTF8Validator.isValid(bytes) else {
+                    if case .outbound = ref { return .badRequest("message is not valid UTF-8; use content_type \"binary\" for bytes") }
+                    return .badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64")
+                }
+                return worker.owners.send(to: ref, .text, bytes)
+            case .binary(let bytes):
+                return bytes.withUnsafeBytes { worker.owners.send(to: ref, .binary, $0) }
+            }
+        }
     }
 
     /// A message sent with an explicit `type`, inbound or outbound: "data-text" as is, "data-binary"
     /// given as base64 and sent decoded.
-    static func payload(type: String, message: UnsafeRawBufferPointer) -> Result<Payload, Failure> {
+    static func payload(type: String, message: UnsafeRawBufferPointer) -> Result<Payload, ServiceFailure> {
         switch type {
         case "data-text":
             return .success(.text(message))
@@ -221,69 +198,13 @@ enum ScriptAPI {
         }
     }
 
-    /// Sends to any socket: directly when this worker owns it, else through the owner's mailbox.
-    static func send(from worker: Worker, to socketId: String, _ payload: Payload) -> Failure? {
-        if case .text(let bytes) = payload, !UTF8Validator.isValid(bytes) {
-            return .badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64")
-        }
-        if let connection = worker.connections[socketId] {
-            guard connection.state == .open else { return .notFound("socket \(socketId) is closed") }
-            let queued: Bool
-            switch payload {
-            case .text(let bytes): queued = connection.offer(.text, bytes)
-            case .binary(let bytes): queued = bytes.withUnsafeBytes { connection.offer(.binary, $0) }
-            }
-            return queued ? nil : slowReader(socketId)
-        }
-        guard let entry = worker.shared.registry.lookup(socketId) else {
-            return .notFound("socket \(socketId) is not open")
-        }
-        let owner = worker.shared.workers[entry.worker]
-        let count: Int
-        switch payload {
-        case .text(let text): count = text.count
-        case .binary(let data): count = data.count
-        }
-        // Count the message into the gauge now: the owner publishes its real queue only when it
-        // gets to its mailbox, and a script sending in a loop must see 429 before then.
-        if entry.info.queuedBytes.wrappingAdd(count, ordering: .relaxed).oldValue > worker.config.sendQueueBytes / 2 {
-            owner.loop.post { owner.refused(socketId: socketId, bytes: count) }
-            return slowReader(socketId)
-        }
-        let (opcode, bytes): (Opcode, [UInt8])
-        switch payload {
-        case .text(let text): (opcode, bytes) = (.text, Array(text))
-        case .binary(let data): (opcode, bytes) = (.binary, data)
-        }
-        owner.loop.post { owner.deliver(to: socketId, opcode: opcode, payload: bytes) }
-        return nil
-    }
-
-    static func slowReader(_ socketId: String) -> Failure {
-        .tooManyRequests("socket \(socketId) is not reading: its send queue is over half of limits.sendQueueBytes")
-    }
-
-    static func close(from worker: Worker, socketId: String) -> Failure? {
-        if let connection = worker.connections[socketId] {
-            guard connection.state == .open else { return .notFound("socket \(socketId) is closed") }
-            connection.startClose(.normal)
-            return nil
-        }
-        guard let entry = worker.shared.registry.lookup(socketId) else {
-            return .notFound("socket \(socketId) is not open")
-        }
-        let owner = worker.shared.workers[entry.worker]
-        owner.loop.post { owner.close(socketId: socketId, code: .normal) }
-        return nil
-    }
-
     /// Sends the message at `index` as text on a connection of this worker: a string as is, a table as JSON.
-    private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, on connection: Connection) -> Failure? {
-        func sendValid(_ bytes: UnsafeRawBufferPointer) -> Failure? {
+    private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, on connection: Connection) -> ServiceFailure? {
+        func sendValid(_ bytes: UnsafeRawBufferPointer) -> ServiceFailure? {
             guard UTF8Validator.isValid(bytes) else {
                 return .badRequest("message is not valid UTF-8; send it with Websocket.send and type \"data-binary\" as base64")
             }
-            return connection.offer(.text, bytes) ? nil : slowReader(connection.socketId)
+            return connection.offer(.text, bytes) ? nil : OwnerPath.slowReader(.socket(connection.socketId))
         }
         switch lua_type(L, index) {
         case LUA_TSTRING:
@@ -304,7 +225,7 @@ enum ScriptAPI {
     private static let infoSend: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
-            guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
+            guard let connection = worker.current, worker.currentEvent != .close, connection.isOpen else {
                 return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
             }
             if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
@@ -315,7 +236,7 @@ enum ScriptAPI {
     private static let infoClose: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
-            guard let connection = worker.current, worker.currentEvent != .close, connection.state == .open else {
+            guard let connection = worker.current, worker.currentEvent != .close, connection.isOpen else {
                 return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
             }
             connection.startClose(.normal)
@@ -326,7 +247,7 @@ enum ScriptAPI {
     // MARK: Websocket service
 
     /// A string field of the argument table: nil when absent, a failure when of another type.
-    static func optionalString(_ L: OpaquePointer, _ field: String) -> Result<String?, Failure> {
+    static func optionalString(_ L: OpaquePointer, _ field: String) -> Result<String?, ServiceFailure> {
         lua_getfield(L, 1, field)
         defer { lua_pop(L, 1) }
         if lua_isnoneornil(L, -1) { return .success(nil) }
@@ -337,7 +258,7 @@ enum ScriptAPI {
     }
 
     /// The `socket_id` field of the table argument, or the failure to report.
-    private static func socketIdArgument(_ L: OpaquePointer) -> Result<String, Failure> {
+    private static func socketIdArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
         guard case .success(let id?) = optionalString(L, "socket_id") else {
             return .failure(.badRequest("socket_id is required and must be a string"))
@@ -362,12 +283,16 @@ enum ScriptAPI {
             switch socketIdArgument(L) {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
-                guard let entry = worker(L).shared.registry.lookup(id) else { return push(L, .notFound("socket \(id) is not open")) }
+                let info: ConnectionInfo
+                switch worker(L).owners.info(id) {
+                case .failure(let failure): return push(L, failure)
+                case .success(let value): info = value
+                }
                 lua_createtable(L, 0, 9)
-                pushInfoFields(L, entry.info)
+                pushInfoFields(L, info)
                 lua_pushswift(L, "open")
                 lua_setfield(L, -2, "type")
-                lua_pushinteger(L, lua_Integer(entry.info.openedAt))
+                lua_pushinteger(L, lua_Integer(info.openedAt))
                 lua_setfield(L, -2, "timestamp")
                 return 1
             }
@@ -399,7 +324,7 @@ enum ScriptAPI {
             case .failure(let failure):
                 return push(L, failure)
             case .success(let payload):
-                if let failure = send(from: worker, to: id, payload) { return push(L, failure) }
+                if let failure = payload.send(to: .socket(id), from: worker) { return push(L, failure) }
                 return 0
             }
         }
@@ -410,7 +335,7 @@ enum ScriptAPI {
             switch socketIdArgument(L) {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
-                if let failure = close(from: worker(L), socketId: id) { return push(L, failure) }
+                if let failure = worker(L).owners.close(.socket(id)) { return push(L, failure) }
                 return 0
             }
         }
@@ -420,7 +345,7 @@ enum ScriptAPI {
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
             var closed = 0
-            for entry in worker.shared.registry.all() where close(from: worker, socketId: entry.info.socketId) == nil {
+            for entry in worker.shared.registry.all() where worker.owners.close(.socket(entry.info.socketId)) == nil {
                 closed += 1
             }
             lua_pushinteger(L, lua_Integer(closed))

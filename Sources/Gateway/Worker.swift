@@ -110,28 +110,13 @@ final class Worker {
         thread.start()
     }
 
-    func accept(_ fd: Int32) {
-        let connection = Connection(fd: fd, worker: self, now: loop.now, tls: tlsContext)
-        connection.registration = loop.register(fd: fd, events: IOEvents.readable, handler: connection)
-        guard connection.registration != .none else {
-            Socket.close(fd)
-            return
-        }
-        let timeout = UInt64(config.handshakeTimeoutMs) * 1_000_000
-        loop.schedule(after: timeout) { [weak connection] in
-            guard let connection, connection.state == .handshake else { return }
-            Log.debug("dropping a connection that sent no complete upgrade request within \(timeout / 1_000_000) ms")
-            connection.closeSocket()
-        }
-    }
-
     /// Flushes until no connection has output left: a flush can close a socket, whose close script
     /// may queue output for others.
     private func flushAll() {
         while !flushList.isEmpty {
             let list = flushList
             flushList.removeAll(keepingCapacity: true)
-            for connection in list where connection.state != .closed { connection.flush() }
+            for connection in list where !connection.isClosed { connection.flush() }
         }
     }
 
@@ -177,6 +162,8 @@ final class Worker {
 
     func update(_ newConfig: GatewayConfig) {
         config = newConfig
+        for connection in connections.values { connection.configChanged() }
+        for link in links.values { link.connection?.configChanged() }
         lua.timeoutNanos = UInt64(newConfig.scriptTimeoutMs) * 1_000_000
         originPolicy = OriginPolicy(patterns: newConfig.approvedSocketDomains)
     }
@@ -199,23 +186,12 @@ final class Worker {
     }
 
     private func sweep() {
-        let now = loop.now
         let ping = UInt64(config.pingIntervalMs) * 1_000_000
         let idle = UInt64(config.idleTimeoutMs) * 1_000_000
         guard ping > 0 || idle > 0 else { return }
-        func check(_ connection: Connection) {
-            guard connection.state == .open else { return }
-            let quiet = now &- connection.lastReceived
-            if idle > 0 && quiet >= idle {
-                connection.startClose(.goingAway, reason: "idle timeout")
-            } else if ping > 0 && quiet >= ping && now &- connection.lastPing >= ping {
-                connection.lastPing = now
-                connection.sendFrame(.ping, UnsafeRawBufferPointer(start: nil, count: 0))
-            }
-        }
+        for connection in connections.values { connection.tick(ping: ping, idle: idle) }
         // Outbound connections too: a server that stopped answering is found and dialled again.
-        for connection in connections.values { check(connection) }
-        for link in links.values { if let connection = link.connection { check(connection) } }
+        for link in links.values { link.connection?.tick(ping: ping, idle: idle) }
     }
 
     // MARK: HTTP
@@ -279,9 +255,9 @@ final class Worker {
     /// A WebSocket client on the health route (`wsgate probe`, in a container's health check) gets
     /// "OK" and a close: proof that this loop upgrades and serves frames, whatever the scripts are.
     private func answerHealthUpgrade(_ connection: Connection, key: String) {
-        connection.output.append(Handshake.switchingProtocols(key: key))
-        connection.state = .open
-        Array("OK".utf8).withUnsafeBytes { connection.sendFrame(.text, $0) }
+        let session = WebSocketSession(role: .server, maxMessageBytes: config.maxMessageBytes, now: loop.now)
+        connection.open(response: Handshake.switchingProtocols(key: key), session: session, info: nil, script: nil, luaFieldsRef: 0)
+        _ = Array("OK".utf8).withUnsafeBytes { connection.offer(.text, $0) }
         connection.startClose(.normal)
     }
 
@@ -308,25 +284,24 @@ final class Worker {
         let subprotocol = chooseSubprotocol(head)
         var extraHeaders = subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]
         let offers = head.headers.filter { $0.name == "sec-websocket-extensions" }.map(\.value).joined(separator: ", ")
+        var deflate: DeflateSession?
+        var extensions = ""
         if config.compressionEnabled, !offers.isEmpty,
            let (settings, response) = PerMessageDeflate.negotiate(offers: offers, policy: config.deflatePolicy) {
-            connection.deflate = DeflateSession(settings: settings, responseHeader: response)
+            deflate = DeflateSession(settings: settings, role: .server)
+            extensions = response
             extraHeaders.append("Sec-WebSocket-Extensions: \(response)")
         }
-        let scheme = connection.transport.tls == nil ? "ws" : "wss"
+        let scheme = connection.isTLS ? "wss" : "ws"
         let info = ConnectionInfo(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
                                   route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
                                   headers: head.headers, parameters: parameters, subprotocol: subprotocol,
-                                  extensions: connection.deflate?.responseHeader ?? "",
-                                  openedAt: EventLoop.wallMillis())
-        connection.output.append(Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders))
-        connection.scheduleFlush()
-        connection.info = info
-        connection.script = match.map { routeScripts[$0.routeIndex] } ?? eventHandler
-        connection.state = .open
-        connection.lastReceived = loop.now
-        connection.lastPing = loop.now
-        connection.luaFieldsRef = ScriptAPI.makeConstantFields(lua.L, info)
+                                  extensions: extensions, openedAt: EventLoop.wallMillis())
+        let session = WebSocketSession(role: .server, maxMessageBytes: config.maxMessageBytes, deflate: deflate, zlib: zlib,
+                                       compressionMinBytes: config.compressionMinBytes, now: loop.now)
+        connection.open(response: Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders), session: session, info: info,
+                        script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler,
+                        luaFieldsRef: ScriptAPI.makeConstantFields(lua.L, info))
         connections[socketId] = connection
         shared.registry.add(info, worker: index)
         shared.liveSockets.add(1, ordering: .relaxed)
@@ -344,14 +319,13 @@ final class Worker {
         }
     }
 
-    func connectionClosed(_ connection: Connection, wasUpgraded: Bool) {
+    func connectionClosed(_ connection: Connection) {
         if let link = connection.link {
             link.connectionEnded(connection)
             return
         }
-        guard wasUpgraded, let info = connection.info else { return }
+        guard let info = connection.info else { return }
         connections.removeValue(forKey: info.socketId)
-        shared.registry.remove(info.socketId)
         shared.liveSockets.subtract(1, ordering: .relaxed)
         Log.debug("socket \(info.socketId) closed")
         runScript(connection, event: .close, message: nil, binary: false)
@@ -383,7 +357,7 @@ final class Worker {
         }
         if let failure {
             Log.error("script error route=\(connection.info?.route ?? "-") socket=\(connection.socketId) event=\(event.name): \(failure)")
-            if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.state == .open {
+            if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.isOpen {
                 // The loop just spent a whole timeout on this socket: serve the others before its
                 // next message.
                 connection.pauseReading(for: lua.timeoutNanos)
@@ -394,7 +368,7 @@ final class Worker {
     // MARK: Outbound connections
 
     /// Opens a named outbound connection on this loop; the failure is what `Websocket.connect` returns.
-    func connectOutbound(_ spec: OutboundSpec) -> ScriptAPI.Failure? {
+    func connectOutbound(_ spec: OutboundSpec) -> ServiceFailure? {
         guard scripts[spec.script] != nil else {
             return .badRequest("script \(spec.script) is not in the endpoints folder (or does not compile)")
         }
@@ -406,7 +380,9 @@ final class Worker {
                 return .badRequest(error.message)
             }
         }
-        let (claim, replaced) = shared.outbound.claim(spec.name, worker: index, url: spec.url.description, contentType: spec.contentType)
+        let sendQueue = SendQueueGauge()
+        let (claim, replaced) = shared.outbound.claim(spec.name, worker: index, url: spec.url.description, contentType: spec.contentType,
+                                                      sendQueue: sendQueue)
         guard case .claimed(let id) = claim else {
             return .conflict("an outbound connection named \(spec.name) exists; disconnect it first")
         }
@@ -414,7 +390,7 @@ final class Worker {
             let owner = shared.workers[replaced.worker]
             owner.loop.post { owner.dropLink(spec.name, id: replaced.id) }
         }
-        let link = OutboundLink(id: id, spec: spec, worker: self)
+        let link = OutboundLink(id: id, spec: spec, worker: self, sendQueue: sendQueue)
         links[spec.name] = link
         link.start()
         return nil
@@ -444,28 +420,10 @@ final class Worker {
         lua_setfield(L, -2, "wsEvent")
         if let failure = lua.run(script.ref) {
             Log.error("script error outbound=\(link.name) script=\(link.scriptFile) event=\(event.name): \(failure)")
-            if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.state == .open {
+            if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.isOpen {
                 connection.pauseReading(for: lua.timeoutNanos)
             }
         }
-    }
-
-    // MARK: Cross-loop delivery
-
-    /// Sends to a socket of this worker; called on this worker's thread.
-    /// Counts a message another loop refused for a slow reader of this worker's.
-    func refused(socketId: String, bytes: Int) {
-        guard let connection = connections[socketId], connection.state == .open else { return }
-        connection.refuse(bytes)
-    }
-
-    func deliver(to socketId: String, opcode: Opcode, payload: [UInt8]) {
-        guard let connection = connections[socketId], connection.state == .open else { return }
-        _ = payload.withUnsafeBytes { connection.offer(opcode, $0) }
-    }
-
-    func close(socketId: String, code: CloseCode) {
-        connections[socketId]?.startClose(code)
     }
 }
 
@@ -483,7 +441,7 @@ final class Listener: IOHandler {
     func ioReady(_ events: UInt32) {
         for _ in 0..<64 {
             switch Socket.accept(fd) {
-            case .socket(let client): worker.accept(client)
+            case .socket(let client): Connection.accept(fd: client, worker: worker)
             case .wouldBlock: return
             case .failed(let error):
                 // Out of descriptors: the pending connection stays readable, so stop watching for

@@ -78,4 +78,7 @@ public enum Socket {
     public static func shutdownWrite(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
     public static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// A write to a socket the peer closed returns EPIPE instead of killing the process.
+    public static func ignoreBrokenPipes() { cs_ignore_sigpipe() }
 }

@@ -15,11 +15,13 @@ public enum ClientHandshake {
         return withUnsafeBytes(of: bytes) { Base64.encode($0) }
     }
 
-    /// The GET request: Host, Upgrade, Connection, Sec-WebSocket-Key and Sec-WebSocket-Version, then
-    /// `headers` in order (each must have passed `headerProblem`), then the blank line.
-    public static func request(url: WebSocketURL, key: String, headers: [(name: String, value: String)]) -> [UInt8] {
+    /// The GET request: Host, Upgrade, Connection, Sec-WebSocket-Key and Sec-WebSocket-Version, the
+    /// permessage-deflate offer when `deflate` is given, then `headers` in order (each must have
+    /// passed `headerProblem`), then the blank line.
+    public static func request(url: WebSocketURL, key: String, headers: [(name: String, value: String)], deflate: DeflatePolicy? = nil) -> [UInt8] {
         var text = "GET \(url.requestTarget) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         text += "Sec-WebSocket-Key: \(key)\r\nSec-WebSocket-Version: 13\r\n"
+        if let deflate { text += "Sec-WebSocket-Extensions: \(PerMessageDeflate.clientOffer(policy: deflate))\r\n" }
         for header in headers { text += "\(header.name): \(header.value)\r\n" }
         text += "\r\n"
         return Array(text.utf8)
@@ -42,8 +44,10 @@ public enum ClientHandshake {
     }
 
     /// Why `response` does not accept the upgrade asked for with `key`, or nil when it does.
-    /// No extension was offered, so any is refused; a subprotocol must be one of `offeredProtocols`.
-    public static func problem(with response: HTTPResponseHead, key: String, offeredProtocols: [String] = []) -> String? {
+    /// An extension must be the permessage-deflate answer to `offeredDeflate` (any is refused when
+    /// none was offered); a subprotocol must be one of `offeredProtocols`.
+    public static func problem(with response: HTTPResponseHead, key: String, offeredProtocols: [String] = [],
+                               offeredDeflate: DeflatePolicy? = nil) -> String? {
         guard response.status == 101 else {
             if (300..<400).contains(response.status) {
                 if let location = response.header("location") { return "redirect to \(location) not followed" }
@@ -71,8 +75,11 @@ public enum ClientHandshake {
         if let accept = accepts.first(where: { !sameBytes($0, expected) }) {
             return "Sec-WebSocket-Accept \"\(accept)\" does not match the key sent"
         }
-        if let extensions = values(response, "sec-websocket-extensions").first(where: { !$0.isEmpty }) {
-            return "the server chose the extension \"\(extensions)\", which was not offered"
+        if let extensions = extensionsValue(response) {
+            guard let offered = offeredDeflate else { return "the server chose the extension \"\(extensions)\", which was not offered" }
+            if PerMessageDeflate.acceptResponse(extensions, offered: offered) == nil {
+                return "the server's extension answer \"\(extensions)\" does not fit the permessage-deflate offer"
+            }
         }
         let protocols = values(response, "sec-websocket-protocol")
         if let chosen = protocols.first(where: { chosen in !offeredProtocols.contains { sameBytes($0, chosen) } }) {
@@ -82,6 +89,18 @@ public enum ClientHandshake {
             return "the server chose more than one subprotocol: \(protocols.joined(separator: ", "))"
         }
         return nil
+    }
+
+    /// The permessage-deflate settings a response that passed `problem(with:...offeredDeflate:)`
+    /// put in force; nil when it chose no extension.
+    public static func deflateSettings(_ response: HTTPResponseHead, offered: DeflatePolicy) -> DeflateSettings? {
+        extensionsValue(response).flatMap { PerMessageDeflate.acceptResponse($0, offered: offered) }
+    }
+
+    /// Every non-empty Sec-WebSocket-Extensions field, joined as one list; nil when there is none.
+    private static func extensionsValue(_ response: HTTPResponseHead) -> String? {
+        let fields = values(response, "sec-websocket-extensions").filter { !$0.isEmpty }
+        return fields.isEmpty ? nil : fields.joined(separator: ", ")
     }
 
     /// The values of every field called `name`, in order.

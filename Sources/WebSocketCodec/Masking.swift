@@ -31,4 +31,11 @@ public enum Masking {
             remaining -= 1
         }
     }
+
+    /// The key that continues the mask `offset` bytes into a payload, for unmasking a payload in pieces.
+    @inline(__always)
+    public static func key(_ key: UInt32, advancedBy offset: Int) -> UInt32 {
+        let shift = UInt32(offset & 3) * 8
+        return shift == 0 ? key : key >> shift | key << (32 - shift)
+    }
 }

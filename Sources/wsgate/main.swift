@@ -101,9 +101,12 @@ struct ProbeCommand: ParsableCommand {
     @Option(name: .customLong("ca-file"), help: "PEM file of CAs to trust instead of the system store.")
     var caFile: String?
 
+    @Flag(name: .customLong("no-compression"), help: "Do not offer permessage-deflate.")
+    var noCompression = false
+
     func run() throws {
         let (json, code) = Probe.run(Probe.Options(url: url, data: data, timeoutSeconds: timeout, headers: headers,
-                                                   insecure: insecure, caFile: caFile))
+                                                   insecure: insecure, caFile: caFile, compression: !noCompression))
         print(json)
         throw ExitCode(code)
     }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs Autobahn's client cases (sections 1 to 10, see cases.sh) against wsgate's client role:
+# Runs Autobahn's client cases (sections 1 to 13, see cases.sh) against wsgate's client role:
 # kosoku -m fuzzingserver is the server, and one outbound connection opened from config, driven
 # by client/_autobahn.lua, is the client under test. Fails if any case is FAILED, UNIMPLEMENTED,
 # or has no report.

@@ -1,8 +1,6 @@
-import Reactor
-
 /// The byte stream under a connection: the socket itself, or TLS over it.
-struct Transport {
-    enum Result {
+public struct Transport {
+    public enum Result {
         case bytes(Int)
         /// Nothing more now; epoll says when.
         case wouldBlock
@@ -14,11 +12,16 @@ struct Transport {
         case failed(String)
     }
 
-    let fd: Int32
-    var tls: TLSStream?
+    public let fd: Int32
+    public var tls: TLSStream?
+
+    public init(fd: Int32, tls: TLSStream?) {
+        self.fd = fd
+        self.tls = tls
+    }
 
     @inline(__always)
-    func read(into p: UnsafeMutableRawPointer, count: Int) -> Result {
+    public func read(into p: UnsafeMutableRawPointer, count: Int) -> Result {
         guard let tls else {
             switch Socket.read(fd, into: p, count: count) {
             case .bytes(let n): return .bytes(n)
@@ -38,7 +41,7 @@ struct Transport {
 
     /// Writes some of the bytes.
     @inline(__always)
-    func write(from p: UnsafeRawPointer, count: Int) -> Result {
+    public func write(from p: UnsafeRawPointer, count: Int) -> Result {
         guard let tls else {
             switch Socket.write(fd, from: p, count: count) {
             case .bytes(let n): return .bytes(n)
@@ -57,10 +60,10 @@ struct Transport {
     }
 
     /// Decrypted bytes waiting inside OpenSSL: epoll will not report them.
-    var hasBufferedInput: Bool { tls?.hasBufferedInput ?? false }
+    public var hasBufferedInput: Bool { tls?.hasBufferedInput ?? false }
 
     /// Ends our direction: TLS close_notify, then the TCP write half.
-    func shutdownWrite() {
+    public func shutdownWrite() {
         tls?.shutdown()
         Socket.shutdownWrite(fd)
     }

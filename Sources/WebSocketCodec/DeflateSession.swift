@@ -1,24 +1,22 @@
-import WebSocketCodec
-
 /// permessage-deflate state of one connection: the negotiated settings, plus zlib streams of its
 /// own only where context takeover keeps history between messages. Without takeover (the default
 /// policy) the loop's shared streams serve every connection, so a compressed idle connection
 /// costs no zlib memory at all.
-final class DeflateSession {
-    let settings: DeflateSettings
-    /// The negotiated Sec-WebSocket-Extensions response value.
-    let responseHeader: String
+public final class DeflateSession {
+    public let settings: DeflateSettings
+    /// Which side this endpoint is: it picks which half of `settings` applies to sending.
+    public let role: Role
     private var ownDeflater: MessageDeflater?
     private var ownInflater: MessageInflater?
 
-    init(settings: DeflateSettings, responseHeader: String) {
+    public init(settings: DeflateSettings, role: Role) {
         self.settings = settings
-        self.responseHeader = responseHeader
+        self.role = role
     }
 
     /// Compresses one outgoing message (appended to `out`).
     func compress(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8], shared: SharedZlib) {
-        let (bits, noTakeover) = settings.sending(as: .server)
+        let (bits, noTakeover) = settings.sending(as: role)
         if noTakeover {
             shared.deflater(windowBits: bits).compress(payload, into: &out, resetAfter: true)
         } else {
@@ -29,7 +27,7 @@ final class DeflateSession {
 
     /// Inflates one whole incoming message, stopping at `limit` bytes of output.
     func inflate(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8], limit: Int, shared: SharedZlib) -> InflateResult {
-        let (bits, noTakeover) = settings.receiving(as: .server)
+        let (bits, noTakeover) = settings.receiving(as: role)
         if noTakeover {
             return shared.inflater.inflate(payload, into: &out, limit: limit, final: true, resetAfter: true)
         }
@@ -39,14 +37,16 @@ final class DeflateSession {
 }
 
 /// One loop's zlib streams for connections without context takeover, reset after every message,
-/// and the scratch buffers compressed and inflated messages pass through.
-final class SharedZlib {
-    /// By window bits: a connection may have asked for a smaller server window.
+/// and the scratch buffers compressed and inflated messages pass through. One per thread.
+public final class SharedZlib {
+    /// By window bits: a connection may have asked for a smaller window.
     private var deflaters: [Int: MessageDeflater] = [:]
     /// A 15-bit window inflates whatever window the peer used.
     lazy var inflater = MessageInflater(windowBits: 15)
     var compressed: [UInt8] = []
     var inflated: [UInt8] = []
+
+    public init() {}
 
     func deflater(windowBits: Int) -> MessageDeflater {
         if let existing = deflaters[windowBits] { return existing }

@@ -1,0 +1,138 @@
+import Reactor
+import WebSocketCodec
+
+/// A socket as a caller names it: an accepted socket by id, or an outbound connection by name.
+enum SocketRef {
+    case socket(String)
+    case outbound(String)
+}
+
+/// The one path from any loop to the owner of a socket. Every operation on a socket by id or name
+/// goes through it, so every caller gets the same answers: unknown or closing → 404, a send queue
+/// over half of limits.sendQueueBytes → 429, an outbound connection that is not open → 503.
+///
+/// The owner is this loop (act at once) or another loop of this process (through its mailbox,
+/// where the socket is looked up again: it may have closed meanwhile). `Owner` is the seam where a
+/// remote node comes in.
+struct OwnerPath {
+    /// The calling loop.
+    let worker: Worker
+
+    /// Where a socket lives, as seen from the calling loop.
+    private enum Owner {
+        case here(Connection)
+        case loop(Worker, LocalKey, SendQueueGauge)
+    }
+
+    /// How the owning loop finds its socket again when a posted operation arrives.
+    enum LocalKey {
+        case socket(String)
+        /// A link is its name plus the id of that connection, so a newer one of the same name is not hit.
+        case link(String, id: Int)
+    }
+
+    private func owner(of ref: SocketRef) -> Result<Owner, ServiceFailure> {
+        let shared = worker.shared
+        switch ref {
+        case .socket(let id):
+            if let connection = worker.connections[id] {
+                return connection.isOpen ? .success(.here(connection)) : .failure(.notFound("socket \(id) is closed"))
+            }
+            guard let entry = shared.registry.lookup(id) else { return .failure(.notFound("socket \(id) is not open")) }
+            return .success(.loop(shared.workers[entry.worker], .socket(id), entry.info.sendQueue))
+        case .outbound(let name):
+            guard let entry = shared.outbound.lookup(name) else { return .failure(.notFound("no outbound connection named \(name)")) }
+            guard entry.state == .open else {
+                let why = entry.disconnected ? "disconnected" : (entry.state == .connecting ? "connecting" : "reconnecting")
+                return .failure(.unavailable("outbound connection \(name) is \(why)"))
+            }
+            guard entry.worker == worker.index else {
+                return .success(.loop(shared.workers[entry.worker], .link(name, id: entry.id), entry.sendQueue))
+            }
+            guard let connection = worker.link(name, id: entry.id)?.connection, connection.isOpen else {
+                return .failure(.unavailable("outbound connection \(name) is closing"))
+            }
+            return .success(.here(connection))
+        }
+    }
+
+    /// Queues a message on the socket; bytes for another loop are copied into its mailbox.
+    func send(to ref: SocketRef, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer) -> ServiceFailure? {
+        switch owner(of: ref) {
+        case .failure(let failure):
+            return failure
+        case .success(.here(let connection)):
+            return connection.offer(opcode, payload) ? nil : OwnerPath.slowReader(ref)
+        case .success(.loop(let owner, let key, let gauge)):
+            let count = payload.count
+            // Count the message into the gauge now: the owner publishes its real queue only when it
+            // gets to its mailbox, and a script sending in a loop must see 429 before then.
+            if gauge.bytes.wrappingAdd(count, ordering: .relaxed).oldValue > worker.config.sendQueueBytes / 2 {
+                owner.loop.post { owner.connection(key)?.refuse(count) }
+                return OwnerPath.slowReader(ref)
+            }
+            let bytes = Array(payload)
+            owner.loop.post {
+                guard let connection = owner.connection(key) else {
+                    if case .link(let name, _) = key { Log.warn("outbound \(name): a message from another loop arrived after the connection closed; it was not sent") }
+                    return
+                }
+                _ = bytes.withUnsafeBytes { connection.offer(opcode, $0) }
+            }
+            return nil
+        }
+    }
+
+    /// Starts the socket's closing handshake.
+    func close(_ ref: SocketRef, code: CloseCode = .normal) -> ServiceFailure? {
+        switch owner(of: ref) {
+        case .failure(let failure):
+            return failure
+        case .success(.here(let connection)):
+            connection.startClose(code)
+        case .success(.loop(let owner, let key, _)):
+            owner.loop.post { owner.connection(key)?.startClose(code) }
+        }
+        return nil
+    }
+
+    /// What the socket's upgrade established.
+    func info(_ socketId: String) -> Result<ConnectionInfo, ServiceFailure> {
+        guard let entry = worker.shared.registry.lookup(socketId) else { return .failure(.notFound("socket \(socketId) is not open")) }
+        return .success(entry.info)
+    }
+
+    /// Runs `action` on the named outbound link where it lives, whatever its state (disconnect and
+    /// reset apply to a link that is reconnecting too).
+    func withLink(_ name: String, _ action: @escaping (OutboundLink) -> Void) -> ServiceFailure? {
+        guard let entry = worker.shared.outbound.lookup(name) else { return .notFound("no outbound connection named \(name)") }
+        let owner = worker.shared.workers[entry.worker]
+        if owner === worker {
+            if let link = worker.link(name, id: entry.id) { action(link) }
+        } else {
+            owner.loop.post { if let link = owner.link(name, id: entry.id) { action(link) } }
+        }
+        return nil
+    }
+
+    static func slowReader(_ ref: SocketRef) -> ServiceFailure {
+        switch ref {
+        case .socket(let id): return .tooManyRequests("socket \(id) is not reading: its send queue is over half of limits.sendQueueBytes")
+        case .outbound(let name): return .tooManyRequests("outbound connection \(name) is not reading: its send queue is over half of limits.sendQueueBytes")
+        }
+    }
+}
+
+extension Worker {
+    /// The open connection a posted operation is for, if it is still open on this loop.
+    func connection(_ key: OwnerPath.LocalKey) -> Connection? {
+        let connection: Connection?
+        switch key {
+        case .socket(let id): connection = connections[id]
+        case .link(let name, let id): connection = link(name, id: id)?.connection
+        }
+        return connection?.isOpen == true ? connection : nil
+    }
+
+    var owners: OwnerPath { OwnerPath(worker: self) }
+}

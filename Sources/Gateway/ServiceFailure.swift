@@ -1,0 +1,38 @@
+/// Why a service call (`Websocket.*`, and every later service) did not do what it was asked: the
+/// error object scripts get, `{type=, error=, status=}`, with an HTTP-like status.
+enum ServiceFailure: Error {
+    case badRequest(String)
+    case notFound(String)
+    /// An outbound connection of that name exists.
+    case conflict(String)
+    /// The socket's send queue is over half of limits.sendQueueBytes: the reader is slow.
+    case tooManyRequests(String)
+    /// The outbound connection is not open (connecting, reconnecting or disconnected).
+    case unavailable(String)
+
+    var status: Int {
+        switch self {
+        case .badRequest: return 400
+        case .notFound: return 404
+        case .conflict: return 409
+        case .tooManyRequests: return 429
+        case .unavailable: return 503
+        }
+    }
+
+    var type: String {
+        switch self {
+        case .badRequest: return "BadRequest"
+        case .notFound: return "NotFound"
+        case .conflict: return "Conflict"
+        case .tooManyRequests: return "TooManyRequests"
+        case .unavailable: return "ServiceUnavailable"
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .badRequest(let m), .notFound(let m), .conflict(let m), .tooManyRequests(let m), .unavailable(let m): return m
+        }
+    }
+}
