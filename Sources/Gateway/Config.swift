@@ -27,6 +27,7 @@ public struct GatewayConfig: Equatable {
     public var pingIntervalMs = 30_000
     /// 0 turns the idle timeout off.
     public var idleTimeoutMs = 120_000
+    /// When the config does not set it, parsing raises it to twice maxMessageBytes if that is larger.
     public var sendQueueBytes = 4 << 20
     /// Regular expressions an upgrade's Origin must match (any one); empty allows every origin.
     public var approvedSocketDomains: [String] = []
@@ -116,6 +117,7 @@ extension GatewayConfig {
         }
         guard case .object = root else { throw ConfigError(message: "\(source): the top level must be an object") }
         var config = GatewayConfig()
+        var sendQueueGiven = false
         let reader = Reader(source: source)
         try reader.object(root, prefix: "") { (key, value, r) throws(ConfigError) in
             switch key {
@@ -138,7 +140,9 @@ extension GatewayConfig {
                     case "handshakeTimeoutMs": config.handshakeTimeoutMs = try r.int(value, "limits." + key, 1...3_600_000)
                     case "pingIntervalMs": config.pingIntervalMs = try r.int(value, "limits." + key, 0...86_400_000)
                     case "idleTimeoutMs": config.idleTimeoutMs = try r.int(value, "limits." + key, 0...86_400_000)
-                    case "sendQueueBytes": config.sendQueueBytes = try r.int(value, "limits." + key, 1024...(1 << 34))
+                    case "sendQueueBytes":
+                        config.sendQueueBytes = try r.int(value, "limits." + key, 1024...(1 << 34))
+                        sendQueueGiven = true
                     default: throw r.unknown("limits." + key)
                     }
                 }
@@ -218,6 +222,10 @@ extension GatewayConfig {
             throw reader.error("outboundReconnect.maxDelayMs", "must be at least outboundReconnect.initialDelayMs (\(config.outboundInitialDelayMs))")
         }
         // A message is refused once the queue is half full: the queue must hold two of the largest.
+        // Left out, the queue follows limits.maxMessageBytes; set, a value too small is an error.
+        if !sendQueueGiven {
+            config.sendQueueBytes = max(config.sendQueueBytes, 2 * config.maxMessageBytes)
+        }
         if config.sendQueueBytes < 2 * config.maxMessageBytes {
             throw reader.error("limits.sendQueueBytes", "must be at least twice limits.maxMessageBytes (\(2 * config.maxMessageBytes))")
         }

@@ -416,10 +416,31 @@ final class GatewayConfigTests: XCTestCase {
         assertError(#"{"workers": 1025}"#, contains: ["\"workers\""])
         assertError(#"{"limits": {"maxMessageBytes": 0}}"#, contains: ["limits.maxMessageBytes"])
         // A message is refused once the send queue is half full, so the queue must hold two.
-        assertError(#"{"limits": {"maxMessageBytes": 4194304}}"#, contains: ["limits.sendQueueBytes", "twice"])
+        assertError(#"{"limits": {"maxMessageBytes": 4194304, "sendQueueBytes": 4194304}}"#, contains: ["limits.sendQueueBytes", "twice"])
         assertError(#"{"limits": {"maxRequestHeaderBytes": 255}}"#, contains: ["limits.maxRequestHeaderBytes"])
         assertError(#"{"rateLimit": {"messagesPerSecond": -1}}"#, contains: ["rateLimit.messagesPerSecond"])
         assertError(#"{"rateLimit": {"burst": -1}}"#, contains: ["rateLimit.burst"])
+    }
+
+    func testSendQueueDefaultFollowsMaxMessage() throws {
+        XCTAssertEqual(try parse("{}").sendQueueBytes, 4 << 20)
+        // Left out, the queue is at least twice the largest message.
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 16777216}}"#).sendQueueBytes, 32 << 20)
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 2097153}}"#).sendQueueBytes, 4194306)
+        // The default stays when it already holds two.
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 65536}}"#).sendQueueBytes, 4 << 20)
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 2097152}}"#).sendQueueBytes, 4 << 20)
+    }
+
+    func testExplicitSendQueueIsKeptOrRefused() throws {
+        assertError(#"{"limits": {"maxMessageBytes": 16777216, "sendQueueBytes": 4194304}}"#,
+                    contains: ["test.json", "\"limits.sendQueueBytes\"", "must be at least twice limits.maxMessageBytes (33554432)"])
+        assertError(#"{"limits": {"maxMessageBytes": 16777216, "sendQueueBytes": 33554431}}"#,
+                    contains: ["\"limits.sendQueueBytes\"", "must be at least twice limits.maxMessageBytes"])
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 16777216, "sendQueueBytes": 33554432}}"#).sendQueueBytes, 32 << 20)
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 16777216, "sendQueueBytes": 67108864}}"#).sendQueueBytes, 64 << 20)
+        // An explicit value is not raised, even to the default.
+        XCTAssertEqual(try parse(#"{"limits": {"maxMessageBytes": 1024, "sendQueueBytes": 2048}}"#).sendQueueBytes, 2048)
     }
 
     func testBadEnumeratedValues() {

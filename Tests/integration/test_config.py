@@ -31,6 +31,32 @@ def test_full_config_is_accepted(wsgate):
     assert run(main()) == "configured"
 
 
+def test_large_max_message_alone_starts_and_echoes(wsgate):
+    # limits.sendQueueBytes left out follows limits.maxMessageBytes (twice it), so raising only
+    # maxMessageBytes to 16 MiB starts, and a message over the old 4 MiB queue comes back.
+    server = wsgate({"echo.lua": ECHO}, {"limits": {"maxMessageBytes": 16 << 20}})
+    big = "x" * (5 << 20)
+
+    async def main():
+        async with connect(server.url("/echo"), max_size=16 << 20) as ws:
+            await ws.send("hello")
+            first = await recv(ws)
+            await ws.send(big)
+            return first, await recv(ws)
+
+    first, second = run(main())
+    assert first == "hello"
+    assert second == big
+
+
+def test_send_queue_below_twice_max_message_exits_2(tmp_path):
+    config = {"limits": {"maxMessageBytes": 16 << 20, "sendQueueBytes": 4 << 20}}
+    code, stderr = run_until_exit(tmp_path, {"echo.lua": ECHO}, config)
+    assert code == 2, stderr
+    assert "limits.sendQueueBytes" in stderr
+    assert "must be at least twice limits.maxMessageBytes" in stderr
+
+
 def test_unknown_top_level_key_exits_2(tmp_path):
     code, stderr = run_until_exit(tmp_path, {"echo.lua": ECHO}, {"bogusKey": 1})
     assert code == 2, stderr
