@@ -106,14 +106,12 @@ public final class EventLoop {
 
     private var events = [cs_event](repeating: cs_event(), count: 256)
 
-    /// One iteration: waits for events or the next timer, then handles them.
-    public func runOnce() {
-        let timeout: Int32
+    /// One iteration: waits for events or the next timer (at most `maxWaitMs`), then handles them.
+    public func runOnce(maxWaitMs: Int32 = 60_000) {
+        var timeout: Int32 = maxWaitMs
         if let deadline = timers.nextDeadline {
             let wait = deadline > now ? (deadline - now + 999_999) / 1_000_000 : 0
-            timeout = Int32(min(wait, 60_000))
-        } else {
-            timeout = -1
+            timeout = Int32(min(wait, UInt64(maxWaitMs)))
         }
         let n = events.withUnsafeMutableBufferPointer { cs_epoll_wait(epfd, $0.baseAddress, 256, timeout) }
         now = EventLoop.monotonicNanos()

@@ -98,12 +98,12 @@ final class OutboundLink {
             // Shutdown waits for its close handshake as for inbound sockets.
             worker.shared.liveSockets.add(1, ordering: .relaxed)
             publish { $0.state = .open }
-            worker.runOutboundScript(self, event: .open, message: nil, binary: false)
+            worker.runner.runOutboundScript(self, event: .open, message: nil, binary: false)
             connection.begin()
         case .failure(let error):
             Log.warn("outbound \(name): connecting to \(spec.url) failed: \(error.message)")
             publish { $0.state = .closed }
-            worker.runOutboundScript(self, event: .error(error.message), message: nil, binary: false)
+            worker.runner.runOutboundScript(self, event: .error(error.message), message: nil, binary: false)
             scheduleReconnect()
         }
     }
@@ -116,7 +116,7 @@ final class OutboundLink {
         let code = ended.closeCode ?? 1006
         Log.info("outbound \(name): closed with \(code)\(ended.closeReason.isEmpty ? "" : " (\(ended.closeReason))")")
         publish { $0.state = .closed }
-        worker.runOutboundScript(self, event: .close(code: code, reason: ended.closeReason), message: nil, binary: false)
+        worker.runner.runOutboundScript(self, event: .close(code: code, reason: ended.closeReason), message: nil, binary: false)
         if redialOnClose {
             redialOnClose = false
             if !stopped { dial() }

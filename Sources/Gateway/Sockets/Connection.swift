@@ -268,7 +268,7 @@ final class Connection: IOHandler {
                 respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
                 return bytes.count
             }
-            worker.handleRequest(self, head: UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
+            worker.front.handleRequest(self, head: UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
             guard phase == .webSocket else { return bytes.count }
             return end + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[end...]))
         case .webSocket:

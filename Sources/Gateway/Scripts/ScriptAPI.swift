@@ -3,35 +3,22 @@ import LuaRuntime
 import Reactor
 import WebSocketCodec
 
-/// The three events a connection's script runs for.
-enum ScriptEvent {
-    case open, data, close
-
-    var name: String {
-        switch self {
-        case .open: return "open"
-        case .data: return "data"
-        case .close: return "close"
-        }
-    }
-}
-
 /// The Lua API scripts see: `websocketInfo`, the `Websocket` service, `to_json`, `from_json`, `print`.
 /// Every function finds its worker through the Lua state's extra space, so none allocates a closure.
 enum ScriptAPI {
     static func install(in lua: LuaState) {
         let L = lua.L
         lua.setBaseGlobal("Websocket") {
-            lua_createtable(L, 0, 9)
-            setFunction(L, "list", websocketList)
-            setFunction(L, "info", websocketInfo)
-            setFunction(L, "send", websocketSend)
-            setFunction(L, "close", websocketClose)
-            setFunction(L, "closeAll", websocketCloseAll)
-            setFunction(L, "connect", websocketConnect)
-            setFunction(L, "disconnect", websocketDisconnect)
-            setFunction(L, "reset", websocketReset)
-            setFunction(L, "outbound", websocketOutbound)
+            let service = LuaTable(pushedOn: L, fields: 9)
+            service.set("list", websocketList)
+            service.set("info", websocketInfo)
+            service.set("send", websocketSend)
+            service.set("close", websocketClose)
+            service.set("closeAll", websocketCloseAll)
+            service.set("connect", websocketConnect)
+            service.set("disconnect", websocketDisconnect)
+            service.set("reset", websocketReset)
+            service.set("outbound", websocketOutbound)
         }
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
@@ -45,11 +32,6 @@ enum ScriptAPI {
         }
     }
 
-    static func setFunction(_ L: OpaquePointer, _ name: String, _ f: lua_CFunction) {
-        lua_pushcfunction(L, f)
-        lua_setfield(L, -2, name)
-    }
-
     /// Runs a C function's body with the state's memory limit lifted: a Lua memory error raised here
     /// would unwind through Swift frames. Script allocations stay limited.
     @inline(__always)
@@ -59,34 +41,25 @@ enum ScriptAPI {
 
     @inline(__always)
     static func worker(_ L: OpaquePointer?) -> Worker {
-        let raw = (UnsafeMutableRawPointer(L!) - MemoryLayout<UnsafeRawPointer>.size).load(as: UnsafeMutableRawPointer.self)
-        return Unmanaged<Worker>.fromOpaque(raw).takeUnretainedValue()
+        LuaState.owner(of: L!, as: Worker.self)
     }
 
     // MARK: websocketInfo
 
     static func makeConstantFields(_ L: OpaquePointer, _ info: ConnectionInfo) -> Int32 {
-        lua_createtable(L, 0, 7)
-        pushInfoFields(L, info)
+        pushInfoFields(LuaTable(pushedOn: L, fields: 7), info)
         return luaL_ref(L, lua_registryIndex())
     }
 
-    /// Sets uri, route, socket_id, headers and parameters on the table on top of the stack.
-    static func pushInfoFields(_ L: OpaquePointer, _ info: ConnectionInfo) {
-        lua_pushswift(L, info.uri)
-        lua_setfield(L, -2, "uri")
-        lua_pushswift(L, info.route)
-        lua_setfield(L, -2, "route")
-        lua_pushswift(L, info.socketId)
-        lua_setfield(L, -2, "socket_id")
-        pushPairs(L, info.headers)
-        lua_setfield(L, -2, "headers")
-        pushPairs(L, info.parameters)
-        lua_setfield(L, -2, "parameters")
-        lua_pushswift(L, info.subprotocol)
-        lua_setfield(L, -2, "subprotocol")
-        lua_pushswift(L, info.extensions)
-        lua_setfield(L, -2, "extensions")
+    /// Sets uri, route, socket_id, headers, parameters, subprotocol and extensions.
+    static func pushInfoFields(_ table: LuaTable, _ info: ConnectionInfo) {
+        table.set("uri", info.uri)
+        table.set("route", info.route)
+        table.set("socket_id", info.socketId)
+        table.set("headers") { pushPairs(table.L, info.headers) }
+        table.set("parameters") { pushPairs(table.L, info.parameters) }
+        table.set("subprotocol", info.subprotocol)
+        table.set("extensions", info.extensions)
     }
 
     /// A table of name → value; the first of repeated names wins.
@@ -98,68 +71,54 @@ enum ScriptAPI {
         }
     }
 
-    static func pushWebsocketInfo(_ L: OpaquePointer, worker: Worker, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        lua_createtable(L, 0, 13)
+    static func pushWebsocketInfo(_ L: OpaquePointer, runner: ScriptRunner, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
+        let table = LuaTable(pushedOn: L, fields: 13)
         // The fields that never change for a socket were built once at open; copy them over.
-        // Literal names throughout: a String variable would be converted to a C string per call.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(connection.luaFieldsRef))
-        lua_getfield(L, -1, "uri")
-        lua_setfield(L, -3, "uri")
-        lua_getfield(L, -1, "route")
-        lua_setfield(L, -3, "route")
-        lua_getfield(L, -1, "socket_id")
-        lua_setfield(L, -3, "socket_id")
-        lua_getfield(L, -1, "headers")
-        lua_setfield(L, -3, "headers")
-        lua_getfield(L, -1, "parameters")
-        lua_setfield(L, -3, "parameters")
-        lua_getfield(L, -1, "subprotocol")
-        lua_setfield(L, -3, "subprotocol")
-        lua_getfield(L, -1, "extensions")
-        lua_setfield(L, -3, "extensions")
-        lua_pop(L, 1)
+        let constant = lua_gettop(L)
+        lua_pushvalue(L, -2)
+        table.copy("uri", from: constant)
+        table.copy("route", from: constant)
+        table.copy("socket_id", from: constant)
+        table.copy("headers", from: constant)
+        table.copy("parameters", from: constant)
+        table.copy("subprotocol", from: constant)
+        table.copy("extensions", from: constant)
+        lua_pop(L, 2)
         switch event {
-        case .open: lua_pushstring(L, "open")
-        case .data: lua_pushstring(L, "data")
-        case .close: lua_pushstring(L, "close")
+        case .open: table.set("type", literal: "open")
+        case .data: table.set("type", literal: "data")
+        case .close: table.set("type", literal: "close")
         }
-        lua_setfield(L, -2, "type")
-        lua_pushinteger(L, lua_Integer(EventLoop.wallMillis()))
-        lua_setfield(L, -2, "timestamp")
-        if let message { pushMessage(L, worker: worker, message, binary: binary) }
-        lua_pushcfunction(L, infoSend)
-        lua_setfield(L, -2, "send")
-        lua_pushcfunction(L, infoClose)
-        lua_setfield(L, -2, "close")
+        table.set("timestamp", Int(EventLoop.wallMillis()))
+        if let message { pushMessage(table, runner: runner, message, binary: binary) }
+        table.set("send", infoSend)
+        table.set("close", infoClose)
     }
 
-    /// Sets `message` (base64 for a binary message) and `message_type` on the table on top of the stack.
-    static func pushMessage(_ L: OpaquePointer, worker: Worker, _ message: UnsafeRawBufferPointer, binary: Bool) {
+    /// Sets `message` (base64 for a binary message) and `message_type`.
+    static func pushMessage(_ table: LuaTable, runner: ScriptRunner, _ message: UnsafeRawBufferPointer, binary: Bool) {
         if binary {
             let length = Base64.encodedLength(message.count)
-            let p = worker.textScratch.reserveWritable(length)
+            let p = runner.textScratch.reserveWritable(length)
             Base64.encode(message, into: p)
-            lua_pushlstring(L, p.assumingMemoryBound(to: CChar.self), length)
-            worker.textScratch.clear(keepingUpTo: 1 << 20)
+            table.set("message", bytes: UnsafeRawBufferPointer(start: p, count: length))
+            runner.textScratch.clear(keepingUpTo: 1 << 20)
+            table.set("message_type", literal: "data-binary")
         } else {
-            lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
+            table.set("message", bytes: message)
+            table.set("message_type", literal: "data-text")
         }
-        lua_setfield(L, -2, "message")
-        lua_pushstring(L, binary ? "data-binary" : "data-text")
-        lua_setfield(L, -2, "message_type")
     }
 
     // MARK: Error objects
 
     /// Pushes `{type=, error=, status=}` and returns 1 (the count of results).
     static func push(_ L: OpaquePointer, _ failure: ServiceFailure) -> Int32 {
-        lua_createtable(L, 0, 3)
-        lua_pushswift(L, failure.type)
-        lua_setfield(L, -2, "type")
-        lua_pushswift(L, failure.message)
-        lua_setfield(L, -2, "error")
-        lua_pushinteger(L, lua_Integer(failure.status))
-        lua_setfield(L, -2, "status")
+        let table = LuaTable(pushedOn: L, fields: 3)
+        table.set("type", failure.type)
+        table.set("error", failure.message)
+        table.set("status", failure.status)
         return 1
     }
 
@@ -210,11 +169,11 @@ enum ScriptAPI {
         case LUA_TSTRING:
             return sendValid(lua_bytes(L, index)!)
         case LUA_TTABLE:
-            worker.jsonScratch.removeAll(keepingCapacity: true)
-            if let error = JSONBridge.encode(L, index: index, into: &worker.jsonScratch) {
+            worker.runner.jsonScratch.removeAll(keepingCapacity: true)
+            if let error = JSONBridge.encode(L, index: index, into: &worker.runner.jsonScratch) {
                 return .badRequest("message cannot be encoded as JSON: \(error)")
             }
-            return worker.jsonScratch.withUnsafeBytes { sendValid($0) }
+            return worker.runner.jsonScratch.withUnsafeBytes { sendValid($0) }
         default:
             return .badRequest("message must be a string or a table, not \(String(cString: luaL_typename(L, index)))")
         }
@@ -225,8 +184,8 @@ enum ScriptAPI {
     private static let infoSend: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
-            guard let connection = worker.current, worker.currentEvent != .close, connection.isOpen else {
-                return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+            guard let connection = worker.runner.current, worker.runner.currentEvent != .close, connection.isOpen else {
+                return push(L, .notFound("socket \(worker.runner.current?.socketId ?? "-") is closed"))
             }
             if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
             return 0
@@ -236,8 +195,8 @@ enum ScriptAPI {
     private static let infoClose: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
-            guard let connection = worker.current, worker.currentEvent != .close, connection.isOpen else {
-                return push(L, .notFound("socket \(worker.current?.socketId ?? "-") is closed"))
+            guard let connection = worker.runner.current, worker.runner.currentEvent != .close, connection.isOpen else {
+                return push(L, .notFound("socket \(worker.runner.current?.socketId ?? "-") is closed"))
             }
             connection.startClose(.normal)
             return 0
@@ -269,11 +228,8 @@ enum ScriptAPI {
     private static let websocketList: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let entries = worker(L).shared.registry.all()
-            lua_createtable(L, Int32(entries.count), 0)
-            for (i, entry) in entries.enumerated() {
-                lua_pushswift(L, entry.info.socketId)
-                lua_rawseti(L, -2, lua_Integer(i + 1))
-            }
+            let list = LuaTable(pushedOn: L, items: entries.count)
+            for (i, entry) in entries.enumerated() { list.set(i + 1, entry.info.socketId) }
             return 1
         }
     }
@@ -288,12 +244,10 @@ enum ScriptAPI {
                 case .failure(let failure): return push(L, failure)
                 case .success(let value): info = value
                 }
-                lua_createtable(L, 0, 9)
-                pushInfoFields(L, info)
-                lua_pushswift(L, "open")
-                lua_setfield(L, -2, "type")
-                lua_pushinteger(L, lua_Integer(info.openedAt))
-                lua_setfield(L, -2, "timestamp")
+                let table = LuaTable(pushedOn: L, fields: 9)
+                pushInfoFields(table, info)
+                table.set("type", literal: "open")
+                table.set("timestamp", Int(info.openedAt))
                 return 1
             }
         }
@@ -307,7 +261,7 @@ enum ScriptAPI {
                 let bySocket = lua_getfield(L, 1, "socket_id") != LUA_TNIL
                 lua_pop(L, 2)
                 // In an outbound script, a send without socket_id goes to the connection of the event.
-                if named || (!bySocket && worker.currentLink != nil) { return sendOutbound(L, worker) }
+                if named || (!bySocket && worker.runner.currentLink != nil) { return sendOutbound(L, worker) }
             }
             let id: String
             switch socketIdArgument(L) {
@@ -358,13 +312,13 @@ enum ScriptAPI {
     private static let toJSON: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
-            worker.jsonScratch.removeAll(keepingCapacity: true)
-            if let error = JSONBridge.encode(L, index: 1, into: &worker.jsonScratch) {
+            worker.runner.jsonScratch.removeAll(keepingCapacity: true)
+            if let error = JSONBridge.encode(L, index: 1, into: &worker.runner.jsonScratch) {
                 lua_pushnil(L)
                 lua_pushswift(L, error)
                 return 2
             }
-            worker.jsonScratch.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            worker.runner.jsonScratch.withUnsafeBytes { _ = lua_pushlstring(L, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
             return 1
         }
     }
@@ -389,10 +343,10 @@ enum ScriptAPI {
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
             let text = lua_swiftstring(L, 1) ?? ""
-            if let link = worker.currentLink {
+            if let link = worker.runner.currentLink {
                 Log.info("script print outbound=\(link.name): \(text)")
             } else {
-                Log.info("script print route=\(worker.current?.info?.route ?? "-") socket=\(worker.current?.socketId ?? "-"): \(text)")
+                Log.info("script print route=\(worker.runner.current?.info?.route ?? "-") socket=\(worker.runner.current?.socketId ?? "-"): \(text)")
             }
             return 0
         }

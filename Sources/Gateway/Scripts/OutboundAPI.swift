@@ -6,42 +6,33 @@ import WebSocketCodec
 /// The outbound half of the `Websocket` service: `connect`, `send{name=}`, `disconnect`, `reset`,
 /// `outbound`, and the `wsEvent` global an outbound connection's script runs with.
 extension ScriptAPI {
-    static func pushWsEvent(_ L: OpaquePointer, worker: Worker, link: OutboundLink, event: OutboundEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        lua_createtable(L, 0, 10)
-        lua_pushswift(L, link.name)
-        lua_setfield(L, -2, "name")
-        lua_pushswift(L, link.spec.url.description)
-        lua_setfield(L, -2, "url")
-        lua_pushswift(L, event.name)
-        lua_setfield(L, -2, "type")
-        lua_pushinteger(L, lua_Integer(EventLoop.wallMillis()))
-        lua_setfield(L, -2, "timestamp")
+    static func pushWsEvent(_ L: OpaquePointer, runner: ScriptRunner, link: OutboundLink, event: OutboundEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
+        let table = LuaTable(pushedOn: L, fields: 10)
+        table.set("name", link.name)
+        table.set("url", link.spec.url.description)
+        table.set("type", event.name)
+        table.set("timestamp", Int(EventLoop.wallMillis()))
         switch event {
         case .open:
             break
         case .data:
             guard let message else { break }
-            pushMessage(L, worker: worker, message, binary: binary)
+            pushMessage(table, runner: runner, message, binary: binary)
             switch link.spec.contentType {
             case .json:
                 if let error = JSONBridge.decode(L, message) {
-                    lua_pushswift(L, "message is not JSON: \(error)")
-                    lua_setfield(L, -2, "error")
+                    table.set("error", "message is not JSON: \(error)")
                 } else {
-                    lua_setfield(L, -2, "data")
+                    table.setFromTop("data")
                 }
             case .text, .binary:
-                lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
-                lua_setfield(L, -2, "data")
+                table.set("data", bytes: message)
             }
         case .close(let code, let reason):
-            lua_pushinteger(L, lua_Integer(code))
-            lua_setfield(L, -2, "code")
-            lua_pushswift(L, reason)
-            lua_setfield(L, -2, "reason")
+            table.set("code", Int(code))
+            table.set("reason", reason)
         case .error(let text):
-            lua_pushswift(L, text)
-            lua_setfield(L, -2, "error")
+            table.set("error", text)
         }
     }
 
@@ -54,7 +45,7 @@ extension ScriptAPI {
         case .failure(let failure): return .failure(failure)
         case .success(let name?): return .success(name)
         case .success(nil):
-            guard let link = worker.currentLink else { return .failure(.badRequest("name is required outside an outbound connection's script")) }
+            guard let link = worker.runner.currentLink else { return .failure(.badRequest("name is required outside an outbound connection's script")) }
             return .success(link.name)
         }
     }
@@ -149,20 +140,16 @@ extension ScriptAPI {
     static let websocketOutbound: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let entries = worker(L).shared.outbound.all()
-            lua_createtable(L, Int32(entries.count), 0)
+            let list = LuaTable(pushedOn: L, items: entries.count)
             for (i, item) in entries.enumerated() {
-                lua_createtable(L, 0, 5)
-                lua_pushswift(L, item.name)
-                lua_setfield(L, -2, "name")
-                lua_pushswift(L, item.entry.url)
-                lua_setfield(L, -2, "url")
-                lua_pushswift(L, item.entry.state.rawValue)
-                lua_setfield(L, -2, "state")
-                lua_pushinteger(L, lua_Integer(item.entry.since))
-                lua_setfield(L, -2, "since")
-                lua_pushboolean(L, item.entry.reconnecting ? 1 : 0)
-                lua_setfield(L, -2, "reconnecting")
-                lua_rawseti(L, -2, lua_Integer(i + 1))
+                list.set(i + 1) {
+                    let table = LuaTable(pushedOn: L, fields: 5)
+                    table.set("name", item.name)
+                    table.set("url", item.entry.url)
+                    table.set("state", item.entry.state.rawValue)
+                    table.set("since", Int(item.entry.since))
+                    table.set("reconnecting", item.entry.reconnecting)
+                }
             }
             return 1
         }
@@ -207,11 +194,11 @@ extension ScriptAPI {
             guard entry.contentType == .json else {
                 return push(L, .badRequest("a table is sent as JSON on content_type json connections only; \(name) is \(entry.contentType.rawValue)"))
             }
-            worker.jsonScratch.removeAll(keepingCapacity: true)
-            if let error = JSONBridge.encode(L, index: lua_absindex(L, -1), into: &worker.jsonScratch) {
+            worker.runner.jsonScratch.removeAll(keepingCapacity: true)
+            if let error = JSONBridge.encode(L, index: lua_absindex(L, -1), into: &worker.runner.jsonScratch) {
                 return push(L, .badRequest("message cannot be encoded as JSON: \(error)"))
             }
-            failure = worker.jsonScratch.withUnsafeBytes { ScriptAPI.Payload.text($0).send(to: .outbound(name), from: worker) }
+            failure = worker.runner.jsonScratch.withUnsafeBytes { ScriptAPI.Payload.text($0).send(to: .outbound(name), from: worker) }
         default:
             return push(L, .badRequest("message must be a string or a table"))
         }

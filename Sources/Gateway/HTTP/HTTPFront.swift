@@ -1,0 +1,142 @@
+import Foundation
+import Reactor
+import WebSocketCodec
+
+/// The HTTP side of one loop: parses a socket's request, answers the health route, routes the path
+/// to an endpoint script, checks origin and subprotocols and upgrades; everything that is not a
+/// WebSocket for a route gets its HTTP answer here and the socket is closed.
+final class HTTPFront {
+    static let healthPath = "/api/v1/solution/health"
+
+    unowned let worker: Worker
+    private var router = Router(routes: [])
+    private var routeScripts: [EndpointScript] = []
+    private var eventHandler: EndpointScript?
+    private var originPolicy: OriginPolicy
+    private var socketCounter = 0
+
+    init(worker: Worker, config: GatewayConfig) {
+        self.worker = worker
+        originPolicy = OriginPolicy(patterns: config.approvedSocketDomains)
+    }
+
+    /// The routes of the scripts that compiled, each with its script.
+    func routesChanged(_ routes: [Route], scripts: [String: EndpointScript]) {
+        router = Router(routes: routes.filter { scripts[$0.file] != nil })
+        routeScripts = router.routes.map { scripts[$0.file]! }
+        eventHandler = scripts[Router.eventHandlerFile]
+    }
+
+    func configChanged(_ config: GatewayConfig) {
+        originPolicy = OriginPolicy(patterns: config.approvedSocketDomains)
+    }
+
+    func handleRequest(_ connection: Connection, head bytes: UnsafeRawBufferPointer) {
+        let head: HTTPRequestHead
+        switch HTTPRequestParser.parse(bytes) {
+        case .success(let parsed): head = parsed
+        case .failure(.malformed(let why)):
+            Log.debug("bad request: \(why)")
+            connection.respondAndClose(HTTPResponse.make(status: 400, reason: "Bad Request"))
+            return
+        }
+        let path = head.path
+        if path == HTTPFront.healthPath {
+            let response: [UInt8]
+            if !worker.shuttingDown, case .upgrade(let key) = Handshake.evaluate(head) {
+                answerHealthUpgrade(connection, key: key)
+                return
+            }
+            if head.method != "GET" && head.method != "HEAD" {
+                response = HTTPResponse.make(status: 405, reason: "Method Not Allowed", headers: ["Allow: GET"])
+            } else if worker.shuttingDown {
+                response = HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n")
+            } else {
+                response = HTTPResponse.make(status: 200, reason: "OK", body: "OK")
+            }
+            connection.respondAndClose(response)
+            return
+        }
+        let match = router.match(path: path)
+        guard match != nil || eventHandler != nil else {
+            connection.respondAndClose(HTTPResponse.make(status: 404, reason: "Not Found"))
+            return
+        }
+        switch Handshake.evaluate(head) {
+        case .notUpgrade:
+            connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", body: "This is a WebSocket endpoint.\n",
+                                                         headers: ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]))
+        case .badRequest(let why):
+            Log.debug("rejected upgrade on \(path): \(why)")
+            connection.respondAndClose(HTTPResponse.make(status: 400, reason: "Bad Request", body: why + "\n"))
+        case .upgradeRequired:
+            connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", headers: ["Sec-WebSocket-Version: 13"]))
+        case .upgrade(let key):
+            let origin = head.header("origin")
+            if !originPolicy.allows(origin: origin) {
+                Log.warn("refused upgrade on \(path) from origin \(origin.map { "\"\($0)\"" } ?? "(none)"): not in websocket.approvedSocketDomains")
+                connection.respondAndClose(HTTPResponse.make(status: 403, reason: "Forbidden", body: "origin not allowed\n"))
+            } else if worker.shuttingDown {
+                connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n", headers: ["Retry-After: 5"]))
+            } else if worker.shared.registry.count >= worker.config.maxConnections {
+                Log.warn("refused upgrade on \(path): limits.maxConnections (\(worker.config.maxConnections)) reached")
+                connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "too many connections\n", headers: ["Retry-After: 5"]))
+            } else {
+                upgrade(connection, head: head, key: key, match: match)
+            }
+        }
+    }
+
+    /// A WebSocket client on the health route (`wsgate probe`, in a container's health check) gets
+    /// "OK" and a close: proof that this loop upgrades and serves frames, whatever the scripts are.
+    private func answerHealthUpgrade(_ connection: Connection, key: String) {
+        let session = WebSocketSession(role: .server, maxMessageBytes: worker.config.maxMessageBytes, now: worker.loop.now)
+        connection.open(response: Handshake.switchingProtocols(key: key), session: session, info: nil, script: nil, luaFieldsRef: 0)
+        _ = Array("OK".utf8).withUnsafeBytes { connection.offer(.text, $0) }
+        connection.startClose(.normal)
+    }
+
+    /// The first protocol the client offers that we support, or "".
+    private func chooseSubprotocol(_ head: HTTPRequestHead) -> String {
+        guard !worker.config.subprotocols.isEmpty else { return "" }
+        for header in head.headers where header.name == "sec-websocket-protocol" {
+            for offered in header.value.split(separator: ",") {
+                let name = offered.trimmingCharacters(in: .whitespaces)
+                if worker.config.subprotocols.contains(name) { return name }
+            }
+        }
+        return ""
+    }
+
+    private func upgrade(_ connection: Connection, head: HTTPRequestHead, key: String, match: Router.Match?) {
+        socketCounter += 1
+        let socketId = "\(worker.shared.socketIdPrefix)-\(worker.index)-\(socketCounter)"
+        var parameters = match?.parameters ?? []
+        for item in URLComponentsDecoding.queryItems(head.query) where !parameters.contains(where: { $0.name == item.name }) {
+            parameters.append(item)
+        }
+        let host = head.header("host") ?? "\(worker.config.host):\(worker.listenPort)"
+        let subprotocol = chooseSubprotocol(head)
+        var extraHeaders = subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]
+        let offers = head.headers.filter { $0.name == "sec-websocket-extensions" }.map(\.value).joined(separator: ", ")
+        var deflate: DeflateSession?
+        var extensions = ""
+        if worker.config.compressionEnabled, !offers.isEmpty,
+           let (settings, response) = PerMessageDeflate.negotiate(offers: offers, policy: worker.config.deflatePolicy) {
+            deflate = DeflateSession(settings: settings, role: .server)
+            extensions = response
+            extraHeaders.append("Sec-WebSocket-Extensions: \(response)")
+        }
+        let scheme = connection.isTLS ? "wss" : "ws"
+        let info = ConnectionInfo(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
+                                  route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
+                                  headers: head.headers, parameters: parameters, subprotocol: subprotocol,
+                                  extensions: extensions, openedAt: EventLoop.wallMillis())
+        let session = WebSocketSession(role: .server, maxMessageBytes: worker.config.maxMessageBytes, deflate: deflate, zlib: worker.zlib,
+                                       compressionMinBytes: worker.config.compressionMinBytes, now: worker.loop.now)
+        connection.open(response: Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders), session: session, info: info,
+                        script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler,
+                        luaFieldsRef: worker.runner.makeConstantFields(info))
+        worker.opened(connection, info: info)
+    }
+}

@@ -1,0 +1,32 @@
+import Reactor
+
+/// Accepts connections for one worker; every worker has its own SO_REUSEPORT socket.
+final class Listener: IOHandler {
+    unowned let worker: Worker
+    let fd: Int32
+    private(set) var registration = EventLoop.Registration.none
+
+    init(worker: Worker, fd: Int32) {
+        self.worker = worker
+        self.fd = fd
+        registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: self)
+    }
+
+    func ioReady(_ events: UInt32) {
+        for _ in 0..<64 {
+            switch Socket.accept(fd) {
+            case .socket(let client): Connection.accept(fd: client, worker: worker)
+            case .wouldBlock: return
+            case .failed(let error):
+                // Out of descriptors: the pending connection stays readable, so stop watching for
+                // a moment rather than spin.
+                Log.warn("\(error); pausing accepts for 100 ms")
+                worker.loop.modify(fd: fd, events: 0, registration: registration)
+                worker.loop.schedule(after: 100_000_000) { [self] in
+                    worker.loop.modify(fd: fd, events: IOEvents.readable, registration: registration)
+                }
+                return
+            }
+        }
+    }
+}

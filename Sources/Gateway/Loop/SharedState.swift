@@ -1,0 +1,36 @@
+import Reactor
+import Synchronization
+
+/// What all workers share: the socket registry, the worker list, start-up settings.
+final class SharedState {
+    let registry = Registry()
+    /// Upgraded sockets not yet closed, closing ones included (the registry lists only open ones):
+    /// what shutdown waits for.
+    let liveSockets = Atomic<Int>(0)
+    let endpointsFolder: String
+    /// Makes socket ids unique across restarts: random per process.
+    let socketIdPrefix: String
+    var workers: [Worker] = []
+    let outbound = OutboundRegistry()
+    /// TLS client contexts by CA file ("" for the system trust store): loading a trust store is
+    /// slow, and a context serves any number of connections on any loop.
+    private var tlsClientContexts: [String: TLSClientContext] = [:]
+    private let tlsClientLock = Lock()
+
+    init(endpointsFolder: String) {
+        self.endpointsFolder = endpointsFolder
+        var random = SystemRandomNumberGenerator()
+        socketIdPrefix = String(random.next() & 0xFFFF_FFFF_FFFF, radix: 36)
+    }
+}
+
+extension SharedState {
+    func tlsClientContext(caFile: String?) throws(TLSError) -> TLSClientContext {
+        try tlsClientLock.locked { () -> Result<TLSClientContext, TLSError> in
+            if let existing = tlsClientContexts[caFile ?? ""] { return .success(existing) }
+            let loaded = Result { () throws(TLSError) in try TLSClientContext.load(caFile: caFile) }
+            if case .success(let context) = loaded { tlsClientContexts[caFile ?? ""] = context }
+            return loaded
+        }.get()
+    }
+}

@@ -1,0 +1,187 @@
+import Foundation
+import Reactor
+import WebSocketCodec
+
+/// One event loop and what it owns: its listening socket and HTTP front, its Lua state and scripts,
+/// its sockets and outbound connections. Everything here is touched only on the loop's thread;
+/// other threads reach it through `loop.post` (see `OwnerPath`).
+final class Worker {
+    let index: Int
+    let loop: EventLoop
+    let shared: SharedState
+    private(set) var config: GatewayConfig
+    let listenPort: Int
+    private(set) var front: HTTPFront!
+    private(set) var runner: ScriptRunner!
+    private var listener: Listener?
+    /// Set by `beginShutdown`: upgrades and the health route answer 503.
+    private(set) var shuttingDown = false
+
+    /// Upgraded sockets by id.
+    private(set) var connections: [String: Connection] = [:]
+    /// The outbound connections opened on this loop, by name.
+    private(set) var links: [String: OutboundLink] = [:]
+    /// Connections with output queued during this loop iteration.
+    var flushList: [Connection] = []
+    /// Every socket reads into this one buffer first; only leftovers are copied per connection.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
+    /// zlib streams and buffers for permessage-deflate, shared by this loop's connections.
+    let zlib = SharedZlib()
+    /// Set when the port speaks TLS; replaced on SIGHUP, used by connections accepted afterwards.
+    var tlsContext: TLSServerContext?
+
+    init(index: Int, shared: SharedState, config: GatewayConfig, scripts: ScriptSet, listenFd: Int32, tls: TLSServerContext?) {
+        self.index = index
+        tlsContext = tls
+        self.shared = shared
+        self.config = config
+        listenPort = Socket.localPort(listenFd)
+        loop = EventLoop(index: index)
+        front = HTTPFront(worker: self, config: config)
+        runner = ScriptRunner(worker: self, config: config)
+        apply(scripts)
+        loop.afterIteration = { [unowned self] in self.flushAll() }
+        listener = Listener(worker: self, fd: listenFd)
+        scheduleSweep()
+    }
+
+    func start() {
+        let thread = Thread { [self] in loop.run() }
+        thread.name = "wsgate-loop-\(index)"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Flushes until no connection has output left: a flush can close a socket, whose close script
+    /// may queue output for others.
+    private func flushAll() {
+        while !flushList.isEmpty {
+            let list = flushList
+            flushList.removeAll(keepingCapacity: true)
+            for connection in list where !connection.isClosed { connection.flush() }
+        }
+    }
+
+    // MARK: Live changes (run on this loop through its mailbox)
+
+    /// Compiles new and changed scripts; sockets of a removed route are closed with 1001.
+    func apply(_ set: ScriptSet) {
+        runner.apply(set)
+        front.routesChanged(set.routes, scripts: runner.scripts)
+        for connection in connections.values where connection.script?.removed == true {
+            connection.startClose(.goingAway, reason: "endpoint removed")
+        }
+        for link in links.values where runner.scripts[link.scriptFile] == nil && !link.stopped {
+            Log.warn("outbound \(link.name): script \(link.scriptFile) was removed; disconnecting")
+            link.disconnect(.goingAway)
+        }
+    }
+
+    func update(_ newConfig: GatewayConfig) {
+        config = newConfig
+        front.configChanged(newConfig)
+        runner.configChanged(newConfig)
+        for connection in connections.values { connection.configChanged() }
+        for link in links.values { link.connection?.configChanged() }
+    }
+
+    func beginShutdown() {
+        shuttingDown = true
+        for connection in connections.values { connection.startClose(.goingAway, reason: "server shutting down") }
+        for link in links.values where !link.stopped { link.disconnect(.goingAway) }
+    }
+
+    // MARK: Pings and idle timeouts
+
+    private func scheduleSweep() {
+        let periods = [config.pingIntervalMs, config.idleTimeoutMs].filter { $0 > 0 }
+        let every = min(max((periods.min() ?? 1000) / 4, 50), 1000)
+        loop.schedule(after: UInt64(every) * 1_000_000) { [unowned self] in
+            self.sweep()
+            self.scheduleSweep()
+        }
+    }
+
+    private func sweep() {
+        let ping = UInt64(config.pingIntervalMs) * 1_000_000
+        let idle = UInt64(config.idleTimeoutMs) * 1_000_000
+        guard ping > 0 || idle > 0 else { return }
+        for connection in connections.values { connection.tick(ping: ping, idle: idle) }
+        // Outbound connections too: a server that stopped answering is found and dialled again.
+        for link in links.values { link.connection?.tick(ping: ping, idle: idle) }
+    }
+
+    // MARK: Socket lifecycle
+
+    /// An upgraded socket of a route: listed everywhere, then its script's `open` event.
+    func opened(_ connection: Connection, info: ConnectionInfo) {
+        connections[info.socketId] = connection
+        shared.registry.add(info, worker: index)
+        shared.liveSockets.add(1, ordering: .relaxed)
+        Log.debug("socket \(info.socketId) opened on \(info.route)")
+        runner.runScript(connection, event: .open, message: nil, binary: false)
+    }
+
+    func dispatchData(_ connection: Connection, _ payload: UnsafeRawBufferPointer, binary: Bool) {
+        if let link = connection.link {
+            runner.runOutboundScript(link, event: .data, message: payload, binary: binary)
+        } else {
+            runner.runScript(connection, event: .data, message: payload, binary: binary)
+        }
+    }
+
+    func connectionClosed(_ connection: Connection) {
+        if let link = connection.link {
+            link.connectionEnded(connection)
+            return
+        }
+        guard let info = connection.info else { return }
+        connections.removeValue(forKey: info.socketId)
+        shared.liveSockets.subtract(1, ordering: .relaxed)
+        Log.debug("socket \(info.socketId) closed")
+        runner.runScript(connection, event: .close, message: nil, binary: false)
+        runner.release(connection.luaFieldsRef)
+    }
+
+    // MARK: Outbound connections
+
+    /// Opens a named outbound connection on this loop; the failure is what `Websocket.connect` returns.
+    func connectOutbound(_ spec: OutboundSpec) -> ServiceFailure? {
+        guard runner.scripts[spec.script] != nil else {
+            return .badRequest("script \(spec.script) is not in the endpoints folder (or does not compile)")
+        }
+        if spec.url.secure {
+            // A CA file that cannot serve is the caller's mistake: say so now, not in an error event.
+            do {
+                _ = try shared.tlsClientContext(caFile: spec.caFile)
+            } catch {
+                return .badRequest(error.message)
+            }
+        }
+        let sendQueue = SendQueueGauge()
+        let (claim, replaced) = shared.outbound.claim(spec.name, worker: index, url: spec.url.description, contentType: spec.contentType,
+                                                      sendQueue: sendQueue)
+        guard case .claimed(let id) = claim else {
+            return .conflict("an outbound connection named \(spec.name) exists; disconnect it first")
+        }
+        if let replaced, replaced.worker != index {
+            let owner = shared.workers[replaced.worker]
+            owner.loop.post { owner.dropLink(spec.name, id: replaced.id) }
+        }
+        let link = OutboundLink(id: id, spec: spec, worker: self, sendQueue: sendQueue)
+        links[spec.name] = link
+        link.start()
+        return nil
+    }
+
+    /// Forgets a disconnected link whose name a new connection took.
+    private func dropLink(_ name: String, id: Int) {
+        if links[name]?.id == id { links[name] = nil }
+    }
+
+    /// The link of `name` on this loop, if it is still connection `id`.
+    func link(_ name: String, id: Int) -> OutboundLink? {
+        guard let link = links[name], link.id == id else { return nil }
+        return link
+    }
+}
