@@ -11,8 +11,8 @@ final class Worker {
     let shared: SharedState
     private(set) var config: GatewayConfig
     let listenPort: Int
-    private(set) var front: HTTPFront!
-    private(set) var runner: ScriptRunner!
+    private(set) lazy var front = HTTPFront(worker: self, config: config)
+    private(set) lazy var runner = ScriptRunner(worker: self, config: config)
     private var listener: Listener?
     /// Set by `beginShutdown`: upgrades and the health route answer 503.
     private(set) var shuttingDown = false
@@ -37,8 +37,6 @@ final class Worker {
         self.config = config
         listenPort = Socket.localPort(listenFd)
         loop = EventLoop(index: index)
-        front = HTTPFront(worker: self, config: config)
-        runner = ScriptRunner(worker: self, config: config)
         apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
         listener = Listener(worker: self, fd: listenFd)

@@ -326,7 +326,7 @@ final class Connection: IOHandler {
             phase = .finishing
             // Flushing an empty queue is what shuts the write half.
             scheduleFlush()
-        } else if output.count > worker.config.sendQueueBytes {
+        } else if session.state == .open && output.count > worker.config.sendQueueBytes {
             abandonSlowReader()
             return
         }
