@@ -1,0 +1,101 @@
+"""asyncio helpers around the ``websockets`` client: bounded connect, receive and close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from websockets.asyncio.client import connect as _ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from .constants import STEP_TIMEOUT, TEST_TIMEOUT
+
+
+def run(coro, timeout: float = TEST_TIMEOUT):
+    """Run one test coroutine with an overall bound."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def connect(url: str, **kwargs):
+    """``websockets`` client connect with bounded timeouts and no proxy/keepalive."""
+    kwargs.setdefault("open_timeout", STEP_TIMEOUT)
+    kwargs.setdefault("close_timeout", 2)
+    kwargs.setdefault("ping_interval", None)
+    kwargs.setdefault("proxy", None)
+    return _ws_connect(url, **kwargs)
+
+
+async def recv(ws, timeout: float = STEP_TIMEOUT):
+    try:
+        return await asyncio.wait_for(ws.recv(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"no message arrived within {timeout}s") from None
+
+
+async def recv_json(ws, timeout: float = STEP_TIMEOUT):
+    msg = await recv(ws, timeout)
+    assert isinstance(msg, str), f"expected a text message carrying JSON, got {msg!r}"
+    return json.loads(msg)
+
+
+async def _recv_by(ws, deadline: float):
+    """The next message; ``asyncio.TimeoutError`` once the loop's clock passes ``deadline``."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise asyncio.TimeoutError
+    return await asyncio.wait_for(ws.recv(), remaining)
+
+
+async def recv_until(ws, predicate, timeout: float = STEP_TIMEOUT):
+    """Receive messages until ``predicate(msg)`` is true; return (msg, skipped)."""
+    skipped = []
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            msg = await _recv_by(ws, deadline)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no matching message within {timeout}s; got {skipped!r}") from None
+        if predicate(msg):
+            return msg, skipped
+        skipped.append(msg)
+
+
+async def drain(ws, duration: float):
+    """Collect every message arriving within ``duration`` seconds."""
+    got = []
+    deadline = asyncio.get_running_loop().time() + duration
+    while True:
+        try:
+            got.append(await _recv_by(ws, deadline))
+        except asyncio.TimeoutError:
+            return got
+
+
+async def close_code(ws, timeout: float = STEP_TIMEOUT):
+    """Read until the server closes the connection; return (close code, messages read).
+
+    The code is ``None`` when the TCP connection ended without a close frame.
+    Fails the test if the connection is still open after ``timeout`` seconds.
+    """
+    messages = []
+
+    async def read_all():
+        while True:
+            messages.append(await ws.recv())
+
+    try:
+        await asyncio.wait_for(read_all(), timeout)
+    except ConnectionClosed as exc:
+        return (exc.rcvd.code if exc.rcvd is not None else None), messages
+    except asyncio.TimeoutError:
+        raise AssertionError(
+            f"connection still open after {timeout}s; messages: {messages!r}"
+        ) from None
+    raise AssertionError("unreachable")
+
+
+def as_object(value):
+    """Lua's empty table may serialise as [] or {}: treat an empty list as {}."""
+    if value == []:
+        return {}
+    return value
