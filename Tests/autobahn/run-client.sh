@@ -12,7 +12,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
-TIMEOUT="${AUTOBAHN_CLIENT_TIMEOUT:-600}"
+TIMEOUT="${AUTOBAHN_CLIENT_TIMEOUT:-1800}"
 OUT="$(mktemp -d)"
 echo "==> reports and logs in $OUT"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

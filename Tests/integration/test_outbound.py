@@ -272,6 +272,37 @@ def test_fragmented_and_large_messages_and_pings_from_the_upstream(ctl, upstream
     assert peer.wait_messages(1) == ["still fine"]
 
 
+def test_permessage_deflate_is_offered_and_used_both_ways(ctl, upstream):
+    server = upstream()
+    open_link(ctl, "zip", server.url())
+    peer = server.wait_peer()
+    offer = peer.headers.get("Sec-WebSocket-Extensions", "")
+    assert offer.startswith("permessage-deflate"), offer
+    answer = peer.ws.response.headers.get("Sec-WebSocket-Extensions", "")
+    assert answer.startswith("permessage-deflate"), f"the upstream did not accept {offer!r}"
+    big = {"rows": [{"i": i, "text": "compress me " * 5} for i in range(500)]}
+    server.send(json.dumps(big))  # compressed by the upstream, inflated by the gateway
+    event, _ = ctl.wait_type("zip", "data")
+    assert event["data"] == big
+    text = "gateway to upstream " * 200  # over compression.minBytes: compressed by the gateway
+    assert ctl.call("send", name="zip", message=text) is None
+    assert peer.wait_messages(1) == [text]
+
+
+def test_compression_disabled_in_config_offers_none(wsgate, upstream):
+    gateway = wsgate(SCRIPTS, gateway_config(compression={"enabled": False}))
+    client = Ctl(gateway)
+    try:
+        server = upstream()
+        open_link(client, "plain", server.url())
+        peer = server.wait_peer()
+        assert peer.headers.get("Sec-WebSocket-Extensions") is None, dict(peer.headers.raw_items())
+        assert client.call("send", name="plain", message="x" * 500) is None
+        assert peer.wait_messages(1) == ["x" * 500]
+    finally:
+        client.close()
+
+
 def test_json_messages_are_parsed_into_data(ctl, upstream):
     server = upstream()
     open_link(ctl, "feed", server.url())

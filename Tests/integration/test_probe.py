@@ -63,6 +63,23 @@ def test_data_is_sent_and_the_echo_reported(upstream):
     assert peer.wait_closed() == 1000  # the probe closes cleanly
 
 
+@pytest.mark.parametrize("flag", [None, "--no-compression"])
+def test_compression_is_offered_unless_turned_off(upstream, flag):
+    server = upstream(echo=True)
+    text = "probe with permessage-deflate " * 50
+    code, result, out, err, _ = probe(server.url(), "--data", text, *([flag] if flag else []))
+    assert_connected(code, result, out, err)
+    assert result["data"] == text, out
+    peer = server.wait_peer()
+    offer = peer.headers.get("Sec-WebSocket-Extensions")
+    if flag:
+        assert offer is None, offer
+    else:
+        assert offer and offer.startswith("permessage-deflate"), offer
+        assert peer.ws.response.headers.get("Sec-WebSocket-Extensions", "").startswith("permessage-deflate")
+    assert peer.messages == [text]
+
+
 def test_greeting_is_reported_without_data(upstream):
     server = upstream(greeting='{"hello": "from upstream"}')
     code, result, out, err, _ = probe(server.url())
