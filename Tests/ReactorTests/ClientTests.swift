@@ -7,7 +7,7 @@ import XCTest
 
 // The client side of the reactor against real sockets: name resolution through an event loop,
 // non-blocking connects on loopback, and TLSStream as a client against TLSStream as a server with
-// the certificates of TestPKI (TLSTests.swift).
+// the certificates of TestPKI (Support/TestPKI.swift).
 
 /// Runs `loop` on this thread until `done()` or `timeout`; a short timer bounds each wait.
 private func runLoop(_ loop: EventLoop, timeout: TimeInterval = 10, until done: () -> Bool) {
@@ -34,32 +34,6 @@ private func resolve(_ host: String, port: UInt16 = 80, file: StaticString = #fi
     runLoop(loop) { result != nil }
     XCTAssertNotNil(result, "\(host): no answer", file: file, line: line)
     return result
-}
-
-private func pending(_ status: TLSStatus) -> Bool { status == .wantRead || status == .wantWrite }
-
-/// Drives a server and a client stream until both finish or either one stops.
-private func handshake(server: TLSStream, client: TLSStream, _ pair: SocketPair) -> (server: TLSStatus, client: TLSStatus) {
-    var serverStatus = TLSStatus.wantRead
-    var clientStatus = TLSStatus.wantRead
-    let deadline = Date().addingTimeInterval(10)
-    while Date() < deadline {
-        if pending(clientStatus) { clientStatus = client.handshake() }
-        if pending(serverStatus) { serverStatus = server.handshake() }
-        if !pending(serverStatus) && !pending(clientStatus) { break }
-        // One side failed: give the other a chance to see the alert.
-        if !pending(serverStatus) && serverStatus != .done || !pending(clientStatus) && clientStatus != .done {
-            waitFor([(pair.client, pollIn), (pair.server, pollIn)], timeoutMs: 50)
-            if pending(serverStatus) { serverStatus = server.handshake() }
-            if pending(clientStatus) { clientStatus = client.handshake() }
-            break
-        }
-        var fds: [(Int32, Int16)] = []
-        if pending(serverStatus) { fds.append((pair.server, serverStatus.waitEvents)) }
-        if pending(clientStatus) { fds.append((pair.client, clientStatus.waitEvents)) }
-        waitFor(fds)
-    }
-    return (serverStatus, clientStatus)
 }
 
 /// Sends `bytes` one way (small enough for the socket buffers) and returns what arrived.
@@ -166,20 +140,16 @@ final class TLSClientTests: XCTestCase {
 
     override class func setUp() {
         super.setUp()
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    private func serverContext() throws -> TLSServerContext {
-        try TLSServerContext.load(certificateFile: pki.chainFile, privateKeyFile: pki.keyFile)
+        ignoreSIGPIPE()
     }
 
     /// The handshake of a client for `serverName` against the test server, and both streams.
     private func connect(_ context: TLSClientContext, serverName: String, isIPLiteral: Bool, verify: Bool = true)
         throws -> (server: TLSStatus, client: TLSStatus, streams: (TLSStream, TLSStream), pair: SocketPair) {
         let pair = SocketPair()
-        let server = TLSStream(context: try serverContext(), fd: pair.server)
+        let server = TLSStream(context: try pki.serverContext(), fd: pair.server)
         let client = TLSStream(client: context, fd: pair.client, serverName: serverName, isIPLiteral: isIPLiteral, verify: verify)
-        let (serverStatus, clientStatus) = handshake(server: server, client: client, pair)
+        let (serverStatus, clientStatus) = handshakeBoth(server, pair, client)
         return (serverStatus, clientStatus, (server, client), pair)
     }
 
@@ -264,31 +234,18 @@ final class TLSClientTests: XCTestCase {
 
     /// RFC 6066: SNI carries host names only, never addresses.
     func testServerNameIndicationForNamesOnly() throws {
-        let serverContext = try serverContext()
+        let serverContext = try pki.serverContext()
         let clientContext = try TLSClientContext.load(caFile: pki.caFile)
         for (name, isIPLiteral, expected) in [("localhost", false, "localhost"), ("127.0.0.1", true, nil)] {
             let pair = SocketPair()
             defer { pair.close() }
             // A bare OpenSSL server: TLSStream does not expose what the client sent.
-            let server = SSL_new(serverContext.ctx)!
-            defer { SSL_free(server) }
-            SSL_set_fd(server, pair.server)
-            SSL_set_accept_state(server)
+            let server = BareTLSServer(context: serverContext, fd: pair.server)
             let client = TLSStream(client: clientContext, fd: pair.client, serverName: name, isIPLiteral: isIPLiteral, verify: true)
-            var serverStatus = Int32(CTLS_WANT_READ)
-            var clientStatus = TLSStatus.wantRead
-            let deadline = Date().addingTimeInterval(10)
-            while (serverStatus != CTLS_OK || clientStatus != .done) && Date() < deadline {
-                if pending(clientStatus) { clientStatus = client.handshake() }
-                var e: Int32 = 0
-                if serverStatus != CTLS_OK { serverStatus = ctls_handshake(server, &e) }
-                let clientFailed = !pending(clientStatus) && clientStatus != .done
-                if clientFailed || serverStatus == CTLS_FAILED || serverStatus == CTLS_CLOSED { break }
-                waitFor([(pair.server, pollIn), (pair.client, pollIn)], timeoutMs: 20)
-            }
+            let (serverStatus, clientStatus) = handshakeBoth(server, pair, client)
             XCTAssertEqual(clientStatus, .done, name)
             XCTAssertEqual(serverStatus, Int32(CTLS_OK), name)
-            XCTAssertEqual(SSL_get_servername(server, TLSEXT_NAMETYPE_host_name).map { String(cString: $0) }, expected, name)
+            XCTAssertEqual(SSL_get_servername(server.ssl, TLSEXT_NAMETYPE_host_name).map { String(cString: $0) }, expected, name)
         }
     }
 

@@ -8,328 +8,7 @@ import XCTest
 // Real TLS, no mocks: certificates made by the `openssl` command at test time, the server side
 // through TLSStream, the client side through OpenSSL's client API in-process (and Python's ssl
 // module in one test), over loopback TCP sockets.
-
-// MARK: - Certificates
-
-/// A throw-away PKI in a temporary folder: root CA -> intermediate CA -> leaf for localhost and
-/// 127.0.0.1, plus broken variants. Made once per test run.
-final class TestPKI {
-    static let shared: TestPKI = {
-        do {
-            let pki = try TestPKI()
-            createdDir.locked { $0 = pki.dir }
-            // At exit, not in a tearDown: the test classes that use the PKI run in any order.
-            atexit {
-                if let dir = TestPKI.createdDir.locked({ $0 }) { try? FileManager.default.removeItem(atPath: dir) }
-            }
-            return pki
-        } catch {
-            fatalError("cannot create test certificates: \(error)")
-        }
-    }()
-
-    /// The folder to remove after the tests, when one was made.
-    static let createdDir = Protected<String?>(nil)
-
-    let dir: String
-    /// The root alone: clients trust only this, so the intermediate must come from the server.
-    var caFile: String { dir + "/ca.pem" }
-    /// Leaf then intermediate.
-    var chainFile: String { dir + "/chain.pem" }
-    var keyFile: String { dir + "/leaf.key" }
-    var otherKeyFile: String { dir + "/other.key" }
-    var encryptedKeyFile: String { dir + "/encrypted.key" }
-    var expiredFile: String { dir + "/expired.pem" }
-    var futureFile: String { dir + "/future.pem" }
-    var notPEMFile: String { dir + "/not-pem.pem" }
-    var missingFile: String { dir + "/missing.pem" }
-
-    private init() throws {
-        dir = NSTemporaryDirectory() + "wsgate-tls-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(atPath: dir + "/db", withIntermediateDirectories: true)
-        // One config for `req`, `x509 -extfile` and `ca`, independent of the system's openssl.cnf.
-        let config = """
-            [ req ]
-            distinguished_name = dn
-            prompt = no
-            [ dn ]
-            CN = unused
-            [ v3_ca ]
-            basicConstraints = critical, CA:TRUE
-            keyUsage = critical, keyCertSign, cRLSign
-            subjectKeyIdentifier = hash
-            [ v3_leaf ]
-            basicConstraints = CA:FALSE
-            keyUsage = critical, digitalSignature, keyEncipherment
-            extendedKeyUsage = serverAuth
-            subjectAltName = DNS:localhost, IP:127.0.0.1
-            [ ca ]
-            default_ca = intermediate
-            [ intermediate ]
-            database = \(dir)/db/index.txt
-            serial = \(dir)/db/serial
-            new_certs_dir = \(dir)/db
-            certificate = \(dir)/intermediate.pem
-            private_key = \(dir)/intermediate.key
-            default_md = sha256
-            policy = any
-            unique_subject = no
-            [ any ]
-            commonName = supplied
-
-            """
-        try config.write(toFile: dir + "/openssl.cnf", atomically: true, encoding: .utf8)
-        try "".write(toFile: dir + "/db/index.txt", atomically: true, encoding: .utf8)
-        try "1000\n".write(toFile: dir + "/db/serial", atomically: true, encoding: .utf8)
-        try "this is not a certificate\n".write(toFile: dir + "/not-pem.pem", atomically: true, encoding: .utf8)
-
-        let cnf = dir + "/openssl.cnf"
-        func key(_ name: String, _ extra: [String] = []) throws {
-            try run(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"] + extra + ["-out", "\(dir)/\(name)"])
-        }
-        try key("ca.key")
-        try key("intermediate.key")
-        try key("leaf.key")
-        try key("other.key")
-        try key("encrypted.key", ["-aes256", "-pass", "pass:secret"])
-        try run(["req", "-config", cnf, "-x509", "-new", "-key", "\(dir)/ca.key", "-subj", "/CN=wsgate test root",
-                 "-extensions", "v3_ca", "-days", "2", "-out", "\(dir)/ca.pem"])
-        try run(["req", "-config", cnf, "-new", "-key", "\(dir)/intermediate.key", "-subj", "/CN=wsgate test intermediate",
-                 "-out", "\(dir)/intermediate.csr"])
-        try run(["x509", "-req", "-in", "\(dir)/intermediate.csr", "-CA", "\(dir)/ca.pem", "-CAkey", "\(dir)/ca.key",
-                 "-set_serial", "1", "-days", "2", "-extfile", cnf, "-extensions", "v3_ca", "-out", "\(dir)/intermediate.pem"])
-        try run(["req", "-config", cnf, "-new", "-key", "\(dir)/leaf.key", "-subj", "/CN=localhost", "-out", "\(dir)/leaf.csr"])
-        try run(["x509", "-req", "-in", "\(dir)/leaf.csr", "-CA", "\(dir)/intermediate.pem", "-CAkey", "\(dir)/intermediate.key",
-                 "-set_serial", "2", "-days", "2", "-extfile", cnf, "-extensions", "v3_leaf", "-out", "\(dir)/leaf.pem"])
-        // OpenSSL 3.0's `x509` cannot backdate; `ca` takes explicit start and end dates.
-        for (file, start, end) in [("expired.pem", "20200101000000Z", "20200102000000Z"),
-                                   ("future.pem", "20990101000000Z", "20990102000000Z")] {
-            try run(["ca", "-batch", "-config", cnf, "-extensions", "v3_leaf", "-notext", "-in", "\(dir)/leaf.csr",
-                     "-startdate", start, "-enddate", end, "-out", "\(dir)/\(file)"])
-        }
-        let leaf = try String(contentsOfFile: dir + "/leaf.pem", encoding: .utf8)
-        let intermediate = try String(contentsOfFile: dir + "/intermediate.pem", encoding: .utf8)
-        try (leaf + intermediate).write(toFile: chainFile, atomically: true, encoding: .utf8)
-    }
-
-    private func run(_ arguments: [String]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["openssl"] + arguments
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        if process.terminationStatus != 0 {
-            throw NSError(domain: "openssl", code: Int(process.terminationStatus),
-                          userInfo: [NSLocalizedDescriptionKey: "openssl \(arguments.joined(separator: " ")): \(text)"])
-        }
-    }
-}
-
-// MARK: - Sockets
-
-/// A connected loopback TCP pair, both ends non-blocking.
-struct SocketPair {
-    let server: Int32
-    let client: Int32
-
-    /// `buffer`: SO_SNDBUF/SO_RCVBUF for both ends (0 keeps the defaults), small to force partial writes.
-    init(buffer: Int32 = 0) {
-        let listener = try! Socket.listen(host: "127.0.0.1", port: 0)
-        defer { Socket.close(listener) }
-        let client = connectLoopback(port: Socket.localPort(listener), buffer: buffer)
-        var server: Int32 = -1
-        let deadline = Date().addingTimeInterval(5)
-        while server < 0 && Date() < deadline {
-            if case .socket(let fd) = Socket.accept(listener) { server = fd } else { usleep(1000) }
-        }
-        precondition(server >= 0, "accept timed out")
-        if buffer > 0 { setBuffers(server, buffer) }
-        self.server = server
-        self.client = client
-    }
-
-    func close() {
-        Socket.close(server)
-        Socket.close(client)
-    }
-}
-
-func setBuffers(_ fd: Int32, _ size: Int32) {
-    var size = size
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-}
-
-/// A non-blocking client socket connected to 127.0.0.1:port.
-func connectLoopback(port: Int, buffer: Int32 = 0) -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    precondition(fd >= 0)
-    if buffer > 0 { setBuffers(fd, buffer) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let rc = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    precondition(rc == 0, "connect failed: errno \(errno)")
-    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-    return fd
-}
-
-/// Waits until one of `fds` is ready for its events, or `timeoutMs`.
-func waitFor(_ fds: [(Int32, Int16)], timeoutMs: Int32 = 100) {
-    var polls = fds.map { pollfd(fd: $0.0, events: $0.1, revents: 0) }
-    _ = poll(&polls, nfds_t(polls.count), timeoutMs)
-}
-
-let pollIn = Int16(POLLIN)
-let pollOut = Int16(POLLOUT)
-
-// MARK: - An in-process OpenSSL client
-
-/// The client side, written straight against OpenSSL's client API.
-final class TestClient {
-    let ctx: OpaquePointer
-    let ssl: OpaquePointer
-    let fd: Int32
-    /// What to poll for before the next call.
-    var waitEvents = pollIn
-
-    struct Options {
-        var alpn: [String]? = ["http/1.1"]
-        var minVersion: Int32 = 0
-        var maxVersion: Int32 = 0
-        var cipherList: String?
-        var session: OpaquePointer?
-    }
-
-    init(fd: Int32, caFile: String = TestPKI.shared.caFile, options: Options = Options()) {
-        self.fd = fd
-        ctx = SSL_CTX_new(TLS_client_method())!
-        precondition(SSL_CTX_load_verify_locations(ctx, caFile, nil) == 1)
-        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
-        if options.minVersion != 0 { precondition(ctls_ctx_set_min_proto_version(ctx, options.minVersion) == 1) }
-        if options.maxVersion != 0 { precondition(ctls_ctx_set_max_proto_version(ctx, options.maxVersion) == 1) }
-        if let ciphers = options.cipherList { precondition(SSL_CTX_set_cipher_list(ctx, ciphers) == 1) }
-        ssl = SSL_new(ctx)!
-        SSL_set_fd(ssl, fd)
-        SSL_set_connect_state(ssl)
-        precondition(ctls_set_sni(ssl, "localhost") == 1)
-        precondition(SSL_set1_host(ssl, "localhost") == 1)
-        if let alpn = options.alpn {
-            var wire: [UInt8] = []
-            for name in alpn { wire.append(UInt8(name.utf8.count)); wire += Array(name.utf8) }
-            precondition(SSL_set_alpn_protos(ssl, wire, UInt32(wire.count)) == 0)
-        }
-        if let session = options.session { SSL_set_session(ssl, session) }
-    }
-
-    deinit {
-        SSL_free(ssl)
-        SSL_CTX_free(ctx)
-    }
-
-    /// CTLS_OK, CTLS_WANT_*, CTLS_CLOSED or CTLS_FAILED.
-    func handshake() -> Int32 {
-        var e: Int32 = 0
-        let status = ctls_handshake(ssl, &e)
-        track(status)
-        return status
-    }
-
-    /// Reads everything available now; returns the bytes and the final status.
-    func readAvailable() -> ([UInt8], Int32) {
-        var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            var done = 0
-            var e: Int32 = 0
-            let status = ctls_read(ssl, &buffer, buffer.count, &done, &e)
-            track(status)
-            if status == CTLS_OK { out += buffer[0..<done]; continue }
-            return (out, status)
-        }
-    }
-
-    /// Writes all of `bytes`, waiting for the socket as needed (the server must not need pumping).
-    func writeAll(_ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            var done = 0
-            var e: Int32 = 0
-            let status = bytes.withUnsafeBytes { ctls_write(ssl, $0.baseAddress! + offset, bytes.count - offset, &done, &e) }
-            if status == CTLS_OK { offset += done } else if status == CTLS_WANT_WRITE || status == CTLS_WANT_READ {
-                waitFor([(fd, status == CTLS_WANT_WRITE ? pollOut : pollIn)])
-            } else {
-                XCTFail("client write failed: \(status)")
-                return
-            }
-        }
-    }
-
-    var alpn: String? {
-        var data: UnsafePointer<UInt8>?
-        var length: UInt32 = 0
-        SSL_get0_alpn_selected(ssl, &data, &length)
-        guard let data, length > 0 else { return nil }
-        return String(decoding: UnsafeBufferPointer(start: data, count: Int(length)), as: UTF8.self)
-    }
-
-    private func track(_ status: Int32) {
-        if status == CTLS_WANT_WRITE { waitEvents = pollOut } else if status == CTLS_WANT_READ { waitEvents = pollIn }
-    }
-}
-
-extension TLSStatus {
-    var waitEvents: Int16 { self == .wantWrite ? pollOut : pollIn }
-}
-
-/// Drives both handshakes until both finish or either side stops; returns both outcomes.
-func handshakeBoth(_ server: TLSStream, _ pair: SocketPair, _ client: TestClient, timeout: TimeInterval = 10)
-    -> (server: TLSStatus, client: Int32) {
-    var serverStatus = TLSStatus.wantRead
-    var clientStatus = Int32(CTLS_WANT_READ)
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if serverStatus == .wantRead || serverStatus == .wantWrite { serverStatus = server.handshake() }
-        if clientStatus == CTLS_WANT_READ || clientStatus == CTLS_WANT_WRITE { clientStatus = client.handshake() }
-        let serverPending = serverStatus == .wantRead || serverStatus == .wantWrite
-        let clientPending = clientStatus == CTLS_WANT_READ || clientStatus == CTLS_WANT_WRITE
-        if !serverPending && !clientPending { break }
-        // One side finished or failed while the other still waits: give it a last chance to see why.
-        if !serverPending && serverStatus != .done || !clientPending && clientStatus != CTLS_OK {
-            waitFor([(pair.client, pollIn), (pair.server, pollIn)], timeoutMs: 20)
-            if serverPending { serverStatus = server.handshake() }
-            if clientPending { clientStatus = client.handshake() }
-            break
-        }
-        var fds: [(Int32, Int16)] = []
-        if serverPending { fds.append((pair.server, serverStatus.waitEvents)) }
-        if clientPending { fds.append((pair.client, client.waitEvents)) }
-        waitFor(fds)
-    }
-    return (serverStatus, clientStatus)
-}
-
-/// Reads from the server stream until it would block (following hasBufferedInput).
-func serverReadAvailable(_ stream: TLSStream, _ out: inout [UInt8], chunk: Int = 16384) -> TLSIOResult {
-    var buffer = [UInt8](repeating: 0, count: chunk)
-    while true {
-        let result = buffer.withUnsafeMutableBytes { stream.read(into: $0.baseAddress!, count: chunk) }
-        guard case .bytes(let n) = result else { return result }
-        out += buffer[0..<n]
-    }
-}
-
-func pattern(_ count: Int, seed: UInt8 = 0) -> [UInt8] {
-    (0..<count).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11 &+ Int(seed)) }
-}
+// The fixtures (TestPKI, SocketPair, TestClient, handshakeBoth...) live in Support/.
 
 // MARK: - Tests
 
@@ -338,18 +17,12 @@ final class TLSTests: XCTestCase {
 
     override class func setUp() {
         super.setUp()
-        // As the gateway does: writes to a closed socket report EPIPE instead of killing the process.
-        signal(SIGPIPE, SIG_IGN)
-    }
-
-    func load(cert: String? = nil, key: String? = nil, releaseBuffers: Bool = true) throws -> TLSServerContext {
-        try TLSServerContext.load(certificateFile: cert ?? pki.chainFile, privateKeyFile: key ?? pki.keyFile,
-                                  releaseBuffers: releaseBuffers)
+        ignoreSIGPIPE()
     }
 
     func loadError(cert: String? = nil, key: String? = nil) -> TLSError? {
         do {
-            _ = try TLSServerContext.load(certificateFile: cert ?? pki.chainFile, privateKeyFile: key ?? pki.keyFile)
+            _ = try pki.serverContext(certificateFile: cert, privateKeyFile: key)
             return nil
         } catch {
             return error
@@ -359,7 +32,7 @@ final class TLSTests: XCTestCase {
     // MARK: Loading
 
     func testLoadsChainAndKey() throws {
-        let context = try TLSServerContext.load(certificateFile: pki.chainFile, privateKeyFile: pki.keyFile)
+        let context = try pki.serverContext()
         XCTAssertEqual(context.certificateFile, pki.chainFile)
         let mode = ctls_ctx_get_mode(context.ctx)
         let wanted = Int(SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS)
@@ -416,14 +89,14 @@ final class TLSTests: XCTestCase {
     func testLoadLeavesNoErrorsQueued() throws {
         _ = loadError(key: pki.otherKeyFile)
         _ = loadError(cert: pki.notPEMFile)
-        _ = try load()
+        _ = try pki.serverContext()
         XCTAssertEqual(ERR_peek_error(), 0)
     }
 
     // MARK: Handshakes
 
     func testHandshakeALPNVersionAndSmallData() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         defer { pair.close() }
         let server = TLSStream(context: context, fd: pair.server)
@@ -463,7 +136,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testOneMebibyteBothWaysWithPartialWrites() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair(buffer: 16384)
         defer { pair.close() }
         let server = TLSStream(context: context, fd: pair.server)
@@ -540,7 +213,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testBufferedInputIsReportedUntilDrained() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         defer { pair.close() }
         let server = TLSStream(context: context, fd: pair.server)
@@ -570,7 +243,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testALPNIsOptional() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         for offered in [nil, ["h2"], ["h2", "spdy/3"]] as [[String]?] {
             let pair = SocketPair()
             defer { pair.close() }
@@ -587,7 +260,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testTLS12Client() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         defer { pair.close() }
         let server = TLSStream(context: context, fd: pair.server)
@@ -600,7 +273,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testTLS11ClientIsRefused() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         defer { pair.close() }
         let server = TLSStream(context: context, fd: pair.server)
@@ -620,7 +293,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testPlainHTTPFailsAtOnce() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         for (request, expected) in [("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "http request"),
                                     ("hello there\r\n", "wrong version number")] {
             let pair = SocketPair()
@@ -640,7 +313,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testClientCloseIsClosed() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         for closeNotify in [true, false] {
             let pair = SocketPair()
             let server = TLSStream(context: context, fd: pair.server)
@@ -665,7 +338,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testEOFBeforeHandshakeIsClosed() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         let server = TLSStream(context: context, fd: pair.server)
         XCTAssertEqual(server.handshake(), .wantRead)
@@ -677,7 +350,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testServerShutdownSendsCloseNotify() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         defer { pair.close() }
         let server = TLSStream(context: context, fd: pair.server)
@@ -690,7 +363,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testResetDuringHandshakeFails() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let pair = SocketPair()
         let server = TLSStream(context: context, fd: pair.server)
         let client = TestClient(fd: pair.client)
@@ -715,7 +388,7 @@ final class TLSTests: XCTestCase {
     }
 
     func testSessionTicketResumption() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         var session: OpaquePointer?
         for round in 0..<2 {
             let pair = SocketPair()
@@ -746,7 +419,7 @@ final class TLSTests: XCTestCase {
 
     /// Python's ssl module (its own code over its own OpenSSL) against a TLSStream echo server.
     func testPythonClientInterop() throws {
-        let context = try load()
+        let context = try pki.serverContext()
         let server = EchoServer(context: context)
         let stop = StopFlag()
         let thread = Thread {
@@ -821,7 +494,7 @@ final class TLSTests: XCTestCase {
         let count = 1000
         var report: [String] = []
         for releaseBuffers in [true, false] {
-            let context = try load(releaseBuffers: releaseBuffers)
+            let context = try pki.serverContext(releaseBuffers: releaseBuffers)
             let server = EchoServer(context: context, expected: count)
             let script = """
                 import socket, ssl, sys
@@ -876,7 +549,7 @@ final class TLSTests: XCTestCase {
             report.append("\(label):\n    after handshake: \(per(before, afterHandshake))\n    after an 18 B request/response: \(per(before, afterRequest))\n    after a 32 KiB message each way: \(per(before, afterLarge))")
         }
         // For scale: what SSL_new costs before any handshake.
-        let context = try load()
+        let context = try pki.serverContext()
         let dummy = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { Socket.close(dummy) }
         let before = MemoryProbe.now()
@@ -914,13 +587,6 @@ final class TLSTests: XCTestCase {
         try process.run()
         return (process, input.fileHandleForWriting, output.fileHandleForReading, errors.fileHandleForReading)
     }
-}
-
-final class Protected<Value>: @unchecked Sendable {
-    private let lock = Lock()
-    private var value: Value
-    init(_ value: Value) { self.value = value }
-    func locked<T>(_ body: (inout Value) -> T) -> T { lock.locked { body(&value) } }
 }
 
 final class StopFlag: @unchecked Sendable {

@@ -3,36 +3,9 @@ import WebSocketCodec
 
 // MARK: - Helpers
 
-/// Deterministic bytes for reproducible round trips.
-private struct DeflateTestRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-    mutating func bytes(_ n: Int) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: n)
-        var i = 0
-        while i < n {
-            var v = next()
-            for _ in 0..<8 where i < n {
-                out[i] = UInt8(truncatingIfNeeded: v)
-                v >>= 8
-                i += 1
-            }
-        }
-        return out
-    }
-}
-
 /// JSON-ish text of exactly `count` bytes, the kind of traffic a gateway carries.
 private func sampleText(_ count: Int, seed: UInt64 = 1) -> [UInt8] {
-    var random = DeflateTestRandom(seed: seed)
+    var random = SplitMix64(seed: seed)
     let names = ["alice", "bob", "carol", "dave", "eve", "mallory", "trent", "peggy"]
     var out: [UInt8] = []
     out.reserveCapacity(count + 128)
@@ -158,7 +131,7 @@ private func roundTrip(_ deflater: MessageDeflater, _ inflater: MessageInflater,
 }
 
 /// Inflates `payload` fed in the given fragment sizes (the last fragment takes the rest).
-private func inflateFragmented(_ inflater: MessageInflater, _ payload: [UInt8], sizes: inout DeflateTestRandom,
+private func inflateFragmented(_ inflater: MessageInflater, _ payload: [UInt8], sizes: inout SplitMix64,
                                maxFragment: Int, limit: Int = .max, resetAfter: Bool = true) -> ([UInt8], InflateResult) {
     var out: [UInt8] = []
     var offset = 0
@@ -443,12 +416,12 @@ final class PerMessageDeflateTests: XCTestCase {
     }
 
     func testRoundTripsWithAndWithoutContextTakeover() {
-        var random = DeflateTestRandom(seed: 7)
+        var random = SplitMix64(seed: 7)
         for takeover in [false, true] {
             let deflater = MessageDeflater()
             let inflater = MessageInflater()
             for size in [0, 1, 100, 65536, 1 << 20] {
-                for message in [sampleText(size, seed: UInt64(size)), random.bytes(size)] {
+                for message in [sampleText(size, seed: UInt64(size)), random.bytesEightPerDraw(size)] {
                     // Several messages in sequence through the same pair.
                     for _ in 0..<3 { _ = roundTrip(deflater, inflater, message, takeover: takeover) }
                 }
@@ -471,8 +444,8 @@ final class PerMessageDeflateTests: XCTestCase {
     }
 
     func testContextTakeoverShrinksARepeatedMessage() {
-        var random = DeflateTestRandom(seed: 3)
-        for message in [sampleText(8192), random.bytes(4096)] {
+        var random = SplitMix64(seed: 3)
+        for message in [sampleText(8192), random.bytesEightPerDraw(4096)] {
             let shared = MessageDeflater()
             let inflater = MessageInflater()
             let first = roundTrip(shared, inflater, message, takeover: true)
@@ -525,8 +498,8 @@ final class PerMessageDeflateTests: XCTestCase {
     }
 
     func testFragmentByFragmentEqualsWholeMessage() {
-        var random = DeflateTestRandom(seed: 11)
-        for message in [sampleText(1 << 20), random.bytes(200_000), sampleText(100), []] {
+        var random = SplitMix64(seed: 11)
+        for message in [sampleText(1 << 20), random.bytesEightPerDraw(200_000), sampleText(100), []] {
             for takeover in [false, true] {
                 let deflater = MessageDeflater()
                 let whole = MessageInflater()
@@ -552,7 +525,7 @@ final class PerMessageDeflateTests: XCTestCase {
         XCTAssertEqual(inflater.inflate(payload, limit: 50_000, resetAfter: true).1, .ok)
         XCTAssertEqual(inflater.inflate(payload, limit: 49_999, resetAfter: true).1, .tooBig)
         XCTAssertEqual(inflater.inflate(payload, limit: 50_000, resetAfter: true).1, .ok)
-        var random = DeflateTestRandom(seed: 5)
+        var random = SplitMix64(seed: 5)
         XCTAssertEqual(inflateFragmented(inflater, payload, sizes: &random, maxFragment: 300, limit: 49_999).1, .tooBig)
         XCTAssertEqual(inflateFragmented(inflater, payload, sizes: &random, maxFragment: 300, limit: 50_000).1, .ok)
         XCTAssertEqual(MessageInflater().inflate([0x00], limit: 0, resetAfter: true).1, .ok)
@@ -573,7 +546,7 @@ final class PerMessageDeflateTests: XCTestCase {
         print("zip bomb: 10 MiB of zeros in \(bomb.count) bytes; limit \(limit): out capacity \(out.capacity), zlib \(inflater.allocatedBytes) bytes")
 
         // Fed in fragments, into a buffer that already holds something.
-        var random = DeflateTestRandom(seed: 9)
+        var random = SplitMix64(seed: 9)
         var prefixed: [UInt8] = [1, 2, 3]
         var offset = 0
         var fragmented = InflateResult.ok
@@ -595,13 +568,13 @@ final class PerMessageDeflateTests: XCTestCase {
 
     func testCorruptInput() {
         let inflater = MessageInflater()
-        var random = DeflateTestRandom(seed: 13)
+        var random = SplitMix64(seed: 13)
         let cases: [[UInt8]] = [
             [0xFF, 0xFF, 0xFF],                   // block type 3
             [0x00, 0x05, 0x00, 0x00, 0x00],       // stored block whose LEN and NLEN disagree
             Array(Python.fox.prefix(20)),         // cut in the middle of a block
             Python.final1 + [0x00],               // data after the final block
-            random.bytes(64) + [0xFF],
+            random.bytesEightPerDraw(64) + [0xFF],
         ]
         for payload in cases {
             let (plain, result) = inflater.inflate(payload, resetAfter: false)

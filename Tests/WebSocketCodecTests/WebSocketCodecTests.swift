@@ -4,22 +4,6 @@ import WebSocketCodec
 
 // MARK: - Helpers
 
-/// A tiny deterministic generator so the property-style tests are reproducible.
-private struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
-    mutating func bytes(_ n: Int) -> [UInt8] { (0..<n).map { _ in byte() } }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
-
 private func parse(_ bytes: [UInt8], role: Role, allowedRSV: UInt8 = 0, maxPayload: Int = Int.max) -> FrameParseResult {
     bytes.withUnsafeBytes { FrameDecoder.parseHeader($0, role: role, allowedRSV: allowedRSV, maxPayload: maxPayload) }
 }
@@ -387,7 +371,7 @@ final class MaskingTests: XCTestCase {
         var rng = SplitMix64(seed: 42)
         for key in keys + [UInt32(truncatingIfNeeded: rng.next())] {
             for length in 0...40 {
-                let input = rng.bytes(length)
+                let input = rng.bytesOnePerDraw(length)
                 XCTAssertEqual(masked(input, key: key), referenceMask(input, key: key), "key \(key) length \(length)")
             }
         }
@@ -398,7 +382,7 @@ final class MaskingTests: XCTestCase {
         for key in keys {
             for offset in 1...7 {
                 for length in [0, 1, 3, 4, 5, 8, 9, 15, 16, 17, 33] {
-                    let input = rng.bytes(offset + length)
+                    let input = rng.bytesOnePerDraw(offset + length)
                     var copy = input
                     copy.withUnsafeMutableBytes { raw in
                         Masking.apply(key, to: UnsafeMutableRawBufferPointer(rebasing: raw[offset...]))
@@ -412,7 +396,7 @@ final class MaskingTests: XCTestCase {
 
     func testBigBuffer() {
         var rng = SplitMix64(seed: 99)
-        let input = rng.bytes((1 << 20) + 3)
+        let input = rng.bytesOnePerDraw((1 << 20) + 3)
         let key: UInt32 = 0xA5C3_0F71
         let once = masked(input, key: key)
         XCTAssertEqual(once, referenceMask(input, key: key))
@@ -423,7 +407,7 @@ final class MaskingTests: XCTestCase {
         var rng = SplitMix64(seed: 3)
         for key in keys {
             for length in 0...40 {
-                let input = rng.bytes(length)
+                let input = rng.bytesOnePerDraw(length)
                 XCTAssertEqual(masked(masked(input, key: key), key: key), input)
             }
         }
@@ -941,7 +925,7 @@ final class Base64Tests: XCTestCase {
     func testRoundTripAndFoundationAgreement() {
         var rng = SplitMix64(seed: 64)
         for length in 0...20 {
-            for input in [rng.bytes(length), [UInt8](repeating: 0xFF, count: length), [UInt8](repeating: 0, count: length)] {
+            for input in [rng.bytesOnePerDraw(length), [UInt8](repeating: 0xFF, count: length), [UInt8](repeating: 0, count: length)] {
                 let encoded = Base64.encode(input)
                 XCTAssertEqual(encoded, Data(input).base64EncodedString(), "length \(length)")
                 XCTAssertEqual(encoded.utf8.count, Base64.encodedLength(length))
