@@ -26,7 +26,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out=".build-fuzz"
-targets="${FUZZ_TARGETS:-HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer}"
+targets="${FUZZ_TARGETS:-HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer SessionFuzzer}"
 
 if [ -n "${SWIFTC:-}" ]; then
     swiftc="$SWIFTC"
@@ -41,6 +41,7 @@ corpus_name() {
         HTTPRequestFuzzer) echo http ;;
         FrameDecoderFuzzer) echo frames ;;
         ClientHandshakeFuzzer) echo client ;;
+        SessionFuzzer) echo session ;;
         *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }
