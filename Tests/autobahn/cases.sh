@@ -10,5 +10,7 @@ for sub in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.3 13.4 13.5 13.6 13.7; do autob
 
 # Sourced by run-client.sh: the client cases (kosoku -m fuzzingserver), sections 1 to 13 (there
 # is no section 8); 12 and 13 test permessage-deflate as wsgate's client offers it.
+# The same compression cases are left out, for the same kosoku bug.
 autobahn_client_cases=()
 for section in 1 2 3 4 5 6 7 9 10 12 13; do autobahn_client_cases+=(-i "$section.*"); done
+for sub in 12.1 12.2 12.3 12.4 12.5 13.1 13.2 13.3 13.4 13.5 13.6 13.7; do autobahn_client_cases+=(-x "$sub.1"); done
