@@ -4,7 +4,8 @@
 # bench/run-tls.sh (wss://). Sourced, never run; the caller sets
 # `set -euo pipefail` and BENCH_DIR / ROOT first.
 #
-# What lives here: tunables common to both harnesses, process and CPU/RSS
+# What lives here: tunables common to both harnesses, installing what they
+# need, building the load generator (bench/wsload.c), process and CPU/RSS
 # bookkeeping, the quiet-machine wait, starting/stopping wsgate and nginx
 # (optionally with TLS), running the load generator, and the two
 # measurements both harnesses make: echo throughput and idle-connection
@@ -34,8 +35,12 @@ CLK_TCK=$(getconf CLK_TCK)
 QUIET_WAIT_SECS=${QUIET_WAIT_SECS:-60}
 QUIET_BUSY_PCT=${QUIET_BUSY_PCT:-15}
 
-# The load generator binary (wsload or tlsload); both print one JSON line.
-LOADGEN=${LOADGEN:-}
+# The project's load generator, bench/wsload.c, built by build_loadgen. The
+# default binary name is this project's own, so that another checkout's
+# /tmp/wsload is neither used nor overwritten.
+WSLOAD_SRC=$BENCH_DIR/wsload.c
+WSLOAD=${WSLOAD:-/tmp/wsgate-bench-wsload}
+LOADGEN=$WSLOAD
 # http or https: how the health route is probed.
 HEALTH_SCHEME=http
 # wsgate's config file contents (JSON), written by start_wsgate.
@@ -197,24 +202,74 @@ bench_init() {
   trap 'exit 143' TERM
 }
 
-# Tools and packages needed for the given servers.
+# Debian packages are installed on demand so that a fresh machine can run the
+# harnesses as they are: `apt-get update` once, then one `apt-get install` of
+# everything missing. Without root or apt-get, the missing packages are named
+# and the run stops.
+APT_UPDATED=0
+apt_install() {
+  (( $# > 0 )) || return 0
+  if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
+    die "missing Debian packages: $* (install them, or run as root with apt-get available)"
+  fi
+  # dpkg's progress would bury the bench log; it is shown only on failure.
+  local out=${TMP_ROOT:-/tmp}/apt.log
+  log "installing $* (apt-get, log in $out)"
+  if [[ $APT_UPDATED == 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >"$out" 2>&1 \
+      || { tail -n 20 "$out" >&2; die "apt-get update failed"; }
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >>"$out" 2>&1 \
+    || { tail -n 20 "$out" >&2; die "apt-get install $* failed"; }
+}
+
+# Tools and packages needed for SERVERS and the load generator; arguments are
+# further "command:package" pairs (run-tls.sh needs the openssl command line
+# tool).
 check_prereqs() {
-  command -v taskset >/dev/null || die "taskset not found (util-linux)"
-  command -v curl >/dev/null || die "curl not found"
-  command -v ss >/dev/null || die "ss not found (iproute2)"
-  command -v pgrep >/dev/null || die "pgrep not found (procps)"
-  (( $(nproc) >= 2 )) || log "WARNING: fewer than 2 CPUs; server and load generator will share a core"
-  local s
-  for s in "$@"; do
+  local -a missing=()
+  local s pair
+  command -v taskset >/dev/null || missing+=(util-linux)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v ss >/dev/null || missing+=(iproute2)
+  command -v pgrep >/dev/null || missing+=(procps)
+  # The load generator is built from source unless WSLOAD already points at
+  # a usable binary the source is not newer than.
+  if [[ ! -x $WSLOAD || $WSLOAD_SRC -nt $WSLOAD ]]; then
+    command -v cc >/dev/null || missing+=(gcc libc6-dev)
+    [[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+  fi
+  for s in "${SERVERS[@]}"; do
     case "$s" in
-      wsgate) [[ -x $WSGATE_BIN ]] || die "wsgate binary not found at $WSGATE_BIN (build it with: swift build -c release)" ;;
+      wsgate) [[ -x $WSGATE_BIN ]] || die "wsgate binary not found at $WSGATE_BIN (build it with: swift build -c release --product wsgate)" ;;
       nginx)
-        command -v "$NGINX_BIN" >/dev/null || die "nginx not found"
-        [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || die "libnginx-mod-http-lua not installed"
-        [[ -f /usr/share/lua/5.1/nginx/websocket/server.lua ]] || die "lua-nginx-websocket not installed"
+        # A custom NGINX_BIN is the caller's business; the stock one is Debian's.
+        [[ $NGINX_BIN != nginx ]] || command -v nginx >/dev/null || missing+=(nginx)
+        [[ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ]] || missing+=(libnginx-mod-http-lua)
+        [[ -f /usr/share/lua/5.1/nginx/websocket/server.lua ]] || missing+=(lua-nginx-websocket)
         ;;
     esac
   done
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  apt_install "${missing[@]}"
+  for s in "${SERVERS[@]}"; do
+    [[ $s != nginx ]] || command -v "$NGINX_BIN" >/dev/null || die "nginx not found ($NGINX_BIN)"
+  done
+  (( $(nproc) >= 2 )) || log "WARNING: fewer than 2 CPUs; server and load generator will share a core"
+}
+
+# Build bench/wsload.c into $WSLOAD when the binary is missing or older than
+# the source. The binary is written under a temporary name and renamed, so a
+# harness running at the same time never executes a half-written file.
+build_loadgen() {
+  [[ -x $WSLOAD && ! $WSLOAD_SRC -nt $WSLOAD ]] && return 0
+  log "building $WSLOAD from $WSLOAD_SRC"
+  local tmp=$WSLOAD.$$.tmp
+  cc -O2 -Wall -Wextra -o "$tmp" "$WSLOAD_SRC" -lssl -lcrypto || { rm -f "$tmp"; die "cannot build $WSLOAD_SRC"; }
+  mv -f "$tmp" "$WSLOAD"
 }
 
 # Client sockets in the load generator and as many in the server. Ask for

@@ -3,9 +3,8 @@
 #
 # Usage: bench/run-tls.sh [wsgate|nginx|all]        (default: all)
 #
-# Like bench/run.sh (whose helpers it shares through bench/lib.sh), but every
-# connection is wss:// and the load generator is bench/tlsload.c (built into
-# $TLSLOAD with OpenSSL). A throw-away self-signed certificate per key type
+# Like bench/run.sh (whose helpers and load generator, bench/wsload.c, it
+# shares through bench/lib.sh), but every connection is wss://. A throw-away self-signed certificate per key type
 # (ECDSA P-256 and RSA 2048) is made with `openssl req` in the temp dir; both
 # servers get the same pair. wsgate runs with `--workers 1` and
 # {"rateLimit":{"messagesPerSecond":0},"tls":{...}}; nginx runs
@@ -22,7 +21,7 @@
 #      handshake (client close frame, server close frame, close_notify,
 #      close). Measured with the TLS_KEY certificate on the echo instance,
 #      then for each other type in HANDSHAKE_KEYS on a fresh instance. With
-#      HS_RESUME=1 also resumed handshakes (tlsload -r), as information.
+#      HS_RESUME=1 also resumed handshakes (wsload -r), as information.
 #      Besides the rate, the server's CPU time per cycle is reported: on a
 #      2-core box the load generator (OpenSSL 3.0's client handshake is
 #      expensive) can saturate before the server does, and "hs/s @1 core" =
@@ -42,12 +41,12 @@
 # echoes, a resumed handshake where a full one was wanted, or an unexpected
 # permessage-deflate count.
 #
-# Tunables (environment): those of run.sh (see bench/lib.sh) except
-# WSLOAD/WSLOAD_SRC, plus TLSLOAD (binary, default /tmp/tlsload, rebuilt when
-# bench/tlsload.c is newer), TLS_KEY (ec or rsa: certificate for echo, idle
-# and the first handshake run; default ec), HANDSHAKE_KEYS (default "ec rsa"),
-# HS_SECS, HS_INFLIGHT, HS_RESUME (default 1), WSGATE_IDLE_VARIANTS (default
-# "plain deflate takeover"), NGINX_IDLE_VARIANTS (default "plain").
+# Tunables (environment): those of run.sh (see bench/lib.sh; WSLOAD is where
+# the load generator is built) except CHURN_*, plus TLS_KEY (ec or rsa:
+# certificate for echo, idle and the first handshake run; default ec),
+# HANDSHAKE_KEYS (default "ec rsa"), HS_SECS, HS_INFLIGHT, HS_RESUME (default
+# 1), WSGATE_IDLE_VARIANTS (default "plain deflate takeover"),
+# NGINX_IDLE_VARIANTS (default "plain").
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,9 +54,6 @@ ROOT=$(dirname "$BENCH_DIR")
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-TLSLOAD=${TLSLOAD:-/tmp/tlsload}
-TLSLOAD_SRC=$BENCH_DIR/tlsload.c
-LOADGEN=$TLSLOAD
 HEALTH_SCHEME=https
 ECHO_LOAD_COLUMN=1
 
@@ -122,7 +118,7 @@ HS_ROWS="" HS_JSON="" HS_US_JSON="" HS_CPU_JSON="" HS_LOAD_JSON="" HS_OTHER_JSON
 measure_handshake() {
   local tag=$1 label=$2; shift 2
   log "$SERVER_NAME: handshakes ($label) -c $HS_INFLIGHT -d $HS_SECS $*"
-  measured_run "$DIR/hs-$tag.json" -m handshake -c "$HS_INFLIGHT" -d "$HS_SECS" -S "$IDLE_SRCS" "$@" "$URL"
+  measured_run "$DIR/hs-$tag.json" -m churn -c "$HS_INFLIGHT" -d "$HS_SECS" -S "$IDLE_SRCS" "$@" "$URL"
   local res=$RUN_RES ok=ok rate total resumed errs cfail us core
   log "  $res"
   rate=$(jnum handshakes_per_s "$res"); total=$(jnum cycles_total "$res")
@@ -215,7 +211,7 @@ bench_server() {
     [[ $k == "$TLS_KEY" ]] && continue
     start_tls_server "$name" "$k"
     log "$name: handshake warm-up ${WARMUP_SECS}s"
-    run_load -m handshake -c "$HS_INFLIGHT" -d "$WARMUP_SECS" -S "$IDLE_SRCS" "$URL" >/dev/null
+    run_load -m churn -c "$HS_INFLIGHT" -d "$WARMUP_SECS" -S "$IDLE_SRCS" "$URL" >/dev/null
     measure_handshake "full_$k" "full, $(key_label "$k")"
     stop_server
   done
@@ -247,14 +243,8 @@ bench_server() {
 }
 
 # ---------------------------------------------------------------- main ----
-check_prereqs "${SERVERS[@]}"
-command -v openssl >/dev/null || die "openssl not found"
-command -v cc >/dev/null || [[ -x $TLSLOAD ]] || die "cc not found (needed to build $TLSLOAD)"
-
-if [[ ! -x $TLSLOAD || $TLSLOAD_SRC -nt $TLSLOAD ]]; then
-  log "building $TLSLOAD from $TLSLOAD_SRC"
-  cc -O2 -Wall -Wextra -o "$TLSLOAD" "$TLSLOAD_SRC" -lssl -lcrypto || die "cannot build tlsload (needs libssl-dev)"
-fi
+check_prereqs openssl:openssl
+build_loadgen
 
 raise_nofile
 

@@ -11,17 +11,27 @@
 #     per connection (after a short unreported warm-up);
 #   * idle memory: RSS before and while holding 10,000 idle WebSockets
 #     (spread over 4 source addresses 127.0.0.2-5), per-connection delta;
+#   * churn: wsload -m churn keeps CHURN_INFLIGHT (50) cycles in flight for
+#     CHURN_SECS (10) s; one cycle = TCP connect, upgrade, client close
+#     frame, the server's close frame, close(). Reports cycles/s and the
+#     server's CPU time per cycle (measured after the idle test, so that
+#     the idle baseline is the same warmed-up server as before);
 #   * stop the server.
 # Prints a table per server and, at the end, one JSON line per server.
 # Exit status is non-zero if any load-generator run reported errors,
 # failed connections or wrong echoes.
 #
-# Tunables (environment): WSLOAD, WSLOAD_SRC, WSGATE_BIN, WSGATE_HOST, ECHO_SECS,
-# ECHO_CONNS, ECHO_SIZE, ECHO_DEPTHS, WARMUP_SECS, IDLE_CONNS, IDLE_SRCS,
-# IDLE_HOLD_SECS, SERVER_CPU, LOAD_CPU, QUIET_WAIT_SECS, QUIET_BUSY_PCT,
-# KEEP_TMP=1 (keep logs).
+# Tunables (environment): WSLOAD (where the load generator is built, default
+# /tmp/wsgate-bench-wsload), WSGATE_BIN, WSGATE_HOST, ECHO_SECS, ECHO_CONNS,
+# ECHO_SIZE, ECHO_DEPTHS, WARMUP_SECS, IDLE_CONNS, IDLE_SRCS, IDLE_HOLD_SECS,
+# CHURN_SECS, CHURN_INFLIGHT, SERVER_CPU, LOAD_CPU, QUIET_WAIT_SECS,
+# QUIET_BUSY_PCT, KEEP_TMP=1 (keep logs).
 #
-# The helpers and both measurements live in bench/lib.sh, shared with the
+# The load generator is the project's own, bench/wsload.c, built on first use
+# and whenever the source is newer (bench/lib.sh, build_loadgen); missing
+# Debian packages (nginx and its Lua modules, a C compiler, libssl-dev, ...)
+# are installed with apt-get when run as root (check_prereqs). The helpers
+# and the echo and idle measurements live in bench/lib.sh, shared with the
 # wss:// harness bench/run-tls.sh.
 #
 # The machine should otherwise be idle: before each echo run the script waits
@@ -37,14 +47,44 @@ ROOT=$(dirname "$BENCH_DIR")
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-WSLOAD=${WSLOAD:-/tmp/wsload}
-WSLOAD_SRC=${WSLOAD_SRC:-/work/shared/tools/wsload.c}
-LOADGEN=$WSLOAD
+CHURN_SECS=${CHURN_SECS:-10}
+CHURN_INFLIGHT=${CHURN_INFLIGHT:-50}
 
 parse_servers "$@"
 
 declare -a JSON_LINES=()
 bench_init
+
+# ------------------------------------------------------- measurements ----
+# Connection churn against URL, results in DIR. Sets CHURN_ROW (a table row)
+# and CHURN_JSON (a JSON fragment). Server CPU per cycle is the whole run's
+# (the drain after the window included) over every completed cycle: with
+# both processes on one core each, whichever saturates first sets the rate,
+# and "cycles/s @core" = 1e6 / (server us per cycle) is what one fully busy
+# server core would do.
+churn_header() {
+  printf '  %-22s %12s %9s %9s %9s %9s %9s %9s %9s %7s %s\n' test "cycles/s" "p50 us" "p99 us" \
+    "srv cpu%" "srv us/cy" "cy/s@core" "load cpu%" "other%" errors check
+}
+measure_churn() {
+  local url=$1 dir=$2 res ok=ok rate total errs cfail us core
+  log "$SERVER_NAME: churn -c $CHURN_INFLIGHT -d $CHURN_SECS"
+  measured_run "$dir/churn.json" -m churn -c "$CHURN_INFLIGHT" -d "$CHURN_SECS" -S "$IDLE_SRCS" "$url"
+  res=$RUN_RES
+  log "  $res"
+  rate=$(jnum handshakes_per_s "$res"); total=$(jnum cycles_total "$res")
+  errs=$(jnum errors "$res"); cfail=$(jnum connect_fail "$res")
+  if [[ -z $rate || -z $total || $total == 0 || $errs != 0 || $cfail != 0 ]]; then
+    log "WARNING: $SERVER_NAME churn: cycles=$total errors=$errs connect_fail=$cfail"
+    ok=FAIL; FAILED=1
+  fi
+  us=$(awk -v t="$RUN_SRV_TICKS" -v hz="$CLK_TCK" -v n="${total:-0}" 'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "null" }')
+  core=$(awk -v u="$us" 'BEGIN { if (u + 0 > 0) printf "%d", 1e6 / u + 0.5; else print "null" }')
+  CHURN_ROW=$(printf '  %-22s %12s %9s %9s %9s %9s %9s %9s %9s %7s %s' "churn -c $CHURN_INFLIGHT" \
+    "$rate" "$(jnum p50_us "$res")" "$(jnum p99_us "$res")" "$RUN_SRV_PCT" "$us" "$core" \
+    "$RUN_LOAD_PCT" "$RUN_OTHER_PCT" "$errs" "$ok")$'\n'
+  CHURN_JSON="\"churn_per_s\":$(jval handshakes_per_s "$res"),\"churn_inflight\":$CHURN_INFLIGHT,\"churn_secs\":$CHURN_SECS,\"churn_server_us\":$us,\"churn_server_cpu_pct\":$RUN_SRV_PCT,\"churn_load_cpu_pct\":$RUN_LOAD_PCT,\"churn_other_cpu_pct\":$RUN_OTHER_PCT"
+}
 
 # ------------------------------------------------------------- one run ----
 bench_server() {
@@ -66,6 +106,9 @@ bench_server() {
   # ---- (b) idle-connection memory (baseline from the warmed-up server)
   measure_idle "$url" "$dir" plain
 
+  # ---- (c) connection churn
+  measure_churn "$url" "$dir"
+
   stop_server
 
   # ---- report
@@ -81,20 +124,20 @@ bench_server() {
     [[ $has_kids == 1 ]] && printf '  %-22s %12s %12s %14s\n' "worker only" "$IDLE_BASE_MAIN" "$IDLE_MAIN" "$IDLE_PER_CONN_MAIN"
     printf '  %-22s %12s\n' "rss right after start" "$rss_start"
     printf '  idle connections open: %s (READY %s), connect time %ss\n' "$IDLE_OPEN" "$IDLE_READY" "$(jnum connect_s "$IDLE_RES")"
+    echo "  churn: $CHURN_INFLIGHT in flight, ${CHURN_SECS}s; cycle = TCP connect + upgrade + close handshake + close"
+    churn_header
+    printf '%s' "$CHURN_ROW"
   }
 
   local extra=""
   [[ $has_kids == 1 ]] && extra=",\"worker_rss_base_kib\":$IDLE_BASE_MAIN,\"worker_rss_10k_kib\":$IDLE_MAIN,\"worker_bytes_per_idle_conn\":$IDLE_PER_CONN_MAIN"
-  JSON_LINES+=("{\"server\":\"$name\",\"echo_msgs_per_s\":{$ECHO_JSON},\"echo_conns\":$ECHO_CONNS,\"echo_size\":$ECHO_SIZE,\"echo_secs\":$ECHO_SECS,\"echo_server_cpu_pct\":{$ECHO_CPU_JSON},\"echo_other_cpu_pct\":{$ECHO_OTHER_JSON},\"rss_start_kib\":$rss_start,\"rss_base_kib\":$IDLE_BASE_TOTAL,\"rss_10k_kib\":$IDLE_TOTAL,\"bytes_per_idle_conn\":$IDLE_PER_CONN,\"idle_open\":$IDLE_OPEN$extra}")
+  JSON_LINES+=("{\"server\":\"$name\",\"echo_msgs_per_s\":{$ECHO_JSON},\"echo_conns\":$ECHO_CONNS,\"echo_size\":$ECHO_SIZE,\"echo_secs\":$ECHO_SECS,\"echo_server_cpu_pct\":{$ECHO_CPU_JSON},\"echo_other_cpu_pct\":{$ECHO_OTHER_JSON},\"rss_start_kib\":$rss_start,\"rss_base_kib\":$IDLE_BASE_TOTAL,\"rss_10k_kib\":$IDLE_TOTAL,\"bytes_per_idle_conn\":$IDLE_PER_CONN,\"idle_open\":$IDLE_OPEN,$CHURN_JSON$extra}")
 }
 
 # ---------------------------------------------------------------- main ----
-check_prereqs "${SERVERS[@]}"
-
-if [[ ! -x $WSLOAD || $WSLOAD_SRC -nt $WSLOAD ]]; then
-  log "building $WSLOAD from $WSLOAD_SRC"
-  cc -O2 -o "$WSLOAD" "$WSLOAD_SRC" -lcrypto
-fi
+# shellcheck disable=SC2119  # over ws:// no tool beyond the common ones
+check_prereqs
+build_loadgen
 
 raise_nofile
 

@@ -1,26 +1,29 @@
 /*
- * tlsload: an epoll-driven WebSocket (RFC 6455) load generator for wss://,
- * used by bench/run-tls.sh. It also speaks plain ws:// so the same tool can
- * be compared against itself without TLS.
+ * wsload: the project's epoll-driven WebSocket (RFC 6455) load generator,
+ * for plain ws:// and for wss:// (OpenSSL). bench/run.sh and bench/run-tls.sh
+ * build it themselves (see build_loadgen in bench/lib.sh), so the benchmarks
+ * need nothing outside the repository:
  *
- *   cc -O2 -Wall -Wextra -o /tmp/tlsload bench/tlsload.c -lssl -lcrypto
+ *   cc -O2 -Wall -Wextra -o /tmp/wsload bench/wsload.c -lssl -lcrypto
  *
- *   tlsload [options] wss://127.0.0.1:PORT/path
- *     -m echo       closed loop: every connection keeps -p messages of -s bytes
- *                   in flight, checks every echo byte for byte, and reports
- *                   messages/s and round-trip latency percentiles
- *     -m idle       open -c connections, print "READY <open>" on its own line,
- *                   hold them for -d seconds (answering pings), then exit
- *     -m handshake  keep -c connection cycles in flight for -d seconds; one
- *                   cycle = TCP connect, full TLS handshake, HTTP upgrade
- *                   (101 and Sec-WebSocket-Accept checked), client close frame
- *                   1000, server's close frame received, close_notify, close();
- *                   reports cycles/s completed inside the window and cycle
- *                   latency percentiles; afterwards the cycles in flight may
- *                   finish (up to 2 s) but are not counted in the rate
- *                   (cycles_total counts every completed cycle)
- *     -c N   connections (echo, idle) or cycles in flight (handshake)  [100]
- *     -d S   seconds to measure (echo, handshake) or to hold (idle)     [10]
+ *   wsload [options] ws://127.0.0.1:PORT/path | wss://127.0.0.1:PORT/path
+ *     -m echo   closed loop: every connection keeps -p messages of -s bytes
+ *               in flight, checks every echo byte for byte, and reports
+ *               messages/s and round-trip latency percentiles
+ *     -m idle   open -c connections, print "READY <open>" on its own line,
+ *               hold them for -d seconds (answering pings), then exit
+ *     -m churn  keep -c connection cycles in flight for -d seconds; one
+ *               cycle = TCP connect, (wss://: a full TLS handshake,) HTTP
+ *               upgrade (101 and Sec-WebSocket-Accept checked), client close
+ *               frame 1000, server's close frame received, (wss://:
+ *               close_notify,) close(); reports cycles/s completed inside
+ *               the window (handshakes_per_s) and cycle latency percentiles;
+ *               afterwards the cycles in flight may finish (up to 2 s) but
+ *               are not counted in the rate (cycles_total counts every
+ *               completed cycle). `-m handshake` is the same mode under the
+ *               name the wss:// harness first used for it
+ *     -c N   connections (echo, idle) or cycles in flight (churn)      [100]
+ *     -d S   seconds to measure (echo, churn) or to hold (idle)         [10]
  *     -s B   message size in bytes (echo)                               [64]
  *     -p D   messages in flight per connection (echo, 1..64)            [1]
  *     -b     binary messages instead of text (echo)
@@ -32,17 +35,17 @@
  *            against RFC 7692). Nothing is ever sent compressed, and a
  *            compressed frame from the server is an error, so -z is refused
  *            in echo mode
- *     -r     handshake mode: resume the TLS session of the previous cycle
- *            (default: never resume, every handshake is a full one)
+ *     -r     churn mode over wss://: resume the TLS session of the previous
+ *            cycle (default: never resume, every handshake is a full one)
  *
  * Output: one JSON line on stdout (plus the READY line in idle mode), with
  * cpu_pct = this process's own CPU use (user + system, % of one core) during
  * the measured window. The first few failures are described on stderr.
  *
- * Certificate verification is deliberately OFF (SSL_VERIFY_NONE): the
- * benchmark runs against a throw-away self-signed certificate on the
- * loopback interface and measures cost, not trust. Never reuse this client
- * against anything that matters.
+ * Over wss:// certificate verification is deliberately OFF
+ * (SSL_VERIFY_NONE): the benchmark runs against a throw-away self-signed
+ * certificate on the loopback interface and measures cost, not trust. Never
+ * reuse this client against anything that matters.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -74,7 +77,7 @@
 #define HS_DRAIN_S 2.0
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-enum mode { M_ECHO, M_IDLE, M_HANDSHAKE };
+enum mode { M_ECHO, M_IDLE, M_CHURN };
 
 enum state {
     ST_FREE,      /* slot unused */
@@ -82,7 +85,7 @@ enum state {
     ST_TLS,       /* SSL_connect() in progress */
     ST_UPGRADE,   /* request sent (or queued), waiting for the 101 */
     ST_OPEN,      /* WebSocket open */
-    ST_CLOSING,   /* handshake mode: our close frame sent, waiting for the server's */
+    ST_CLOSING,   /* churn mode: our close frame sent, waiting for the server's */
 };
 
 struct buf {
@@ -127,8 +130,8 @@ static struct {
     long long errors;        /* failures after the upgrade */
     long long bad_echo;      /* echoes that differ from what was sent */
     long long msgs;          /* echoes received inside the measured window */
-    long long cycles;        /* handshake mode: cycles completed in the window */
-    long long cycles_total;  /* handshake mode: all cycles completed, drain included */
+    long long cycles;        /* churn mode: cycles completed in the window */
+    long long cycles_total;  /* churn mode: all cycles completed, drain included */
     long long resumed;       /* TLS handshakes that resumed a session */
     long long deflate;       /* upgrades that negotiated permessage-deflate */
     int logged;
@@ -168,7 +171,7 @@ static void *xrealloc(void *p, size_t n)
 {
     void *q = realloc(p, n);
     if (!q) {
-        fprintf(stderr, "tlsload: out of memory\n");
+        fprintf(stderr, "wsload: out of memory\n");
         exit(1);
     }
     return q;
@@ -232,7 +235,7 @@ static void log_openssl_errors(void)
     char msg[256];
     while ((e = ERR_get_error()) != 0) {
         ERR_error_string_n(e, msg, sizeof msg);
-        fprintf(stderr, "tlsload:   %s\n", msg);
+        fprintf(stderr, "wsload:   %s\n", msg);
     }
 }
 
@@ -252,7 +255,7 @@ static void conn_release(struct conn *c)
 }
 
 /* Count and (for the first few) describe a failure, then drop the connection.
- * In handshake mode the slot immediately starts the next cycle. */
+ * In churn mode the slot immediately starts the next cycle. */
 static void conn_fail(struct conn *c, const char *why, int saved_errno)
 {
     bool before_open = c->st == ST_TCP || c->st == ST_TLS || c->st == ST_UPGRADE;
@@ -260,7 +263,7 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
     else st.errors++;
     if (st.logged < MAX_LOGGED_FAILURES) {
         st.logged++;
-        fprintf(stderr, "tlsload: connection %d %s: %s%s%s\n", (int)(c - conns),
+        fprintf(stderr, "wsload: connection %d %s: %s%s%s\n", (int)(c - conns),
                 before_open ? "failed to open" : "failed", why,
                 saved_errno ? ": " : "", saved_errno ? strerror(saved_errno) : "");
         log_openssl_errors();
@@ -402,7 +405,7 @@ static void on_echo(struct conn *c, bool ok, bool counting, double t)
 }
 
 /* Parse the frames in c->in. Returns false if c was dropped (or, in
- * handshake mode, finished and recycled). */
+ * churn mode, finished and recycled). */
 static bool on_frames(struct conn *c, bool counting, double t)
 {
     for (;;) {
@@ -415,7 +418,7 @@ static bool on_frames(struct conn *c, bool counting, double t)
         size_t hl = 2;
         if (p[1] & 0x80) { conn_fail(c, "server sent a masked frame", 0); return false; }
         if (rsv) {
-            conn_fail(c, st.deflate ? "server sent a compressed frame (tlsload cannot inflate)"
+            conn_fail(c, st.deflate ? "server sent a compressed frame (wsload cannot inflate)"
                                     : "frame with reserved bits set", 0);
             return false;
         }
@@ -453,7 +456,7 @@ static bool on_frames(struct conn *c, bool counting, double t)
             }
             break;
         case 8:
-            if (c->st == ST_CLOSING) { /* handshake mode: the cycle is complete */
+            if (c->st == ST_CLOSING) { /* churn mode: the cycle is complete */
                 return false;
             } else {
                 char why[64];
@@ -650,7 +653,7 @@ static void note_tls_details(SSL *ssl)
     }
 }
 
-/* Handshake mode: a cycle finished cleanly (the server's close frame came). */
+/* Churn mode: a cycle finished cleanly (the server's close frame came). */
 static void cycle_done(int i, double t)
 {
     struct conn *c = &conns[i];
@@ -720,7 +723,7 @@ static void drive(int i, uint32_t events, double t)
         bool done;
         if (!on_upgrade_answer(c, &done)) return;
         if (done) {
-            if (mode == M_HANDSHAKE) {
+            if (mode == M_CHURN) {
                 static const unsigned char normal[2] = {0x03, 0xe8}; /* 1000 */
                 send_frame(c, 8, normal, 2);
                 c->st = ST_CLOSING;
@@ -774,8 +777,8 @@ static void conn_start(int i)
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: tlsload [-m echo|idle|handshake] [-c conns] [-d secs] [-s bytes] [-p depth] [-b]\n"
-            "               [-S sources] [-k setups] [-z] [-r] wss://IPv4:port/path | ws://IPv4:port/path\n");
+            "usage: wsload [-m echo|idle|churn] [-c conns] [-d secs] [-s bytes] [-p depth] [-b]\n"
+            "              [-S sources] [-k setups] [-z] [-r] ws://IPv4:port/path | wss://IPv4:port/path\n");
     exit(2);
 }
 
@@ -811,7 +814,7 @@ int main(int argc, char **argv)
         case 'm':
             if (!strcmp(optarg, "echo")) mode = M_ECHO;
             else if (!strcmp(optarg, "idle")) mode = M_IDLE;
-            else if (!strcmp(optarg, "handshake")) mode = M_HANDSHAKE;
+            else if (!strcmp(optarg, "churn") || !strcmp(optarg, "handshake")) mode = M_CHURN;
             else usage();
             break;
         case 'c': nconns = int_arg(optarg, 1, 1000000); break;
@@ -847,17 +850,17 @@ int main(int argc, char **argv)
     dest.sin_family = AF_INET;
     dest.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &dest.sin_addr) != 1) {
-        fprintf(stderr, "tlsload: host must be an IPv4 address: %s\n", host);
+        fprintf(stderr, "wsload: host must be an IPv4 address: %s\n", host);
         return 2;
     }
     if (offer_deflate && mode == M_ECHO) {
-        fprintf(stderr, "tlsload: -z cannot be used in echo mode (tlsload does not inflate)\n");
+        fprintf(stderr, "wsload: -z cannot be used in echo mode (wsload does not inflate)\n");
         return 2;
     }
 
     signal(SIGPIPE, SIG_IGN);
     if (use_tls && !setup_tls()) {
-        fprintf(stderr, "tlsload: cannot set up the TLS client context\n");
+        fprintf(stderr, "wsload: cannot set up the TLS client context\n");
         log_openssl_errors();
         return 1;
     }
@@ -866,17 +869,17 @@ int main(int argc, char **argv)
     payload = xrealloc(NULL, (size_t)msg_size + 1);
     for (int i = 0; i < msg_size; i++) payload[i] = (unsigned char)('a' + i % 26);
     conns = calloc((size_t)nconns, sizeof *conns);
-    if (!conns) { fprintf(stderr, "tlsload: out of memory\n"); return 1; }
+    if (!conns) { fprintf(stderr, "wsload: out of memory\n"); return 1; }
     for (int i = 0; i < nconns; i++) conns[i].fd = -1;
     ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0) { perror("tlsload: epoll_create1"); return 1; }
+    if (ep < 0) { perror("wsload: epoll_create1"); return 1; }
 
     const double t0 = now();
     double t_ready = 0, cpu_start = 0, cpu_end = -1;
     int started = 0;
     struct epoll_event evs[1024];
 
-    if (mode == M_HANDSHAKE) {
+    if (mode == M_CHURN) {
         t_measure0 = t0;
         t_end = t0 + secs;
         cpu_start = cpu_seconds();
@@ -886,7 +889,7 @@ int main(int argc, char **argv)
 
     for (;;) {
         double t = now();
-        if (mode != M_HANDSHAKE && t_ready == 0) {
+        if (mode != M_CHURN && t_ready == 0) {
             /* set-up phase: keep at most max_setup connections opening */
             long long settled = st.upgraded + st.connect_fail;
             while (started < nconns && started - settled < max_setup) {
@@ -911,12 +914,12 @@ int main(int argc, char **argv)
                     }
                 }
             } else if (t - t0 > SETUP_TIMEOUT_S) {
-                fprintf(stderr, "tlsload: timed out opening connections (%lld of %d settled)\n", settled, nconns);
+                fprintf(stderr, "wsload: timed out opening connections (%lld of %d settled)\n", settled, nconns);
                 break;
             }
         }
         if (t_end > 0 && t >= t_end && cpu_end < 0) cpu_end = cpu_seconds();
-        if (mode == M_HANDSHAKE && t >= t_end) {
+        if (mode == M_CHURN && t >= t_end) {
             /* no new cycles; let those in flight finish (up to HS_DRAIN_S) */
             bool busy = false;
             for (int i = 0; i < nconns && !busy; i++) busy = conns[i].st != ST_FREE;
@@ -928,7 +931,7 @@ int main(int argc, char **argv)
         int n = epoll_wait(ep, evs, (int)(sizeof evs / sizeof evs[0]), 50);
         if (n < 0) {
             if (errno == EINTR) continue;
-            perror("tlsload: epoll_wait");
+            perror("wsload: epoll_wait");
             break;
         }
         t = now();
@@ -936,10 +939,10 @@ int main(int argc, char **argv)
             int i = (int)evs[k].data.u32;
             if (conns[i].st == ST_FREE) continue;
             drive(i, evs[k].events, t);
-            /* handshake mode: a slot that finished or failed starts the next cycle */
-            if (mode == M_HANDSHAKE && conns[i].st == ST_FREE && t < t_end) conn_start(i);
+            /* churn mode: a slot that finished or failed starts the next cycle */
+            if (mode == M_CHURN && conns[i].st == ST_FREE && t < t_end) conn_start(i);
         }
-        if (mode == M_HANDSHAKE && t < t_end) {
+        if (mode == M_CHURN && t < t_end) {
             /* slots that failed inside conn_start() itself */
             for (int i = 0; i < nconns; i++)
                 if (conns[i].st == ST_FREE) conn_start(i);
@@ -950,7 +953,7 @@ int main(int argc, char **argv)
     if (cpu_end < 0) cpu_end = cpu_seconds();
     double cpu_pct = measured > 0 ? 100.0 * (cpu_end - cpu_start) / measured : 0;
     if (nlat) qsort(lat, nlat, sizeof *lat, cmp_u32);
-    static const char *const names[] = {"echo", "idle", "handshake"};
+    static const char *const names[] = {"echo", "idle", "churn"};
     long long open_at_end = st.open_now;
     printf("{\"mode\":\"%s\",\"tls\":%s,\"tls_version\":\"%s\",\"cipher\":\"%s\",\"alpn\":\"%s\","
            "\"conns\":%d,\"open\":%lld,\"open_at_end\":%lld,\"connect_s\":%.3f,"
@@ -960,8 +963,8 @@ int main(int argc, char **argv)
            (t_ready > 0 ? t_ready : now()) - t0, msg_size, depth, st.msgs,
            mode == M_ECHO && measured > 0 ? (double)st.msgs / measured : 0.0);
     printf("\"handshakes\":%lld,\"cycles_total\":%lld,\"handshakes_per_s\":%.0f,\"resumed\":%lld,",
-           mode == M_HANDSHAKE ? st.cycles : st.upgraded, st.cycles_total,
-           mode == M_HANDSHAKE && measured > 0 ? (double)st.cycles / measured : 0.0, st.resumed);
+           mode == M_CHURN ? st.cycles : st.upgraded, st.cycles_total,
+           mode == M_CHURN && measured > 0 ? (double)st.cycles / measured : 0.0, st.resumed);
     printf("\"cpu_pct\":%.0f,", cpu_pct);
     printf("\"p50_us\":%u,\"p99_us\":%u,\"p999_us\":%u,", percentile(0.5), percentile(0.99), percentile(0.999));
     printf("\"deflate_offered\":%s,\"deflate_negotiated\":%lld,\"deflate_answer\":\"%s\","
