@@ -17,7 +17,7 @@ private struct Outcome: Equatable {
 }
 
 private func run(_ role: Role, _ wire: [UInt8], pieces: [Int]) -> Outcome {
-    let session = WebSocketSession(role: role, maxMessageBytes: 64 * 1024, deflate: nil, zlib: nil, now: 0)
+    let session = WebSocketSession(role: role, shared: SessionShared(maxMessageBytes: 64 * 1024), now: 0)
     var outcome = Outcome()
     var output = ByteBuffer()
     var pending: [UInt8] = []
@@ -41,6 +41,10 @@ private func run(_ role: Role, _ wire: [UInt8], pieces: [Int]) -> Outcome {
                 case .closed:
                     consumed = buffer.count
                     break loop
+                case .failed(let failure):
+                    outcome.failure = failure.code.rawValue
+                    consumed = buffer.count
+                    break loop
                 }
             }
         }
@@ -48,7 +52,6 @@ private func run(_ role: Role, _ wire: [UInt8], pieces: [Int]) -> Outcome {
     }
     outcome.state = session.state
     outcome.closeCode = session.closeCode
-    outcome.failure = session.failure?.code.rawValue
     if role == .server { outcome.output = Array(UnsafeRawBufferPointer(output.readable)) } // client frames carry random masks
     return outcome
 }

@@ -15,7 +15,7 @@ public final class DeflateSession {
     }
 
     /// Compresses one outgoing message (appended to `out`).
-    func compress(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8], shared: SharedZlib) {
+    func compress(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8], shared: SessionShared) {
         let (bits, noTakeover) = settings.sending(as: role)
         if noTakeover {
             shared.deflater(windowBits: bits).compress(payload, into: &out, resetAfter: true)
@@ -26,32 +26,12 @@ public final class DeflateSession {
     }
 
     /// Inflates one whole incoming message, stopping at `limit` bytes of output.
-    func inflate(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8], limit: Int, shared: SharedZlib) -> InflateResult {
+    func inflate(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8], limit: Int, shared: SessionShared) -> InflateResult {
         let (bits, noTakeover) = settings.receiving(as: role)
         if noTakeover {
             return shared.inflater.inflate(payload, into: &out, limit: limit, final: true, resetAfter: true)
         }
         if ownInflater == nil { ownInflater = MessageInflater(windowBits: bits) }
         return ownInflater!.inflate(payload, into: &out, limit: limit, final: true, resetAfter: false)
-    }
-}
-
-/// One loop's zlib streams for connections without context takeover, reset after every message,
-/// and the scratch buffers compressed and inflated messages pass through. One per thread.
-public final class SharedZlib {
-    /// By window bits: a connection may have asked for a smaller window.
-    private var deflaters: [Int: MessageDeflater] = [:]
-    /// A 15-bit window inflates whatever window the peer used.
-    lazy var inflater = MessageInflater(windowBits: 15)
-    var compressed: [UInt8] = []
-    var inflated: [UInt8] = []
-
-    public init() {}
-
-    func deflater(windowBits: Int) -> MessageDeflater {
-        if let existing = deflaters[windowBits] { return existing }
-        let created = MessageDeflater(windowBits: windowBits)
-        deflaters[windowBits] = created
-        return created
     }
 }

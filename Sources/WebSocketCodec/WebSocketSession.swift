@@ -33,8 +33,11 @@ public final class WebSocketSession {
         case needMore
         /// Admission said hold: the frame at `consumed` is left unread.
         case held
-        /// The session reached `.closed` (see `closeCode` and `failure`); `output` has its last bytes.
+        /// The close handshake is over (see `closeCode`); `output` has its last bytes.
         case closed
+        /// The peer broke the protocol (or admission failed it): `output` has our close frame with
+        /// the failure's code, and the session is `.closed`.
+        case failed(CloseFailure)
     }
 
     /// What a timer tick did.
@@ -53,50 +56,57 @@ public final class WebSocketSession {
     public static let fragmentOverhead = 8
 
     public let role: Role
-    public private(set) var state = State.open
     /// Set when permessage-deflate was negotiated.
     public let deflate: DeflateSession?
-    private let zlib: SharedZlib?
-    public var maxMessageBytes: Int
-    /// Outgoing messages smaller than this are sent uncompressed.
-    public var compressionMinBytes: Int
-    /// The code and reason of the first close frame sent or received; nil until then.
-    public private(set) var closeCode: UInt16?
-    public private(set) var closeReason = ""
-    /// Why the session failed the connection, when it did.
-    public private(set) var failure: CloseFailure?
-    /// Monotonic time of the last bytes from the peer; the caller sets it on every read.
-    public var lastReceived: UInt64
-    private var lastPing: UInt64
-    private var closeDeadline: UInt64 = 0
-
-    /// The message being assembled from fragments.
-    private var fragments = ByteBuffer()
+    /// The thread's limits and zlib streams.
+    private let shared: SessionShared
+    /// Stored properties are private and read through accessors: the optimizer can then prove that
+    /// no two accesses overlap and drop the run-time exclusivity checks on the frame path. The
+    /// small ones sit together so the object stays small (one per connection).
+    private var _state = State.open
     private var fragmentOpcode: Opcode?
     private var fragmentCompressed = false
-    private var fragmentCount = 0
-    /// Runs over the whole text message being received, frame after frame.
-    private var utf8 = UTF8Validator()
     /// The rest of a message is skipped because admission discarded its first frame.
     private var droppingMessage = false
-    /// Progress on the frame at the start of the unconsumed bytes: its payload bytes already
-    /// unmasked (and validated, for text), and whether admission accepted it.
-    private var framePayloadDone = 0
+    /// Whether admission accepted the frame at the start of the unconsumed bytes.
     private var frameAdmitted = false
     /// A delivered message lives in `fragments` or in the shared inflate buffer until the next call.
     private var releaseDelivered = false
+    /// Runs over the whole text message being received, frame after frame.
+    private var utf8 = UTF8Validator()
+    private var _closeCode: UInt16?
+    private var fragmentCount: Int32 = 0
+    /// Payload bytes of the frame at the start of the unconsumed bytes already unmasked (and
+    /// validated, for text).
+    private var framePayloadDone = 0
+    private var _closeReason = ""
+    private var _lastReceived: UInt64
+    /// Our last ping while open; once closing, when the peer's close is due.
+    private var timer: UInt64
+    /// The message being assembled from fragments.
+    private var fragments = ByteBuffer()
 
-    /// `zlib` is required with `deflate`: the calling thread's shared streams and scratch buffers.
-    public init(role: Role, maxMessageBytes: Int, deflate: DeflateSession? = nil, zlib: SharedZlib? = nil,
-                compressionMinBytes: Int = 0, now: UInt64) {
-        precondition(deflate == nil || zlib != nil, "permessage-deflate needs the thread's SharedZlib")
+    public var state: State { _state }
+    /// The code and reason of the first close frame sent or received; nil until then.
+    public var closeCode: UInt16? { _closeCode }
+    public var closeReason: String { _closeReason }
+    /// Monotonic time of the last bytes from the peer, for pings and the idle timeout.
+    public var lastReceived: UInt64 { _lastReceived }
+    /// A delivered message still occupies a buffer, which the next call to `next` releases.
+    public var holdsMessage: Bool { releaseDelivered }
+
+    /// The caller read bytes from the peer at `now`.
+    public func received(at now: UInt64) {
+        _lastReceived = now
+    }
+
+    /// `shared` is the calling thread's: sessions run on one thread only.
+    public init(role: Role, deflate: DeflateSession? = nil, shared: SessionShared, now: UInt64) {
         self.role = role
-        self.maxMessageBytes = maxMessageBytes
         self.deflate = deflate
-        self.zlib = zlib
-        self.compressionMinBytes = compressionMinBytes
-        lastReceived = now
-        lastPing = now
+        self.shared = shared
+        _lastReceived = now
+        timer = now
     }
 
     /// RSV1 marks a compressed message once permessage-deflate is negotiated.
@@ -104,8 +114,8 @@ public final class WebSocketSession {
 
     /// The size of the whole frame starting `bytes`, once its header is there (for read sizing).
     public func pendingFrameLength(_ bytes: UnsafeRawBufferPointer) -> Int? {
-        guard state != .closed,
-              case .header(let h) = FrameDecoder.parseHeader(bytes, role: role, allowedRSV: allowedRSV, maxPayload: maxMessageBytes)
+        guard _state != .closed,
+              case .header(let h) = FrameDecoder.parseHeader(bytes, role: role, allowedRSV: allowedRSV, maxPayload: shared.maxMessageBytes)
         else { return nil }
         return h.frameLength
     }
@@ -121,17 +131,17 @@ public final class WebSocketSession {
         if releaseDelivered {
             releaseDelivered = false
             fragments.clear(keepingUpTo: 0)
-            if let zlib, zlib.inflated.capacity > 1 << 20 { zlib.inflated = [] }
+            if shared.inflated.capacity > 1 << 20 { shared.inflated = [] }
         }
-        while state != .closed {
+        let maxMessageBytes = shared.maxMessageBytes
+        while _state != .closed {
             let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[consumed...])
             let header: FrameHeader
             switch FrameDecoder.parseHeader(UnsafeRawBufferPointer(rest), role: role, allowedRSV: allowedRSV, maxPayload: maxMessageBytes) {
             case .needMore:
                 return .needMore
             case .failure(let code, let reason):
-                fail(code, reason, output: &output)
-                return .closed
+                return fail(code, reason, output: &output)
             case .header(let parsed):
                 header = parsed
             }
@@ -143,7 +153,7 @@ public final class WebSocketSession {
                 continue
             }
             let startsMessage = header.opcode == .text || header.opcode == .binary
-            if startsMessage && state == .open && fragmentOpcode == nil && !frameAdmitted && (complete || validatesEarly(header)) {
+            if startsMessage && _state == .open && fragmentOpcode == nil && !frameAdmitted && (complete || validatesEarly(header)) {
                 switch admit(header) {
                 case .accept:
                     frameAdmitted = true
@@ -155,8 +165,7 @@ public final class WebSocketSession {
                 case .hold:
                     return .held
                 case .fail(let code, let reason):
-                    fail(code, reason, output: &output)
-                    return .closed
+                    return fail(code, reason, output: &output)
                 }
             }
             let payload = UnsafeMutableRawBufferPointer(rebasing: rest[header.headerLength..<min(header.frameLength, rest.count)])
@@ -164,27 +173,25 @@ public final class WebSocketSession {
                 // Fail fast: a text frame still in flight is checked as far as it has arrived.
                 if validatesEarly(header) && (!startsMessage || frameAdmitted) {
                     if let failure = sequenceProblem(header) ?? takePayload(header, payload) {
-                        fail(failure.code, failure.reason, output: &output)
-                        return .closed
+                        return fail(failure.code, failure.reason, output: &output)
                     }
                 }
                 return .needMore
             }
             if let failure = sequenceProblem(header) ?? takePayload(header, payload) {
-                fail(failure.code, failure.reason, output: &output)
-                return .closed
+                return fail(failure.code, failure.reason, output: &output)
             }
             consumed += header.frameLength
             framePayloadDone = 0
             frameAdmitted = false
-            if let event = handle(header, UnsafeRawBufferPointer(payload), output: &output) { return event }
+            if let event = handle(header, UnsafeRawBufferPointer(payload), maxMessageBytes: maxMessageBytes, output: &output) { return event }
         }
         return .closed
     }
 
     /// An uncompressed text frame of a message in progress can be checked before it is complete.
     private func validatesEarly(_ header: FrameHeader) -> Bool {
-        guard state == .open, header.rsv == 0 else { return false }
+        guard _state == .open, header.rsv == 0 else { return false }
         switch header.opcode {
         case .text: return true
         case .continuation: return fragmentOpcode == .text && !fragmentCompressed
@@ -197,7 +204,7 @@ public final class WebSocketSession {
         if header.rsv & 0b100 != 0 && header.opcode != .text && header.opcode != .binary {
             return CloseFailure(code: .protocolError, reason: "RSV1 set on a control or continuation frame")
         }
-        guard state == .open else { return nil }
+        guard _state == .open else { return nil }
         switch header.opcode {
         case .text, .binary:
             if fragmentOpcode != nil { return CloseFailure(code: .protocolError, reason: "new message before the previous one finished") }
@@ -213,7 +220,7 @@ public final class WebSocketSession {
     /// uncompressed text.
     private func takePayload(_ header: FrameHeader, _ payload: UnsafeMutableRawBufferPointer) -> CloseFailure? {
         let done = framePayloadDone
-        let checksText = state == .open && header.rsv == 0
+        let checksText = _state == .open && header.rsv == 0
             && (header.opcode == .text || (header.opcode == .continuation && fragmentOpcode == .text && !fragmentCompressed))
         if checksText && header.opcode == .text && done == 0 { utf8 = UTF8Validator() }
         guard payload.count > done else { return nil }
@@ -227,78 +234,74 @@ public final class WebSocketSession {
     }
 
     /// Acts on one complete, unmasked frame; nil to go on with the next.
-    private func handle(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer, output: inout ByteBuffer) -> Event? {
+    private func handle(_ header: FrameHeader, _ payload: UnsafeRawBufferPointer, maxMessageBytes: Int, output: inout ByteBuffer) -> Event? {
         switch header.opcode {
         case .ping:
-            if state == .open { writeFrame(.pong, payload, compressed: false, output: &output) }
+            if _state == .open { writeFrame(.pong, payload, compressed: false, output: &output) }
             return nil
         case .pong:
             return nil
         case .close:
             return receiveClose(payload, output: &output)
         case .text, .binary:
-            guard state == .open else { return nil }
+            guard _state == .open else { return nil }
             let compressed = header.rsv & 0b100 != 0
             guard header.fin else {
                 fragmentOpcode = header.opcode
                 fragmentCompressed = compressed
                 fragmentCount = 0
-                return appendFragment(payload, output: &output)
+                return appendFragment(payload, maxMessageBytes: maxMessageBytes, output: &output)
             }
-            if compressed { return inflate(payload, binary: header.opcode == .binary, output: &output) }
+            if compressed { return inflate(payload, binary: header.opcode == .binary, maxMessageBytes: maxMessageBytes, output: &output) }
             if header.opcode == .text && !utf8.isComplete {
-                fail(.invalidPayload, "text message ends inside a UTF-8 sequence", output: &output)
-                return .closed
+                return fail(.invalidPayload, "text message ends inside a UTF-8 sequence", output: &output)
             }
             return .message(payload, binary: header.opcode == .binary)
         case .continuation:
-            guard state == .open, let opcode = fragmentOpcode else { return nil }
-            if let event = appendFragment(payload, output: &output) { return event }
+            guard _state == .open, let opcode = fragmentOpcode else { return nil }
+            if let event = appendFragment(payload, maxMessageBytes: maxMessageBytes, output: &output) { return event }
             guard header.fin else { return nil }
             fragmentOpcode = nil
             releaseDelivered = true
-            if fragmentCompressed { return inflate(UnsafeRawBufferPointer(fragments.readable), binary: opcode == .binary, output: &output) }
+            if fragmentCompressed {
+                return inflate(UnsafeRawBufferPointer(fragments.readable), binary: opcode == .binary, maxMessageBytes: maxMessageBytes, output: &output)
+            }
             if opcode == .text && !utf8.isComplete {
-                fail(.invalidPayload, "text message ends inside a UTF-8 sequence", output: &output)
-                return .closed
+                return fail(.invalidPayload, "text message ends inside a UTF-8 sequence", output: &output)
             }
             return .message(UnsafeRawBufferPointer(fragments.readable), binary: opcode == .binary)
         }
     }
 
-    private func appendFragment(_ payload: UnsafeRawBufferPointer, output: inout ByteBuffer) -> Event? {
+    private func appendFragment(_ payload: UnsafeRawBufferPointer, maxMessageBytes: Int, output: inout ByteBuffer) -> Event? {
         fragmentCount += 1
-        if fragments.count + payload.count + fragmentCount * WebSocketSession.fragmentOverhead > maxMessageBytes {
-            fail(.messageTooBig, "message over \(maxMessageBytes) bytes", output: &output)
-            return .closed
+        if fragments.count + payload.count + Int(fragmentCount) * WebSocketSession.fragmentOverhead > maxMessageBytes {
+            return fail(.messageTooBig, "message over \(maxMessageBytes) bytes", output: &output)
         }
         fragments.append(payload)
         return nil
     }
 
     /// Inflates a whole compressed message; a zip bomb stops at `maxMessageBytes`.
-    private func inflate(_ payload: UnsafeRawBufferPointer, binary: Bool, output: inout ByteBuffer) -> Event {
-        let zlib = zlib!
-        zlib.inflated.removeAll(keepingCapacity: true)
+    private func inflate(_ payload: UnsafeRawBufferPointer, binary: Bool, maxMessageBytes: Int, output: inout ByteBuffer) -> Event {
+        shared.inflated.removeAll(keepingCapacity: true)
         releaseDelivered = true
-        switch deflate!.inflate(payload, into: &zlib.inflated, limit: maxMessageBytes, shared: zlib) {
+        switch deflate!.inflate(payload, into: &shared.inflated, limit: maxMessageBytes, shared: shared) {
         case .ok:
-            let message = zlib.inflated.withUnsafeBytes { $0 }
+            let message = shared.inflated.withUnsafeBytes { $0 }
             if !binary && !UTF8Validator.isValid(message) {
-                fail(.invalidPayload, "text message is not UTF-8", output: &output)
-                return .closed
+                return fail(.invalidPayload, "text message is not UTF-8", output: &output)
             }
             return .message(message, binary: binary)
         case .tooBig:
-            fail(.messageTooBig, "message inflates past \(maxMessageBytes) bytes", output: &output)
+            return fail(.messageTooBig, "message inflates past \(maxMessageBytes) bytes", output: &output)
         case .corrupt(let why):
-            fail(.invalidPayload, "compressed message is corrupt: \(why)", output: &output)
+            return fail(.invalidPayload, "compressed message is corrupt: \(why)", output: &output)
         }
-        return .closed
     }
 
     private func receiveClose(_ payload: UnsafeRawBufferPointer, output: inout ByteBuffer) -> Event {
-        switch state {
+        switch _state {
         case .open:
             switch ClosePayload.validate(payload) {
             case .success(let code):
@@ -306,13 +309,13 @@ public final class WebSocketSession {
                 // Echo the peer's code (RFC 6455 5.5.1); an empty close is answered with an empty one.
                 let reply = code.map { FrameEncoder.closePayload($0) } ?? []
                 reply.withUnsafeBytes { writeFrame(.close, $0, compressed: false, output: &output) }
-                state = .closed
+                _state = .closed
             case .failure(let failure):
-                fail(failure.code, failure.reason, output: &output)
+                return fail(failure.code, failure.reason, output: &output)
             }
         case .closing:
             // Our close came first and is the one noted: the peer's answer ends the handshake.
-            state = .closed
+            _state = .closed
         case .closed:
             break
         }
@@ -325,12 +328,12 @@ public final class WebSocketSession {
     /// Data messages are compressed when permessage-deflate is on and they reach `compressionMinBytes`.
     @discardableResult
     public func send(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer, output: inout ByteBuffer) -> Bool {
-        guard state == .open else { return false }
-        if let deflate, let zlib, !opcode.isControl, payload.count >= compressionMinBytes {
-            zlib.compressed.removeAll(keepingCapacity: true)
-            deflate.compress(payload, into: &zlib.compressed, shared: zlib)
-            zlib.compressed.withUnsafeBytes { writeFrame(opcode, $0, compressed: true, output: &output) }
-            if zlib.compressed.capacity > 1 << 20 { zlib.compressed = [] }
+        guard _state == .open else { return false }
+        if let deflate, !opcode.isControl, payload.count >= shared.compressionMinBytes {
+            shared.compressed.removeAll(keepingCapacity: true)
+            deflate.compress(payload, into: &shared.compressed, shared: shared)
+            shared.compressed.withUnsafeBytes { writeFrame(opcode, $0, compressed: true, output: &output) }
+            if shared.compressed.capacity > 1 << 20 { shared.compressed = [] }
         } else {
             writeFrame(opcode, payload, compressed: false, output: &output)
         }
@@ -340,21 +343,22 @@ public final class WebSocketSession {
     /// Starts the closing handshake; false when it has started already.
     @discardableResult
     public func close(_ code: CloseCode, reason: String = "", now: UInt64, output: inout ByteBuffer) -> Bool {
-        guard state == .open else { return false }
+        guard _state == .open else { return false }
         noteClose(code.rawValue, reason)
         FrameEncoder.closePayload(code, reason: reason).withUnsafeBytes { writeFrame(.close, $0, compressed: false, output: &output) }
-        state = .closing
-        closeDeadline = now &+ WebSocketSession.closeTimeoutNanos
+        _state = .closing
+        timer = now &+ WebSocketSession.closeTimeoutNanos
         return true
     }
 
-    /// Fails the connection: a close frame with `code` where the protocol still allows one.
-    public func fail(_ code: CloseCode, _ reason: String, output: inout ByteBuffer) {
-        guard state != .closed else { return }
+    /// Fails the connection: a close frame with `code` unless ours is out already, then closed.
+    private func fail(_ code: CloseCode, _ reason: String, output: inout ByteBuffer) -> Event {
         noteClose(code.rawValue, reason)
-        failure = CloseFailure(code: code, reason: reason)
-        FrameEncoder.closePayload(code).withUnsafeBytes { writeFrame(.close, $0, compressed: false, output: &output) }
-        state = .closed
+        if _state == .open {
+            FrameEncoder.closePayload(code).withUnsafeBytes { writeFrame(.close, $0, compressed: false, output: &output) }
+        }
+        _state = .closed
+        return .failed(CloseFailure(code: code, reason: reason))
     }
 
     /// Gives up on a peer that does not read: whatever is queued is dropped for one close frame.
@@ -362,36 +366,36 @@ public final class WebSocketSession {
         output.release()
         noteClose(code.rawValue, reason)
         FrameEncoder.closePayload(code, reason: reason).withUnsafeBytes { writeFrame(.close, $0, compressed: false, output: &output) }
-        state = .closed
+        _state = .closed
     }
 
     /// Pings a quiet peer every `pingEvery`, closes it with 1001 after `idleAfter` without a byte
     /// (0 turns either off), and reports a close frame the peer left unanswered.
     public func tick(now: UInt64, pingEvery: UInt64, idleAfter: UInt64, output: inout ByteBuffer) -> Tick {
-        switch state {
+        switch _state {
         case .open:
-            let quiet = now &- lastReceived
+            let quiet = now &- _lastReceived
             if idleAfter > 0 && quiet >= idleAfter {
                 close(.goingAway, reason: "idle timeout", now: now, output: &output)
                 return .wrote
             }
-            if pingEvery > 0 && quiet >= pingEvery && now &- lastPing >= pingEvery {
-                lastPing = now
+            if pingEvery > 0 && quiet >= pingEvery && now &- timer >= pingEvery {
+                timer = now
                 writeFrame(.ping, UnsafeRawBufferPointer(start: nil, count: 0), compressed: false, output: &output)
                 return .wrote
             }
             return .nothing
         case .closing:
-            return now >= closeDeadline ? .expired : .nothing
+            return now >= timer ? .expired : .nothing
         case .closed:
             return .nothing
         }
     }
 
     private func noteClose(_ code: UInt16, _ reason: String) {
-        if closeCode == nil {
-            closeCode = code
-            closeReason = reason
+        if _closeCode == nil {
+            _closeCode = code
+            _closeReason = reason
         }
     }
 

@@ -9,6 +9,7 @@ private final class Harness {
         case binary([UInt8])
         case held
         case closed
+        case failed(CloseCode)
     }
 
     struct SentFrame: Equatable {
@@ -19,6 +20,7 @@ private final class Harness {
     }
 
     let session: WebSocketSession
+    let shared: SessionShared
     /// Bytes fed and not yet consumed, as a connection keeps them.
     var pending: [UInt8] = []
     var output = ByteBuffer()
@@ -26,9 +28,8 @@ private final class Harness {
     var admission: (FrameHeader) -> WebSocketSession.Admission = { _ in .accept }
 
     init(_ role: Role, maxMessageBytes: Int = 1 << 20, deflate: DeflateSettings? = nil) {
-        session = WebSocketSession(role: role, maxMessageBytes: maxMessageBytes,
-                                   deflate: deflate.map { DeflateSession(settings: $0, role: role) },
-                                   zlib: deflate == nil ? nil : SharedZlib(), now: 1_000)
+        shared = SessionShared(maxMessageBytes: maxMessageBytes)
+        session = WebSocketSession(role: role, deflate: deflate.map { DeflateSession(settings: $0, role: role) }, shared: shared, now: 1_000)
     }
 
     /// Feeds bytes and runs the session until it needs more, holds or closes.
@@ -49,6 +50,10 @@ private final class Harness {
                     break loop
                 case .closed:
                     outcomes.append(.closed)
+                    consumed = buffer.count
+                    break loop
+                case .failed(let failure):
+                    outcomes.append(.failed(failure.code))
                     consumed = buffer.count
                     break loop
                 }
@@ -157,9 +162,8 @@ final class WebSocketSessionTests: XCTestCase {
     private func assertFails(_ role: Role, _ bytes: [UInt8], with code: CloseCode, deflate: DeflateSettings? = nil,
                              maxMessageBytes: Int = 1 << 20, file: StaticString = #filePath, line: UInt = #line) {
         let h = Harness(role, maxMessageBytes: maxMessageBytes, deflate: deflate)
-        XCTAssertEqual(h.feed(bytes).last, .closed, "\(role)", file: file, line: line)
+        XCTAssertEqual(h.feed(bytes).last, .failed(code), "\(role)", file: file, line: line)
         XCTAssertEqual(h.session.state, .closed, file: file, line: line)
-        XCTAssertEqual(h.session.failure?.code, code, file: file, line: line)
         XCTAssertEqual(h.session.closeCode, code.rawValue, file: file, line: line)
         XCTAssertEqual(closeCode(h.sent().last), code.rawValue, "the close frame carries the code", file: file, line: line)
     }
@@ -199,8 +203,7 @@ final class WebSocketSessionTests: XCTestCase {
         let h = Harness(.server, maxMessageBytes: 1000)
         var bytes = frame(to: .server, .text, "", fin: false)
         for _ in 0..<200 { bytes += frame(to: .server, .continuation, "", fin: false) }
-        XCTAssertEqual(h.feed(bytes), [.closed])
-        XCTAssertEqual(h.session.failure?.code, .messageTooBig)
+        XCTAssertEqual(h.feed(bytes), [.failed(.messageTooBig)])
     }
 
     func testInvalidUTF8FailsBeforeTheFrameIsComplete() {
@@ -211,15 +214,13 @@ final class WebSocketSessionTests: XCTestCase {
             let h = Harness(role)
             let headerLength = role == .server ? 6 : 2
             XCTAssertEqual(h.feed(Array(whole[..<(headerLength + 5)])), [], "a valid prefix waits")
-            XCTAssertEqual(h.feed(Array(whole[(headerLength + 5)..<(headerLength + 12)])), [.closed], "\(role)")
-            XCTAssertEqual(h.session.failure?.code, .invalidPayload)
+            XCTAssertEqual(h.feed(Array(whole[(headerLength + 5)..<(headerLength + 12)])), [.failed(.invalidPayload)], "\(role)")
         }
         // Inside a continuation frame still in flight, too.
         let h = Harness(.server)
         XCTAssertEqual(h.feed(frame(to: .server, .text, "ok", fin: false)), [])
         let continuation = frame(to: .server, .continuation, Array("fine".utf8) + [0xFF] + Array("rest".utf8))
-        XCTAssertEqual(h.feed(Array(continuation[..<11])), [.closed])
-        XCTAssertEqual(h.session.failure?.code, .invalidPayload)
+        XCTAssertEqual(h.feed(Array(continuation[..<11])), [.failed(.invalidPayload)])
     }
 
     // MARK: Closing
@@ -229,7 +230,6 @@ final class WebSocketSessionTests: XCTestCase {
             let h = Harness(role)
             XCTAssertEqual(h.feed(frame(to: role, .close, [0x03, 0xE8] + Array("bye".utf8))), [.closed])
             XCTAssertEqual(h.session.state, .closed)
-            XCTAssertNil(h.session.failure)
             XCTAssertEqual(h.session.closeCode, 1000)
             XCTAssertEqual(h.session.closeReason, "bye")
             XCTAssertEqual(closeCode(h.sent().first), 1000)
@@ -260,7 +260,7 @@ final class WebSocketSessionTests: XCTestCase {
     func testTicksPingCloseIdlePeersAndGiveUpOnSilentCloses() {
         let second: UInt64 = 1_000_000_000
         let h = Harness(.client)
-        h.session.lastReceived = 0
+        h.session.received(at: 0)
         XCTAssertEqual(h.session.tick(now: second / 2, pingEvery: second, idleAfter: 10 * second, output: &h.output), .nothing)
         XCTAssertEqual(h.session.tick(now: 2 * second, pingEvery: second, idleAfter: 10 * second, output: &h.output), .wrote)
         XCTAssertEqual(h.sent().map(\.opcode), [.ping])
@@ -304,7 +304,7 @@ final class WebSocketSessionTests: XCTestCase {
         XCTAssertEqual(asked, 1, "asked once per message, not per fragment")
 
         h.admission = { _ in .fail(.policyViolation, "rate limit exceeded") }
-        XCTAssertEqual(h.feed(frame(to: .server, .binary, [1])), [.closed])
+        XCTAssertEqual(h.feed(frame(to: .server, .binary, [1])), [.failed(.policyViolation)])
         XCTAssertEqual(closeCode(h.sent().last), 1008)
     }
 
@@ -328,7 +328,7 @@ final class WebSocketSessionTests: XCTestCase {
             XCTAssertEqual(client.feed(back), [.text(text)])
         }
         // compressionMinBytes leaves small messages uncompressed.
-        server.session.compressionMinBytes = 100
+        server.shared.compressionMinBytes = 100
         XCTAssertTrue(server.send(.binary, "tiny"))
         XCTAssertTrue(server.send(.binary, String(repeating: "z", count: 100)))
         XCTAssertEqual(server.sent().map(\.rsv1), [false, true])

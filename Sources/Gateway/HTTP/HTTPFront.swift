@@ -90,7 +90,7 @@ final class HTTPFront {
     /// A WebSocket client on the health route (`wsgate probe`, in a container's health check) gets
     /// "OK" and a close: proof that this loop upgrades and serves frames, whatever the scripts are.
     private func answerHealthUpgrade(_ connection: Connection, key: String) {
-        let session = WebSocketSession(role: .server, maxMessageBytes: worker.config.maxMessageBytes, now: worker.loop.now)
+        let session = WebSocketSession(role: .server, shared: worker.sessions, now: worker.loop.now)
         connection.open(response: Handshake.switchingProtocols(key: key), session: session, info: nil, script: nil, luaFieldsRef: 0)
         _ = Array("OK".utf8).withUnsafeBytes { connection.offer(.text, $0) }
         connection.startClose(.normal)
@@ -132,8 +132,7 @@ final class HTTPFront {
                                   route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
                                   headers: head.headers, parameters: parameters, subprotocol: subprotocol,
                                   extensions: extensions, openedAt: EventLoop.wallMillis())
-        let session = WebSocketSession(role: .server, maxMessageBytes: worker.config.maxMessageBytes, deflate: deflate, zlib: worker.zlib,
-                                       compressionMinBytes: worker.config.compressionMinBytes, now: worker.loop.now)
+        let session = WebSocketSession(role: .server, deflate: deflate, shared: worker.sessions, now: worker.loop.now)
         connection.open(response: Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders), session: session, info: info,
                         script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler,
                         luaFieldsRef: worker.runner.makeConstantFields(info))

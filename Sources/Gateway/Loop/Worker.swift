@@ -25,8 +25,8 @@ final class Worker {
     var flushList: [Connection] = []
     /// Every socket reads into this one buffer first; only leftovers are copied per connection.
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
-    /// zlib streams and buffers for permessage-deflate, shared by this loop's connections.
-    let zlib = SharedZlib()
+    /// The limits and zlib streams this loop's WebSocket sessions share.
+    let sessions: SessionShared
     /// Set when the port speaks TLS; replaced on SIGHUP, used by connections accepted afterwards.
     var tlsContext: TLSServerContext?
 
@@ -37,6 +37,7 @@ final class Worker {
         self.config = config
         listenPort = Socket.localPort(listenFd)
         loop = EventLoop(index: index)
+        sessions = SessionShared(maxMessageBytes: config.maxMessageBytes, compressionMinBytes: config.compressionMinBytes)
         apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
         listener = Listener(worker: self, fd: listenFd)
@@ -79,8 +80,8 @@ final class Worker {
         config = newConfig
         front.configChanged(newConfig)
         runner.configChanged(newConfig)
-        for connection in connections.values { connection.configChanged() }
-        for link in links.values { link.connection?.configChanged() }
+        sessions.maxMessageBytes = newConfig.maxMessageBytes
+        sessions.compressionMinBytes = newConfig.compressionMinBytes
     }
 
     func beginShutdown() {

@@ -40,7 +40,8 @@ final class OutboundLink {
     /// Bumped by `disconnect` and `reset` so a scheduled reconnect of before does nothing.
     private var generation = 0
 
-    private let sendQueue: SendQueueGauge
+    /// Published in the outbound registry: senders on other loops see a slow upstream.
+    let sendQueue: SendQueueGauge
 
     init(id: Int, spec: OutboundSpec, worker: Worker, sendQueue: SendQueueGauge) {
         self.id = id
@@ -87,7 +88,7 @@ final class OutboundLink {
         dialer = nil
         switch result {
         case .success(let established):
-            guard let connection = Connection.adopt(established, worker: worker, link: self, sendQueue: sendQueue) else {
+            guard let connection = Connection.adopt(established, worker: worker, link: self) else {
                 dialed(.failure(DialError("cannot watch the socket (epoll)")))
                 return
             }

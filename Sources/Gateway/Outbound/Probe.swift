@@ -115,9 +115,8 @@ private final class ProbeSession: IOHandler {
     init(loop: EventLoop, established: Dialer.Established, data: String?, deadline: UInt64, finish: @escaping ([String: Any]) -> Void) {
         self.loop = loop
         transport = established.transport
-        session = WebSocketSession(role: .client, maxMessageBytes: ProbeSession.maxMessageBytes,
-                                   deflate: established.deflate.map { DeflateSession(settings: $0, role: .client) },
-                                   zlib: SharedZlib(), now: loop.now)
+        session = WebSocketSession(role: .client, deflate: established.deflate.map { DeflateSession(settings: $0, role: .client) },
+                                   shared: SessionShared(maxMessageBytes: ProbeSession.maxMessageBytes), now: loop.now)
         self.finish = finish
         registration = loop.register(fd: transport.fd, events: IOEvents.readable, handler: self)
         if let data { Array(data.utf8).withUnsafeBytes { _ = session.send(.text, $0, output: &output) } }
@@ -178,12 +177,12 @@ private final class ProbeSession: IOHandler {
             case .needMore, .held:
                 return
             case .closed:
-                if let failure = session.failure {
-                    answer(["connection": true, "data": NSNull(), "error": "protocol error from the server: \(failure.reason)"])
-                } else {
-                    answer(["connection": true, "data": NSNull(), "close_code": Int(session.closeCode ?? 1005)])
-                }
+                answer(["connection": true, "data": NSNull(), "close_code": Int(session.closeCode ?? 1005)])
                 // Our close answered the server's, or the server answered ours: nothing more to wait for.
+                loop.schedule(after: 0) { [weak self] in self?.done() }
+                return
+            case .failed(let failure):
+                answer(["connection": true, "data": NSNull(), "error": "protocol error from the server: \(failure.reason)"])
                 loop.schedule(after: 0) { [weak self] in self?.done() }
                 return
             }

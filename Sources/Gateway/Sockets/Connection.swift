@@ -20,46 +20,42 @@ final class Connection: IOHandler {
         case closed
     }
 
-    let fd: Int32
     unowned let worker: Worker
-    private(set) var phase = Phase.request
+    /// The named outbound connection this socket serves, in the client role. Held strongly: a link
+    /// replaced under its name must still hear of its socket's end (until then the link holds
+    /// the socket too, a cycle that `connectionEnded` breaks).
+    let link: OutboundLink?
     private(set) var session: WebSocketSession?
+    /// What the upgrade request established; nil for outbound connections and the health route.
+    private(set) var info: ConnectionInfo?
+    /// The endpoint script (or event handler) this socket's events run.
+    private(set) var script: EndpointScript?
     private var transport: Transport
-    /// False until the TLS handshake is done (true at once without TLS).
-    private var transportReady: Bool
-    /// A TLS read needs the socket writable first, or a TLS write needs it readable first.
-    private var readWaitsForWritable = false
-    private var writeWaitsForReadable = false
     private var registration = EventLoop.Registration.none
     /// Bytes read but not yet processed (a partial head or frame, or input held back by throttling).
     private var input = ByteBuffer()
     /// Bytes waiting for the socket to accept them.
     private var output = ByteBuffer()
-
-    /// What the upgrade request established; nil for outbound connections and the health route.
-    private(set) var info: ConnectionInfo?
-    /// The named outbound connection this socket serves, in the client role. Held strongly: a link
-    /// replaced under its name must still hear of its socket's end (until then the link holds
-    /// the socket too, a cycle that `connectionEnded` breaks).
-    let link: OutboundLink?
-    /// The endpoint script (or event handler) this socket's events run.
-    private(set) var script: EndpointScript?
-    /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
-    private(set) var luaFieldsRef: Int32 = 0
-    /// Where this socket's queue size is published for senders on other loops.
-    private var sendQueue: SendQueueGauge?
-    /// Still in the registry: `list()` shows it and sends reach it.
-    private var listed = false
     private var bucket: TokenBucket
     private var droppedMessages = 0
     /// Bytes of script messages refused since the send queue went over half full.
     private var refusedBytes = 0
+    /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
+    private(set) var luaFieldsRef: Int32 = 0
+    // The small fields together: one of these per socket.
+    private(set) var phase = Phase.request
+    /// False until the TLS handshake is done (true at once without TLS).
+    private var transportReady: Bool
+    /// A TLS read needs the socket writable first, or a TLS write needs it readable first.
+    private var readWaitsForWritable = false
+    private var writeWaitsForReadable = false
+    /// Still in the registry: `list()` shows it and sends reach it.
+    private var listed = false
     private var readPaused = false
     private var wantsWrite = false
     private var inFlushList = false
 
-    private init(fd: Int32, transport: Transport, worker: Worker, link: OutboundLink?) {
-        self.fd = fd
+    private init(transport: Transport, worker: Worker, link: OutboundLink?) {
         self.transport = transport
         transportReady = transport.tls == nil || link != nil
         self.worker = worker
@@ -69,7 +65,7 @@ final class Connection: IOHandler {
 
     /// Watches an accepted socket for its upgrade request, within limits.handshakeTimeoutMs.
     static func accept(fd: Int32, worker: Worker) {
-        let connection = Connection(fd: fd, transport: Transport(fd: fd, tls: worker.tlsContext.map { TLSStream(context: $0, fd: fd) }),
+        let connection = Connection(transport: Transport(fd: fd, tls: worker.tlsContext.map { TLSStream(context: $0, fd: fd) }),
                                     worker: worker, link: nil)
         connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
         guard connection.registration != .none else {
@@ -86,9 +82,9 @@ final class Connection: IOHandler {
 
     /// An outbound connection whose opening handshake the dialer completed; nil when the loop cannot
     /// watch its socket (the socket is closed then).
-    static func adopt(_ established: Dialer.Established, worker: Worker, link: OutboundLink, sendQueue: SendQueueGauge) -> Connection? {
+    static func adopt(_ established: Dialer.Established, worker: Worker, link: OutboundLink) -> Connection? {
         let fd = established.transport.fd
-        let connection = Connection(fd: fd, transport: established.transport, worker: worker, link: link)
+        let connection = Connection(transport: established.transport, worker: worker, link: link)
         connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
         guard connection.registration != .none else {
             var transport = established.transport
@@ -96,11 +92,8 @@ final class Connection: IOHandler {
             Socket.close(fd)
             return nil
         }
-        let config = worker.config
-        connection.session = WebSocketSession(role: .client, maxMessageBytes: config.maxMessageBytes,
-                                              deflate: established.deflate.map { DeflateSession(settings: $0, role: .client) },
-                                              zlib: worker.zlib, compressionMinBytes: config.compressionMinBytes, now: worker.loop.now)
-        connection.sendQueue = sendQueue
+        connection.session = WebSocketSession(role: .client, deflate: established.deflate.map { DeflateSession(settings: $0, role: .client) },
+                                              shared: worker.sessions, now: worker.loop.now)
         connection.phase = .webSocket
         if !established.leftover.isEmpty { connection.input.append(established.leftover) }
         return connection
@@ -114,19 +107,15 @@ final class Connection: IOHandler {
         self.info = info
         self.script = script
         self.luaFieldsRef = luaFieldsRef
-        sendQueue = info?.sendQueue
         listed = info != nil
         phase = .webSocket
         scheduleFlush()
     }
 
-    /// SIGHUP changed the config: the session's limits follow it.
-    func configChanged() {
-        session?.maxMessageBytes = worker.config.maxMessageBytes
-        session?.compressionMinBytes = worker.config.compressionMinBytes
-    }
-
+    var fd: Int32 { transport.fd }
     var isTLS: Bool { transport.tls != nil }
+    /// Where this socket's queue size is published for senders on other loops.
+    private var sendQueue: SendQueueGauge? { info ?? link?.sendQueue }
     var isOpen: Bool { phase == .webSocket && session?.state == .open }
     var isClosed: Bool { phase == .closed }
     var socketId: String { info?.socketId ?? link.map { "outbound:\($0.name)" } ?? "-" }
@@ -208,7 +197,7 @@ final class Connection: IOHandler {
             let scratch = worker.readBuffer
             result = transport.read(into: scratch.baseAddress!, count: scratch.count)
             if case .bytes(let n) = result {
-                session?.lastReceived = worker.loop.now
+                session?.received(at: worker.loop.now)
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
                 let used = process(bytes)
                 if used < n && phase != .closed {
@@ -222,7 +211,7 @@ final class Connection: IOHandler {
             let p = input.reserveWritable(room)
             result = transport.read(into: p, count: room)
             if case .bytes(let n) = result {
-                session?.lastReceived = worker.loop.now
+                session?.received(at: worker.loop.now)
                 input.didWrite(n)
                 processInput()
                 return true
@@ -281,14 +270,21 @@ final class Connection: IOHandler {
     private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
         guard let session else { return bytes.count }
         var consumed = 0
-        defer { sessionChanged() }
-        while phase == .webSocket && !readPaused {
-            switch session.next(bytes, consumed: &consumed, output: &output, admit: { self.admit($0) }) {
+        // Once the bytes are used up, one more call lets the session release a delivered message's buffer.
+        while phase == .webSocket && !readPaused && (consumed < bytes.count || session.holdsMessage) {
+            let queuedBefore = output.count
+            let event = session.next(bytes, consumed: &consumed, output: &output, admit: { self.admit($0) })
+            // The session queued a pong or a close, or changed state (a script's sends are handled as they happen).
+            if output.count != queuedBefore || session.state != .open { sessionChanged() }
+            switch event {
             case .message(let payload, let binary):
                 worker.dispatchData(self, payload, binary: binary)
             case .needMore, .held:
                 return consumed
             case .closed:
+                return bytes.count
+            case .failed(let failure):
+                Log.info("closing socket \(socketId) with \(failure.code.rawValue): \(failure.reason)")
                 return bytes.count
             }
         }
@@ -319,18 +315,28 @@ final class Connection: IOHandler {
     /// that is no longer open leaves the registry, a closed session finishes the socket, and the
     /// send queue is bounded and published.
     private func sessionChanged() {
-        guard let session, phase == .webSocket else { return }
-        if session.state != .open { unlist() }
-        if session.state == .closed {
-            if let failure = session.failure { Log.info("closing socket \(socketId) with \(failure.code.rawValue): \(failure.reason)") }
+        guard phase == .webSocket, let session else { return }
+        switch session.state {
+        case .open:
+            queued()
+        case .closing:
+            unlist()
+            if !output.isEmpty { scheduleFlush() }
+        case .closed:
+            unlist()
             phase = .finishing
-            // Flushing an empty queue is what shuts the write half.
+            // Flushing, even an empty queue, is what shuts the write half.
             scheduleFlush()
-        } else if session.state == .open && output.count > worker.config.sendQueueBytes {
+        }
+    }
+
+    /// Bounds and publishes the send queue of an open socket after bytes were queued.
+    private func queued() {
+        guard !output.isEmpty else { return }
+        if output.count > worker.config.sendQueueBytes {
             abandonSlowReader()
             return
         }
-        guard !output.isEmpty else { return }
         sendQueue?.bytes.store(output.count, ordering: .relaxed)
         scheduleFlush()
     }
@@ -352,8 +358,7 @@ final class Connection: IOHandler {
             refuse(payload.count)
             return false
         }
-        session?.send(opcode, payload, output: &output)
-        sessionChanged()
+        if session?.send(opcode, payload, output: &output) == true { queued() }
         return true
     }
 
