@@ -46,40 +46,61 @@ public enum Base64 {
         bytes.withUnsafeBytes { encode($0) }
     }
 
-    /// Decodes strictly: length a multiple of four, padding only at the end, unused bits zero, no other characters.
-    public static func decode(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
+    /// Most bytes `input.count` characters decode to (an upper bound: padding makes it less).
+    public static func decodedCapacity(_ count: Int) -> Int { count / 4 * 3 }
+
+    /// Decodes strictly: length a multiple of four, padding only at the end, unused bits zero, no
+    /// other characters. Writes into `out` (which must hold `decodedCapacity(input.count)` bytes)
+    /// and returns how many bytes it wrote, or nil for input that is not canonical base64.
+    public static func decode(_ input: UnsafeRawBufferPointer, into out: UnsafeMutableRawPointer) -> Int? {
         let n = input.count
-        if n == 0 { return [] }
-        guard n % 4 == 0 else { return nil }
-        var padding = 0
-        if input[n - 1] == UInt8(ascii: "=") { padding += 1 }
-        if input[n - 2] == UInt8(ascii: "=") { padding += 1 }
-        var out = [UInt8]()
-        out.reserveCapacity(n / 4 * 3 - padding)
-        return reverse.withUnsafeBufferPointer { table -> [UInt8]? in
-            var i = 0
-            while i < n {
-                let last = i + 4 == n
-                var v: UInt32 = 0
-                for j in 0..<4 {
-                    let c = input[i + j]
-                    if last && c == UInt8(ascii: "=") && j >= 4 - padding {
-                        v <<= 6
-                        continue
-                    }
-                    let d = table[Int(c)]
-                    if d == 0xFF { return nil }
-                    v = v << 6 | UInt32(d)
-                }
-                // Canonical only (RFC 4648 3.5): the bits a padded group does not use must be zero.
-                if last && (padding == 2 && v >> 12 & 0xF != 0 || padding == 1 && v >> 6 & 0x3 != 0) { return nil }
-                out.append(UInt8(v >> 16))
-                if !(last && padding == 2) { out.append(UInt8(v >> 8 & 0xFF)) }
-                if !(last && padding >= 1) { out.append(UInt8(v & 0xFF)) }
-                i += 4
+        guard n > 0 else { return 0 }
+        guard n % 4 == 0, let src = input.baseAddress else { return nil }
+        return reverse.withUnsafeBufferPointer { table -> Int? in
+            @inline(__always) func digit(_ offset: Int) -> UInt32 {
+                UInt32(table[Int(src.load(fromByteOffset: offset, as: UInt8.self))])
             }
-            return out
+            var i = 0
+            var o = 0
+            // Every group but the last has no padding: four lookups, one check (0xFF marks a
+            // character outside the alphabet, and any such bit survives the OR).
+            while i + 4 < n {
+                let a = digit(i), b = digit(i + 1), c = digit(i + 2), d = digit(i + 3)
+                guard (a | b | c | d) & 0x80 == 0 else { return nil }
+                let v = a << 18 | b << 12 | c << 6 | d
+                out.storeBytes(of: UInt8(truncatingIfNeeded: v >> 16), toByteOffset: o, as: UInt8.self)
+                out.storeBytes(of: UInt8(truncatingIfNeeded: v >> 8), toByteOffset: o + 1, as: UInt8.self)
+                out.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: o + 2, as: UInt8.self)
+                i += 4
+                o += 3
+            }
+            let pad = UInt8(ascii: "=")
+            let third = src.load(fromByteOffset: i + 2, as: UInt8.self), fourth = src.load(fromByteOffset: i + 3, as: UInt8.self)
+            let padding = fourth == pad ? (third == pad ? 2 : 1) : 0
+            let a = digit(i), b = digit(i + 1)
+            let c = padding == 2 ? 0 : digit(i + 2)
+            let d = padding >= 1 ? 0 : digit(i + 3)
+            guard (a | b | c | d) & 0x80 == 0 else { return nil }
+            let v = a << 18 | b << 12 | c << 6 | d
+            // Canonical only (RFC 4648 3.5): the bits a padded group does not use must be zero.
+            if padding == 2 && v & 0xFFFF != 0 || padding == 1 && v & 0xFF != 0 { return nil }
+            out.storeBytes(of: UInt8(truncatingIfNeeded: v >> 16), toByteOffset: o, as: UInt8.self)
+            if padding < 2 { out.storeBytes(of: UInt8(truncatingIfNeeded: v >> 8), toByteOffset: o + 1, as: UInt8.self) }
+            if padding < 1 { out.storeBytes(of: UInt8(truncatingIfNeeded: v), toByteOffset: o + 2, as: UInt8.self) }
+            return o + 3 - padding
         }
+    }
+
+    /// Decodes strictly, as `decode(_:into:)`; nil for input that is not canonical base64.
+    public static func decode(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
+        guard input.count >= 4 else { return input.isEmpty ? [] : nil }
+        var valid = true
+        let bytes = [UInt8](unsafeUninitializedCapacity: decodedCapacity(input.count)) { buffer, count in
+            let written = decode(input, into: UnsafeMutableRawPointer(buffer.baseAddress!))
+            valid = written != nil
+            count = written ?? 0
+        }
+        return valid ? bytes : nil
     }
 
     public static func decode(_ string: String) -> [UInt8]? {

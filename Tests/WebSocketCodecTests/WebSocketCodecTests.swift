@@ -934,6 +934,21 @@ final class Base64Tests: XCTestCase {
         }
     }
 
+    func testDecodeIntoABufferWritesOnlyTheDecodedBytes() {
+        var rng = SplitMix64(seed: 65)
+        for length in 0...40 {
+            let input = rng.bytesOnePerDraw(length)
+            let encoded = Array(Base64.encode(input).utf8)
+            let capacity = Base64.decodedCapacity(encoded.count)
+            XCTAssertGreaterThanOrEqual(capacity, length)
+            var out = [UInt8](repeating: 0xAB, count: capacity + 8)
+            let written = encoded.withUnsafeBytes { src in out.withUnsafeMutableBytes { Base64.decode(src, into: $0.baseAddress!) } }
+            XCTAssertEqual(written, length, "length \(length)")
+            XCTAssertEqual(Array(out[0..<length]), input, "length \(length)")
+            XCTAssertEqual(Array(out[capacity...]), [UInt8](repeating: 0xAB, count: 8), "nothing past the capacity, length \(length)")
+        }
+    }
+
     func testStrictDecodeRejectsBadLength() {
         for s in ["Z", "Zg", "Zg=", "Zm9vY", "Zm9vYg", "Zm9vYg=", "Zm9vYmFy=", "Zm9vYmF"] {
             XCTAssertNil(decode64(s), s)

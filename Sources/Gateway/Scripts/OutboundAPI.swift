@@ -177,19 +177,15 @@ extension ScriptAPI {
             guard let message = lua_bytes(L, -1), lua_type(L, -1) == LUA_TSTRING else {
                 return push(L, .badRequest("message must be a string when type is given"))
             }
-            switch payload(type: type, message: message) {
-            case .failure(let failure): return push(L, failure)
-            case .success(let payload):
-                if let failure = payload.send(to: .outbound(name), from: worker) { return push(L, failure) }
-                return 0
-            }
+            if let failure = send(type: type, message: message, to: .outbound(name), from: worker) { return push(L, failure) }
+            return 0
         }
         let failure: ServiceFailure?
         switch lua_type(L, -1) {
         case LUA_TSTRING where entry.contentType == .binary:
             failure = worker.owners.send(to: .outbound(name), .binary, lua_bytes(L, -1)!)
         case LUA_TSTRING:
-            failure = ScriptAPI.Payload.text(lua_bytes(L, -1)!).send(to: .outbound(name), from: worker)
+            failure = send(text: lua_bytes(L, -1)!, to: .outbound(name), from: worker)
         case LUA_TTABLE:
             guard entry.contentType == .json else {
                 return push(L, .badRequest("a table is sent as JSON on content_type json connections only; \(name) is \(entry.contentType.rawValue)"))
@@ -198,7 +194,7 @@ extension ScriptAPI {
             if let error = JSONBridge.encode(L, index: lua_absindex(L, -1), into: &worker.runner.jsonScratch) {
                 return push(L, .badRequest("message cannot be encoded as JSON: \(error)"))
             }
-            failure = worker.runner.jsonScratch.withUnsafeBytes { ScriptAPI.Payload.text($0).send(to: .outbound(name), from: worker) }
+            failure = worker.runner.jsonScratch.withUnsafeBytes { send(text: $0, to: .outbound(name), from: worker) }
         default:
             return push(L, .badRequest("message must be a string or a table"))
         }

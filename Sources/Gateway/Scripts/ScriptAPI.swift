@@ -124,36 +124,29 @@ enum ScriptAPI {
 
     // MARK: Sending
 
-    enum Payload {
-        case text(UnsafeRawBufferPointer)
-        case binary([UInt8])
-
-        /// Sends it through the owner path, text checked for UTF-8 first.
-        func send(to ref: SocketRef, from worker: Worker) -> ServiceFailure? {
-            switch self {
-            case .text(let bytes):
-                guard UTF8Validator.isValid(bytes) else {
-                    if case .outbound = ref { return .badRequest("message is not valid UTF-8; use content_type \"binary\" for bytes") }
-                    return .badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64")
-                }
-                return worker.owners.send(to: ref, .text, bytes)
-            case .binary(let bytes):
-                return bytes.withUnsafeBytes { worker.owners.send(to: ref, .binary, $0) }
-            }
+    /// Sends text through the owner path, checked for UTF-8 first.
+    static func send(text bytes: UnsafeRawBufferPointer, to ref: SocketRef, from worker: Worker) -> ServiceFailure? {
+        guard UTF8Validator.isValid(bytes) else {
+            if case .outbound = ref { return .badRequest("message is not valid UTF-8; use content_type \"binary\" for bytes") }
+            return .badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64")
         }
+        return worker.owners.send(to: ref, .text, bytes)
     }
 
-    /// A message sent with an explicit `type`, inbound or outbound: "data-text" as is, "data-binary"
-    /// given as base64 and sent decoded.
-    static func payload(type: String, message: UnsafeRawBufferPointer) -> Result<Payload, ServiceFailure> {
+    /// Sends a message with an explicit `type`, inbound or outbound: "data-text" as is,
+    /// "data-binary" given as base64 and sent decoded, through the runner's scratch buffer.
+    static func send(type: String, message: UnsafeRawBufferPointer, to ref: SocketRef, from worker: Worker) -> ServiceFailure? {
         switch type {
         case "data-text":
-            return .success(.text(message))
+            return send(text: message, to: ref, from: worker)
         case "data-binary":
-            guard let bytes = Base64.decode(message) else { return .failure(.badRequest("message is not valid base64")) }
-            return .success(.binary(bytes))
+            let runner = worker.runner
+            let p = runner.textScratch.reserveWritable(Base64.decodedCapacity(message.count))
+            defer { runner.textScratch.clear(keepingUpTo: 1 << 20) }
+            guard let count = Base64.decode(message, into: p) else { return .badRequest("message is not valid base64") }
+            return worker.owners.send(to: ref, .binary, UnsafeRawBufferPointer(start: p, count: count))
         default:
-            return .failure(.badRequest("type must be \"data-text\" or \"data-binary\""))
+            return .badRequest("type must be \"data-text\" or \"data-binary\"")
         }
     }
 
@@ -274,13 +267,8 @@ enum ScriptAPI {
             guard let message = lua_bytes(L, -1) else {
                 return push(L, .badRequest("message must be a string (encode tables with to_json)"))
             }
-            switch payload(type: type, message: message) {
-            case .failure(let failure):
-                return push(L, failure)
-            case .success(let payload):
-                if let failure = payload.send(to: .socket(id), from: worker) { return push(L, failure) }
-                return 0
-            }
+            if let failure = send(type: type, message: message, to: .socket(id), from: worker) { return push(L, failure) }
+            return 0
         }
     }
 
