@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 
@@ -22,6 +21,7 @@ from wsgate_support import (
     build_request,
     new_key,
     read_head,
+    ws_frame,
 )
 
 MAX_MESSAGE = 1024
@@ -36,21 +36,8 @@ def server(wsgate_module):
 
 
 def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
-    """Encode one client frame (masked unless told otherwise)."""
-    first = (0x80 if fin else 0) | ((rsv & 0x7) << 4) | (opcode & 0xF)
-    mask_bit = 0x80 if masked else 0
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", first, mask_bit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", first, mask_bit | 126, n)
-    else:
-        head = struct.pack("!BBQ", first, mask_bit | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return head + key + body
+    """One client frame; ``rsv`` is the three RSV bits as a number (4 = RSV1)."""
+    return ws_frame(opcode, payload, fin=fin, masked=masked, rsv=(rsv & 0x7) << 4)
 
 
 def close_frame(code: int, reason: bytes = b"") -> bytes:
