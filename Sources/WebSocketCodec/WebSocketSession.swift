@@ -17,7 +17,7 @@ public final class WebSocketSession {
     }
 
     /// What to do with the first frame of a data message (the caller's rate limit).
-    public enum Admission {
+    public enum Admission: Equatable {
         case accept
         /// Skip the whole message.
         case discard
@@ -68,8 +68,10 @@ public final class WebSocketSession {
     private var fragmentCompressed = false
     /// The rest of a message is skipped because admission discarded its first frame.
     private var droppingMessage = false
-    /// Whether admission accepted the frame at the start of the unconsumed bytes.
+    /// Whether admission accepted, or discarded, the frame at the start of the unconsumed bytes
+    /// (a frame in flight is asked about once, not again when the rest arrives).
     private var frameAdmitted = false
+    private var frameDiscarded = false
     /// A delivered message lives in `fragments` or in the shared inflate buffer until the next call.
     private var releaseDelivered = false
     /// Runs over the whole text message being received, frame after frame.
@@ -153,11 +155,12 @@ public final class WebSocketSession {
                 continue
             }
             let startsMessage = header.opcode == .text || header.opcode == .binary
-            if startsMessage && _state == .open && fragmentOpcode == nil && !frameAdmitted && (complete || validatesEarly(header)) {
-                switch admit(header) {
+            if frameDiscarded || startsMessage && _state == .open && fragmentOpcode == nil && !frameAdmitted && (complete || validatesEarly(header)) {
+                switch frameDiscarded ? .discard : admit(header) {
                 case .accept:
                     frameAdmitted = true
                 case .discard:
+                    frameDiscarded = !complete
                     guard complete else { return .needMore }
                     consumed += header.frameLength
                     droppingMessage = !header.fin

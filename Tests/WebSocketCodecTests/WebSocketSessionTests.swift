@@ -303,6 +303,17 @@ final class WebSocketSessionTests: XCTestCase {
         XCTAssertEqual(h.feed(frame(to: .server, .text, "c", fin: false) + frame(to: .server, .continuation, "d")), [.text("cd")])
         XCTAssertEqual(asked, 1, "asked once per message, not per fragment")
 
+        // A text frame in flight is asked about once, whether it is taken or skipped.
+        for verdict in [WebSocketSession.Admission.accept, .discard] {
+            asked = 0
+            h.admission = { _ in asked += 1; return verdict }
+            let long = frame(to: .server, .text, String(repeating: "z", count: 300))
+            XCTAssertEqual(h.feed(Array(long[..<100])), [])
+            XCTAssertEqual(h.feed(Array(long[100..<200])), [])
+            XCTAssertEqual(h.feed(Array(long[200...])), verdict == .accept ? [.text(String(repeating: "z", count: 300))] : [])
+            XCTAssertEqual(asked, 1, "\(verdict)")
+        }
+
         h.admission = { _ in .fail(.policyViolation, "rate limit exceeded") }
         XCTAssertEqual(h.feed(frame(to: .server, .binary, [1])), [.failed(.policyViolation)])
         XCTAssertEqual(closeCode(h.sent().last), 1008)
