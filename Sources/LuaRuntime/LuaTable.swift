@@ -12,12 +12,6 @@ public struct LuaTable {
         lua_createtable(L, Int32(items), Int32(fields))
     }
 
-    /// The table already on top of the stack.
-    @inline(__always)
-    public init(onTopOf L: OpaquePointer) {
-        self.L = L
-    }
-
     @inline(__always)
     private func setField(_ key: StaticString) {
         key.withUTF8Buffer { lua_setfield(L, -2, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }

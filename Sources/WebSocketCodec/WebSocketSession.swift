@@ -82,7 +82,8 @@ public final class WebSocketSession {
     /// validated, for text).
     private var framePayloadDone = 0
     private var _closeReason = ""
-    private var _lastReceived: UInt64
+    /// Monotonic time of the last bytes from the peer, for pings and the idle timeout.
+    private var lastReceived: UInt64
     /// Our last ping while open; once closing, when the peer's close is due.
     private var timer: UInt64
     /// The message being assembled from fragments.
@@ -92,14 +93,12 @@ public final class WebSocketSession {
     /// The code and reason of the first close frame sent or received; nil until then.
     public var closeCode: UInt16? { _closeCode }
     public var closeReason: String { _closeReason }
-    /// Monotonic time of the last bytes from the peer, for pings and the idle timeout.
-    public var lastReceived: UInt64 { _lastReceived }
     /// A delivered message still occupies a buffer, which the next call to `next` releases.
     public var holdsMessage: Bool { releaseDelivered }
 
     /// The caller read bytes from the peer at `now`.
     public func received(at now: UInt64) {
-        _lastReceived = now
+        lastReceived = now
     }
 
     /// `shared` is the calling thread's: sessions run on one thread only.
@@ -107,7 +106,7 @@ public final class WebSocketSession {
         self.role = role
         self.deflate = deflate
         self.shared = shared
-        _lastReceived = now
+        lastReceived = now
         timer = now
     }
 
@@ -377,7 +376,7 @@ public final class WebSocketSession {
     public func tick(now: UInt64, pingEvery: UInt64, idleAfter: UInt64, output: inout ByteBuffer) -> Tick {
         switch _state {
         case .open:
-            let quiet = now &- _lastReceived
+            let quiet = now &- lastReceived
             if idleAfter > 0 && quiet >= idleAfter {
                 close(.goingAway, reason: "idle timeout", now: now, output: &output)
                 return .wrote

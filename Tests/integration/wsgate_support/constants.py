@@ -12,12 +12,5 @@ TEST_TIMEOUT = 30.0  # upper bound for one whole asyncio.run(...) of a test
 READY_TIMEOUT = 10.0
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-ECHO_SCRIPT = """
-if websocketInfo.type == "data" then
-  if websocketInfo.message_type == "data-binary" then
-    Websocket.send{socket_id = websocketInfo.socket_id, message = websocketInfo.message, type = "data-binary"}
-  else
-    websocketInfo.send(websocketInfo.message)
-  end
-end
-"""
+# The shipped echo endpoint (text as text, binary as binary), run by most tests under their own routes.
+ECHO_SCRIPT = (REPO_ROOT / "Endpoints" / "echo.lua").read_text(encoding="utf-8")
