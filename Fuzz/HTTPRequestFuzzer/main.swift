@@ -20,7 +20,7 @@ private func isSpaceOrTab(_ c: Character) -> Bool { c == " " || c == "\t" }
 private func exercise(_ head: HTTPRequestHead) {
     precondition(!head.method.isEmpty, "empty method accepted")
     precondition(!head.target.isEmpty, "empty target accepted")
-    precondition(head.version.hasPrefix("HTTP/"), "version without HTTP/ accepted")
+    precondition(head.version.utf8.starts(with: "HTTP/".utf8), "version without HTTP/ accepted")
     precondition(!head.method.contains(" ") && !head.target.contains(" ") && !head.version.contains(" "),
                  "request-line part contains a space")
 
@@ -31,7 +31,7 @@ private func exercise(_ head: HTTPRequestHead) {
         precondition(field.name == field.name.lowercased(), "header name not lower-cased")
         precondition(field.value.first.map { !isSpaceOrTab($0) } ?? true, "header value not trimmed (front)")
         precondition(field.value.last.map { !isSpaceOrTab($0) } ?? true, "header value not trimmed (back)")
-        precondition(head.header(field.name) != nil, "header(name) misses a present field")
+        precondition(head.header(named: field.name) != nil, "header(name) misses a present field")
     }
 
     let path = head.path
@@ -51,7 +51,7 @@ private func exercise(_ head: HTTPRequestHead) {
         precondition(decodedPath == path, "percentDecode changed a string without escapes")
     }
 
-    for (name, token) in [("connection", "upgrade"), ("upgrade", "websocket"), ("sec-websocket-protocol", "chat"),
+    for (name, token): (StaticString, StaticString) in [("connection", "upgrade"), ("upgrade", "websocket"), ("sec-websocket-protocol", "chat"),
                           ("sec-websocket-extensions", "permessage-deflate")] {
         _ = head.headerContainsToken(name, token)
     }

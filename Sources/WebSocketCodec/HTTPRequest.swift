@@ -1,49 +1,125 @@
-/// The head of an HTTP/1.1 request: request line and header fields.
+import Glibc
+
+/// The head of an HTTP/1.1 request, kept as the bytes that arrived. Parsing records where the
+/// request line's parts and each field's name and value lie, and lower-cases the names in place:
+/// a request costs two allocations however many fields it has, and a socket keeps its request
+/// headers for scripts in one block.
 public struct HTTPRequestHead {
-    public var method: String
-    public var target: String
-    public var version: String
-    /// Header fields in arrival order, names lower-cased, values trimmed.
-    public var headers: [(name: String, value: String)]
+    /// A range of `bytes`.
+    public struct Span {
+        public let start: UInt32
+        public let end: UInt32
 
-    public init(method: String, target: String, version: String, headers: [(name: String, value: String)]) {
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
+        public var isEmpty: Bool { start == end }
     }
 
-    /// The first value of a header (name in lower case).
-    public func header(_ name: String) -> String? { firstValue(headers, name) }
-
-    /// The request path without the query string.
-    public var path: String {
-        if let q = target.firstIndex(of: "?") { return String(target[..<q]) }
-        return target
+    /// A header field: the name lower-cased, the value without surrounding spaces and tabs.
+    public struct Field {
+        public let name: Span
+        public let value: Span
     }
+
+    /// The head, request line and CRLFs included, with header names lower-cased.
+    public let bytes: [UInt8]
+    /// Header fields in arrival order.
+    public let fields: [Field]
+    private let methodSpan: Span
+    private let targetSpan: Span
+    private let versionSpan: Span
+
+    fileprivate init(bytes: [UInt8], fields: [Field], method: Span, target: Span, version: Span) {
+        self.bytes = bytes
+        self.fields = fields
+        methodSpan = method
+        targetSpan = target
+        versionSpan = version
+    }
+
+    public var method: String { string(methodSpan) }
+    public var target: String { string(targetSpan) }
+    public var version: String { string(versionSpan) }
+
+    /// The request path, without the query string.
+    public var path: String { string(Span(start: targetSpan.start, end: queryMark ?? targetSpan.end)) }
 
     /// The raw query string, without "?", or "".
-    public var query: String {
-        if let q = target.firstIndex(of: "?") { return String(target[target.index(after: q)...]) }
-        return ""
+    public var query: String { queryMark.map { string(Span(start: $0 + 1, end: targetSpan.end)) } ?? "" }
+
+    /// Where the target's first "?" is.
+    private var queryMark: UInt32? {
+        bytes[Int(targetSpan.start)..<Int(targetSpan.end)].firstIndex(of: UInt8(ascii: "?")).map { UInt32($0) }
     }
 
-    /// Whether a comma-separated header contains `token` (case-insensitive).
-    public func headerContainsToken(_ name: String, _ token: String) -> Bool { containsToken(headers, name, token) }
-}
+    public func string(_ span: Span) -> String {
+        String(decoding: bytes[Int(span.start)..<Int(span.end)], as: UTF8.self)
+    }
 
-/// The shared part of `header(_:)` for requests and responses.
-func firstValue(_ headers: [(name: String, value: String)], _ name: String) -> String? {
-    headers.first { $0.name == name }?.value
-}
+    public func withBytes<R>(_ span: Span, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+        bytes.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[Int(span.start)..<Int(span.end)])) }
+    }
 
-/// The shared part of `headerContainsToken(_:_:)` for requests and responses.
-func containsToken(_ headers: [(name: String, value: String)], _ name: String, _ token: String) -> Bool {
-    let token = asciiLowercased(token)
-    return headers.contains { header in
-        header.name == name && header.value.split(separator: ",").contains {
-            asciiLowercased($0.trimmingSpaces()) == token
+    public func methodIs(_ name: StaticString) -> Bool { matches(methodSpan, name) }
+    public func versionIs(_ name: StaticString) -> Bool { matches(versionSpan, name) }
+
+    /// Header fields as strings, in arrival order.
+    public var headers: [(name: String, value: String)] { fields.map { (string($0.name), string($0.value)) } }
+
+    /// The first field named `name` (lower case).
+    public func field(_ name: StaticString) -> Field? { fields.first { matches($0.name, name) } }
+
+    /// Whether `field` is named `name` (lower case).
+    public func isName(_ field: Field, _ name: StaticString) -> Bool { matches(field.name, name) }
+
+    /// The first value of a header (name in lower case).
+    public func header(_ name: StaticString) -> String? { field(name).map { string($0.value) } }
+
+    /// The first value of a header (name in lower case), for names known only at run time.
+    public func header(named name: String) -> String? {
+        let wanted = Array(name.utf8)
+        return fields.first { bytes[Int($0.name.start)..<Int($0.name.end)].elementsEqual(wanted) }.map { string($0.value) }
+    }
+
+    /// Whether the value of `field` is `value` exactly.
+    public func value(of field: Field, is value: StaticString) -> Bool { matches(field.value, value) }
+
+    /// Whether a comma-separated header contains `token` (case-insensitive; `token` in lower case).
+    public func headerContainsToken(_ name: StaticString, _ token: StaticString) -> Bool {
+        token.withUTF8Buffer { token in
+            fields.contains { field in
+                guard matches(field.name, name) else { return false }
+                var found = false
+                forEachListItem(field.value) { item in
+                    if !found, item.count == token.count, zip(item, token).allSatisfy({ asciiLower($0) == $1 }) { found = true }
+                }
+                return found
+            }
         }
+    }
+
+    /// Calls `body` with each item of a comma-separated value, spaces and tabs trimmed, empty items skipped.
+    public func forEachListItem(_ span: Span, _ body: (ArraySlice<UInt8>) -> Void) {
+        var start = Int(span.start)
+        let end = Int(span.end)
+        while start <= end {
+            var stop = start
+            while stop < end && bytes[stop] != UInt8(ascii: ",") { stop += 1 }
+            let item = trimmed(start, stop)
+            if !item.isEmpty { body(bytes[item]) }
+            start = stop + 1
+        }
+    }
+
+    private func trimmed(_ start: Int, _ end: Int) -> Range<Int> {
+        var a = start, b = end
+        while a < b && isBlank(bytes[a]) { a += 1 }
+        while b > a && isBlank(bytes[b - 1]) { b -= 1 }
+        return a..<b
+    }
+
+    private func matches(_ span: Span, _ name: StaticString) -> Bool {
+        let count = Int(span.end - span.start)
+        guard count == name.utf8CodeUnitCount else { return false }
+        return bytes.withUnsafeBytes { memcmp($0.baseAddress! + Int(span.start), name.utf8Start, count) == 0 }
     }
 }
 
@@ -71,85 +147,81 @@ public enum HTTPRequestParser {
         return nil
     }
 
-    /// Parses a complete head (as delimited by `headEnd`).
-    public static func parse(_ bytes: UnsafeRawBufferPointer) -> Result<HTTPRequestHead, HTTPParseError> {
-        headLines(bytes, of: "request").flatMap { lines in
-            let parts = splitAtSpaces(lines.first)
-            guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
-                return .failure(.malformed("bad request line"))
+    /// Parses a complete head (as delimited by `headEnd`), over its bytes: lines end at CRLF, the
+    /// request line splits at its spaces into exactly three parts, a field's name is the token
+    /// before the line's first colon, its value what follows without surrounding blanks.
+    public static func parse(_ input: UnsafeRawBufferPointer) -> Result<HTTPRequestHead, HTTPParseError> {
+        guard input.count <= Int(UInt32.max) else { return .failure(.malformed("request head too large")) }
+        guard UTF8Validator.isValid(input) else { return .failure(.malformed("request head is not UTF-8")) }
+        var bytes = [UInt8](input)
+        let n = bytes.count
+        /// The end of the line starting at `start` (the offset of its CR), or `n` for a last line without CRLF.
+        func lineEnd(_ start: Int) -> Int {
+            var i = start
+            while i + 1 < n {
+                if bytes[i] == 0x0D && bytes[i + 1] == 0x0A { return i }
+                i += 1
             }
-            guard parts[2].hasPrefix("HTTP/") else { return .failure(.malformed("bad HTTP version")) }
-            return headerFields(lines.headers).map {
-                HTTPRequestHead(method: String(parts[0]), target: String(parts[1]), version: String(parts[2]), headers: $0)
+            return n
+        }
+        let firstEnd = lineEnd(0)
+        var spaces = (0, 0)
+        var spaceCount = 0
+        for i in 0..<firstEnd where bytes[i] == 0x20 {
+            spaceCount += 1
+            if spaceCount == 1 { spaces.0 = i } else if spaceCount == 2 { spaces.1 = i }
+        }
+        guard spaceCount == 2, spaces.0 > 0, spaces.1 > spaces.0 + 1 else { return .failure(.malformed("bad request line")) }
+        let version = HTTPRequestHead.Span(start: UInt32(spaces.1 + 1), end: UInt32(firstEnd))
+        guard firstEnd - spaces.1 - 1 >= 5, bytes[spaces.1 + 1..<spaces.1 + 6].elementsEqual("HTTP/".utf8) else {
+            return .failure(.malformed("bad HTTP version"))
+        }
+        var fields: [HTTPRequestHead.Field] = []
+        var start = firstEnd + 2
+        while start < n {
+            let end = lineEnd(start)
+            defer { start = end + 2 }
+            if end == start { continue }
+            var colon = start
+            while colon < end && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+            guard colon < end else { return .failure(.malformed("header line without colon")) }
+            guard colon > start else { return .failure(.malformed("bad header name")) }
+            for i in start..<colon {
+                let b = bytes[i]
+                guard isTokenByte(b) else { return .failure(.malformed("bad header name")) }
+                bytes[i] = asciiLower(b)
             }
+            var a = colon + 1, b = end
+            while a < b && isBlank(bytes[a]) { a += 1 }
+            while b > a && isBlank(bytes[b - 1]) { b -= 1 }
+            fields.append(.init(name: .init(start: UInt32(start), end: UInt32(colon)), value: .init(start: UInt32(a), end: UInt32(b))))
         }
+        return .success(HTTPRequestHead(bytes: bytes, fields: fields,
+                                        method: .init(start: 0, end: UInt32(spaces.0)),
+                                        target: .init(start: UInt32(spaces.0 + 1), end: UInt32(spaces.1)),
+                                        version: version))
     }
 }
 
-/// A head's lines without their CRLFs: the request or status line, and the header lines after it.
-/// `kind` ("request" or "response") names the head in errors.
-func headLines(_ bytes: UnsafeRawBufferPointer, of kind: String) -> Result<(first: Substring, headers: ArraySlice<Substring>), HTTPParseError> {
-    guard let text = String(validating: bytes, as: UTF8.self) else {
-        return .failure(.malformed("\(kind) head is not UTF-8"))
-    }
-    // Splitting without omitting empty pieces always yields at least one piece.
-    let lines = text.split(separator: "\r\n", omittingEmptySubsequences: false)
-    return .success((lines[0], lines.dropFirst()))
-}
-
-/// Splits a request or status line at its space bytes. Not `split(separator: " ")`, which works on
-/// Characters: a space followed by a combining mark (" \u{301}") is one Character, so that space did
-/// not separate anything and "GET /a \u{301}b HTTP/1.1" gave a target with a space in it
-/// (regression: Fuzz/corpus/regressions/client-combining-mark-after-space-in-status-line).
-func splitAtSpaces(_ line: Substring, maxSplits: Int = .max) -> [String] {
-    line.utf8.split(separator: 0x20, maxSplits: maxSplits, omittingEmptySubsequences: false)
-        .map { String(decoding: $0, as: UTF8.self) } // cut at ASCII bytes: always whole scalars
-}
-
-/// Header lines as fields: names lower-cased, values trimmed; empty lines (the end of the head) skipped.
-func headerFields(_ lines: ArraySlice<Substring>) -> Result<[(name: String, value: String)], HTTPParseError> {
-    var headers: [(name: String, value: String)] = []
-    for line in lines where !line.isEmpty {
-        guard let colon = line.firstIndex(of: ":") else {
-            return .failure(.malformed("header line without colon"))
-        }
-        let name = line[..<colon]
-        guard !name.isEmpty, name.utf8.allSatisfy(isTokenByte) else {
-            return .failure(.malformed("bad header name"))
-        }
-        headers.append((asciiLowercased(name), line[line.index(after: colon)...].trimmingSpaces()))
-    }
-    return .success(headers)
-}
+@inline(__always) private func isBlank(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 }
+@inline(__always) func asciiLower(_ b: UInt8) -> UInt8 { b >= 65 && b <= 90 ? b + 32 : b }
 
 /// RFC 9110 token characters: header names are made of these only.
 func isTokenByte(_ b: UInt8) -> Bool {
     switch b {
-    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+         UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"),
+         UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "^"),
+         UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
         return true
     default:
-        return "!#$%&'*+-.^_`|~".utf8.contains(b)
+        return false
     }
 }
 
 /// Lower-cases ASCII letters only: Unicode case mapping would turn the Kelvin sign into "k".
 func asciiLowercased<S: StringProtocol>(_ s: S) -> String {
-    String(decoding: s.utf8.map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }, as: UTF8.self)
-}
-
-extension Substring {
-    /// Strips OWS (RFC 9110 5.6.3: spaces and tabs) from both ends. Works on UTF-8 bytes, not on
-    /// Characters: a space followed by a combining mark (" \u{301}") is one Character that is not
-    /// " ", so a Character-wise trim left that space in place (regression:
-    /// Fuzz/corpus/regressions/client-combining-mark-after-ows). Cutting at ASCII bytes always
-    /// lands on scalar boundaries, so the decoding below never repairs anything.
-    func trimmingSpaces() -> String {
-        let bytes = utf8
-        let isBlank = { (b: UInt8) in b == 0x20 || b == 0x09 }
-        guard let first = bytes.firstIndex(where: { !isBlank($0) }) else { return "" }
-        let last = bytes.lastIndex(where: { !isBlank($0) })!
-        return String(decoding: bytes[first...last], as: UTF8.self)
-    }
+    String(decoding: s.utf8.map(asciiLower), as: UTF8.self)
 }
 
 /// Percent-decoding and query-string splitting for path and query parameters.

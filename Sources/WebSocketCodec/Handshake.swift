@@ -16,36 +16,65 @@ public enum Handshake {
 
     public static func evaluate(_ head: HTTPRequestHead) -> Verdict {
         let wantsUpgrade = head.headerContainsToken("upgrade", "websocket")
-        if !wantsUpgrade && head.header("sec-websocket-key") == nil {
+        let keyField = head.field("sec-websocket-key")
+        if !wantsUpgrade && keyField == nil {
             return .notUpgrade
         }
-        guard head.method == "GET" else { return .badRequest("method \(head.method) is not GET") }
-        guard head.version == "HTTP/1.1" else { return .badRequest("version \(head.version) is not HTTP/1.1") }
+        guard head.methodIs("GET") else { return .badRequest("method \(head.method) is not GET") }
+        guard head.versionIs("HTTP/1.1") else { return .badRequest("version \(head.version) is not HTTP/1.1") }
         guard wantsUpgrade else { return .badRequest("missing Upgrade: websocket") }
         guard head.headerContainsToken("connection", "upgrade") else { return .badRequest("missing Connection: upgrade") }
-        guard head.header("sec-websocket-version") == "13" else { return .upgradeRequired }
-        guard let key = head.header("sec-websocket-key"), Base64.decode(key)?.count == 16 else {
+        guard let version = head.field("sec-websocket-version"), head.value(of: version, is: "13") else { return .upgradeRequired }
+        // A 16-byte nonce is 24 characters of base64.
+        guard let keyField, keyField.value.end - keyField.value.start == 24, head.withBytes(keyField.value, { key in
+            withUnsafeTemporaryAllocation(byteCount: 18, alignment: 1) { Base64.decode(key, into: $0.baseAddress!) == 16 }
+        }) else {
             return .badRequest("Sec-WebSocket-Key is not 16 bytes in base64")
         }
-        return .upgrade(key: key)
+        return .upgrade(key: head.string(keyField.value))
     }
 
     /// Sec-WebSocket-Accept for a client key: base64(SHA-1(key + GUID)).
     public static func acceptValue(forKey key: String) -> String {
-        let input = Array((key + guid).utf8)
-        var digest = [UInt8](repeating: 0, count: Int(SHA_DIGEST_LENGTH))
-        _ = input.withUnsafeBufferPointer { i in
-            digest.withUnsafeMutableBufferPointer { d in SHA1(i.baseAddress, i.count, d.baseAddress) }
+        withUnsafeTemporaryAllocation(byteCount: 28, alignment: 1) { accept in
+            writeAcceptValue(forKey: key, into: accept.baseAddress!)
+            return String(decoding: UnsafeRawBufferPointer(accept), as: UTF8.self)
         }
-        return Base64.encode(digest)
+    }
+
+    /// Writes the 28 characters of Sec-WebSocket-Accept for `key` at `out`, without allocating.
+    private static func writeAcceptValue(forKey key: String, into out: UnsafeMutableRawPointer) {
+        var key = key, guid = guid
+        key.withUTF8 { key in
+            guid.withUTF8 { guid in
+                // key + GUID and the digest, in one stack buffer (a valid key is 24 bytes; any fits).
+                withUnsafeTemporaryAllocation(byteCount: key.count + guid.count + Int(SHA_DIGEST_LENGTH), alignment: 1) { buffer in
+                    let input = buffer.baseAddress!
+                    if let k = key.baseAddress { input.copyMemory(from: k, byteCount: key.count) }
+                    (input + key.count).copyMemory(from: guid.baseAddress!, byteCount: guid.count)
+                    let digest = input + key.count + guid.count
+                    _ = SHA1(input.assumingMemoryBound(to: UInt8.self), key.count + guid.count, digest.assumingMemoryBound(to: UInt8.self))
+                    Base64.encode(UnsafeRawBufferPointer(start: digest, count: Int(SHA_DIGEST_LENGTH)), into: out)
+                }
+            }
+        }
     }
 
     /// The 101 response; `extraHeaders` are complete lines without CRLF.
     public static func switchingProtocols(key: String, extraHeaders: [String] = []) -> [UInt8] {
-        var text = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: \(acceptValue(forKey: key))\r\n"
-        for line in extraHeaders { text += line + "\r\n" }
-        text += "\r\n"
-        return Array(text.utf8)
+        let start = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "
+        var response: [UInt8] = []
+        response.reserveCapacity(start.utf8.count + 28 + 4 + extraHeaders.reduce(0) { $0 + $1.utf8.count + 2 })
+        response.append(contentsOf: start.utf8)
+        response.append(contentsOf: repeatElement(0, count: 28))
+        response.withUnsafeMutableBytes { writeAcceptValue(forKey: key, into: $0.baseAddress! + start.utf8.count) }
+        response.append(contentsOf: "\r\n".utf8)
+        for line in extraHeaders {
+            response.append(contentsOf: line.utf8)
+            response.append(contentsOf: "\r\n".utf8)
+        }
+        response.append(contentsOf: "\r\n".utf8)
+        return response
     }
 }
 

@@ -81,8 +81,19 @@ elseif websocketInfo.type == "data" then
 end
 """
 
+# Lists websocketInfo's keys with pairs() before reading any field, and what its metatable allows.
+KEYS = """
+local keys = {}
+for k in pairs(websocketInfo) do keys[#keys + 1] = k end
+table.sort(keys)
+websocketInfo.send(to_json{keys = keys, metatable = tostring(getmetatable(websocketInfo)),
+                           replaced = pcall(setmetatable, websocketInfo, {}),
+                           agent = websocketInfo.headers["user-agent"], room = websocketInfo.parameters.room})
+"""
+
 SCRIPTS = {
     "info.lua": INFO,
+    "keys.lua": KEYS,
     "room/{room}.lua": INFO,
     "leak.lua": LEAK,
     "sendtable.lua": SEND_TABLE,
@@ -155,6 +166,16 @@ def test_headers_have_lower_case_names(server):
     assert headers.get("x-custom-header") == "Hello There"
     assert headers.get("host") == f"127.0.0.1:{server.port}"
     assert all(name == name.lower() for name in headers), sorted(headers)
+
+
+def test_pairs_lists_every_field_and_the_metatable_is_sealed(server):
+    report = open_report(server.url("/keys?room=r9"), additional_headers={"User-Agent": "agent/1.0"})
+    assert report["keys"] == ["close", "extensions", "headers", "parameters", "route", "send", "socket_id",
+                              "subprotocol", "timestamp", "type", "uri"]
+    assert report["metatable"] == "false"
+    assert report["replaced"] is False
+    assert report["agent"] == "agent/1.0"
+    assert report["room"] == "r9"
 
 
 def test_timestamp_is_integer_milliseconds(server):

@@ -47,7 +47,7 @@ final class HTTPFront {
                 answerHealthUpgrade(connection, key: key)
                 return
             }
-            if head.method != "GET" && head.method != "HEAD" {
+            if !head.methodIs("GET") && !head.methodIs("HEAD") {
                 response = HTTPResponse.make(status: 405, reason: "Method Not Allowed", headers: ["Allow: GET"])
             } else if worker.shuttingDown {
                 response = HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n")
@@ -72,8 +72,8 @@ final class HTTPFront {
         case .upgradeRequired:
             connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", headers: ["Sec-WebSocket-Version: 13"]))
         case .upgrade(let key):
-            let origin = head.header("origin")
-            if !originPolicy.allows(origin: origin) {
+            let origin = originPolicy.allowsEveryOrigin ? nil : head.header("origin")
+            if !originPolicy.allowsEveryOrigin && !originPolicy.allows(origin: origin) {
                 Log.warn("refused upgrade on \(path) from origin \(origin.map { "\"\($0)\"" } ?? "(none)"): not in websocket.approvedSocketDomains")
                 connection.respondAndClose(HTTPResponse.make(status: 403, reason: "Forbidden", body: "origin not allowed\n"))
             } else if worker.shuttingDown {
@@ -91,7 +91,7 @@ final class HTTPFront {
     /// "OK" and a close: proof that this loop upgrades and serves frames, whatever the scripts are.
     private func answerHealthUpgrade(_ connection: Connection, key: String) {
         let session = WebSocketSession(role: .server, shared: worker.sessions, now: worker.loop.now)
-        connection.open(response: Handshake.switchingProtocols(key: key), session: session, info: nil, script: nil, luaFieldsRef: 0)
+        connection.open(response: Handshake.switchingProtocols(key: key), session: session, info: nil, script: nil)
         _ = Array("OK".utf8).withUnsafeBytes { connection.offer(.text, $0) }
         connection.startClose(.normal)
     }
@@ -99,13 +99,14 @@ final class HTTPFront {
     /// The first protocol the client offers that we support, or "".
     private func chooseSubprotocol(_ head: HTTPRequestHead) -> String {
         guard !worker.config.subprotocols.isEmpty else { return "" }
-        for header in head.headers where header.name == "sec-websocket-protocol" {
-            for offered in header.value.split(separator: ",") {
-                let name = offered.trimmingCharacters(in: .whitespaces)
-                if worker.config.subprotocols.contains(name) { return name }
+        var chosen = ""
+        for field in head.fields where chosen.isEmpty && head.isName(field, "sec-websocket-protocol") {
+            head.forEachListItem(field.value) { offered in
+                let name = String(decoding: offered, as: UTF8.self)
+                if chosen.isEmpty && worker.config.subprotocols.contains(name) { chosen = name }
             }
         }
-        return ""
+        return chosen
     }
 
     private func upgrade(_ connection: Connection, head: HTTPRequestHead, key: String, match: Router.Match?) {
@@ -118,7 +119,7 @@ final class HTTPFront {
         let host = head.header("host") ?? "\(worker.config.host):\(worker.listenPort)"
         let subprotocol = chooseSubprotocol(head)
         var extraHeaders = subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]
-        let offers = head.headers.filter { $0.name == "sec-websocket-extensions" }.map(\.value).joined(separator: ", ")
+        let offers = head.fields.filter { head.isName($0, "sec-websocket-extensions") }.map { head.string($0.value) }.joined(separator: ", ")
         var deflate: DeflateSession?
         var extensions = ""
         if worker.config.compressionEnabled, !offers.isEmpty,
@@ -130,12 +131,11 @@ final class HTTPFront {
         let scheme = connection.isTLS ? "wss" : "ws"
         let info = ConnectionInfo(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
                                   route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
-                                  headers: head.headers, parameters: parameters, subprotocol: subprotocol,
+                                  request: head, parameters: parameters, subprotocol: subprotocol,
                                   extensions: extensions, openedAt: EventLoop.wallMillis())
         let session = WebSocketSession(role: .server, deflate: deflate, shared: worker.sessions, now: worker.loop.now)
         connection.open(response: Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders), session: session, info: info,
-                        script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler,
-                        luaFieldsRef: worker.runner.makeConstantFields(info))
+                        script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler)
         worker.opened(connection, info: info)
     }
 }

@@ -139,7 +139,6 @@ final class Worker {
         shared.liveSockets.subtract(1, ordering: .relaxed)
         Log.debug("socket \(info.socketId) closed")
         runner.runScript(connection, event: .close, message: nil, binary: false)
-        runner.release(connection.luaFieldsRef)
     }
 
     // MARK: Outbound connections

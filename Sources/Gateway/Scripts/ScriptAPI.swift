@@ -46,18 +46,17 @@ enum ScriptAPI {
 
     // MARK: websocketInfo
 
-    static func makeConstantFields(_ L: OpaquePointer, _ info: ConnectionInfo) -> Int32 {
-        pushInfoFields(LuaTable(pushedOn: L, fields: 7), info)
-        return luaL_ref(L, lua_registryIndex())
-    }
-
     /// Sets uri, route, socket_id, headers, parameters, subprotocol and extensions.
     static func pushInfoFields(_ table: LuaTable, _ info: ConnectionInfo) {
+        pushScalarFields(table, info)
+        table.set("headers") { pushHeaders(table.L, info.request) }
+        table.set("parameters") { pushPairs(table.L, info.parameters) }
+    }
+
+    private static func pushScalarFields(_ table: LuaTable, _ info: ConnectionInfo) {
         table.set("uri", info.uri)
         table.set("route", info.route)
         table.set("socket_id", info.socketId)
-        table.set("headers") { pushPairs(table.L, info.headers) }
-        table.set("parameters") { pushPairs(table.L, info.parameters) }
         table.set("subprotocol", info.subprotocol)
         table.set("extensions", info.extensions)
     }
@@ -71,20 +70,70 @@ enum ScriptAPI {
         }
     }
 
+    /// The request's headers as a table of lower-case name → value; the first of repeated names wins.
+    private static func pushHeaders(_ L: OpaquePointer, _ request: HTTPRequestHead) {
+        lua_createtable(L, 0, Int32(request.fields.count))
+        request.bytes.withUnsafeBytes { bytes in
+            for field in request.fields.reversed() {
+                let name = bytes.baseAddress! + Int(field.name.start)
+                _ = lua_pushlstring(L, name.assumingMemoryBound(to: CChar.self), Int(field.name.end - field.name.start))
+                let value = bytes.baseAddress! + Int(field.value.start)
+                _ = lua_pushlstring(L, value.assumingMemoryBound(to: CChar.self), Int(field.value.end - field.value.start))
+                lua_rawset(L, -3)
+            }
+        }
+    }
+
+    /// The metatable of every `websocketInfo`: `headers` and `parameters` are built from the
+    /// socket's request when a script first reads them (most runs never do), so a socket keeps no
+    /// Lua table between its events; `pairs` builds them first, so it lists every field.
+    static func pushInfoMetatable(_ L: OpaquePointer) {
+        let metatable = LuaTable(pushedOn: L, fields: 3)
+        metatable.set("__index", infoIndex)
+        // Shared by every run: scripts may neither read nor replace it.
+        metatable.set("__metatable", false)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(LUA_RIDX_GLOBALS))
+        lua_getfield(L, -1, "next")
+        lua_pushcclosure(L, infoPairs, 1)
+        lua_copy(L, -1, -2)
+        lua_pop(L, 1)
+        metatable.setFromTop("__pairs")
+    }
+
+    private static let infoIndex: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            guard let info = worker(L).runner.current?.info, let key = lua_bytes(L, 2) else { return 0 }
+            if key.elementsEqual("headers".utf8) {
+                pushHeaders(L, info.request)
+            } else if key.elementsEqual("parameters".utf8) {
+                pushPairs(L, info.parameters)
+            } else {
+                return 0
+            }
+            lua_pushvalue(L, 2)
+            lua_pushvalue(L, -2)
+            lua_rawset(L, 1)
+            return 1
+        }
+    }
+
+    private static let infoPairs: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            _ = lua_getfield(L, 1, "headers")
+            _ = lua_getfield(L, 1, "parameters")
+            lua_settop(L, 1)
+            lua_pushvalue(L, lua_registryIndex() - 1) // the first upvalue: `next`
+            lua_pushvalue(L, 1)
+            lua_pushnil(L)
+            return 3
+        }
+    }
+
     static func pushWebsocketInfo(_ L: OpaquePointer, runner: ScriptRunner, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
         let table = LuaTable(pushedOn: L, fields: 13)
-        // The fields that never change for a socket were built once at open; copy them over.
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(connection.luaFieldsRef))
-        let constant = lua_gettop(L)
-        lua_pushvalue(L, -2)
-        table.copy("uri", from: constant)
-        table.copy("route", from: constant)
-        table.copy("socket_id", from: constant)
-        table.copy("headers", from: constant)
-        table.copy("parameters", from: constant)
-        table.copy("subprotocol", from: constant)
-        table.copy("extensions", from: constant)
-        lua_pop(L, 2)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(runner.infoMetatableRef))
+        lua_setmetatable(L, -2)
+        if let info = connection.info { pushScalarFields(table, info) }
         switch event {
         case .open: table.set("type", literal: "open")
         case .data: table.set("type", literal: "data")

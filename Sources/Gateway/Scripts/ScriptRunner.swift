@@ -33,6 +33,8 @@ final class ScriptRunner {
     /// Scratch space for JSON and base64 text built for one call.
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
+    /// Registry reference of the metatable every `websocketInfo` gets.
+    let infoMetatableRef: Int32
 
     init(worker: Worker, config: GatewayConfig) {
         self.worker = worker
@@ -40,6 +42,8 @@ final class ScriptRunner {
         lua.timeoutNanos = UInt64(config.scriptTimeoutMs) * 1_000_000
         lua.setOwner(worker)
         ScriptAPI.install(in: lua)
+        ScriptAPI.pushInfoMetatable(lua.L)
+        infoMetatableRef = luaL_ref(lua.L, lua_registryIndex())
         lua.sealBaseEnvironment()
     }
 
@@ -75,13 +79,6 @@ final class ScriptRunner {
         }
         scripts = next
     }
-
-    /// A registry reference to a table of the socket's constant websocketInfo fields, built once.
-    func makeConstantFields(_ info: ConnectionInfo) -> Int32 {
-        ScriptAPI.makeConstantFields(lua.L, info)
-    }
-
-    func release(_ ref: Int32) { lua.release(ref) }
 
     func runScript(_ connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
         guard let script = connection.script, !script.removed else { return }

@@ -40,8 +40,6 @@ final class Connection: IOHandler {
     private var droppedMessages = 0
     /// Bytes of script messages refused since the send queue went over half full.
     private var refusedBytes = 0
-    /// Registry reference of the Lua table holding this socket's constant websocketInfo fields.
-    private(set) var luaFieldsRef: Int32 = 0
     // The small fields together: one of these per socket.
     private(set) var phase = Phase.request
     /// False until the TLS handshake is done (true at once without TLS).
@@ -101,14 +99,20 @@ final class Connection: IOHandler {
 
     /// Completes an upgrade: queues the 101 `response` and hands the frame stream to `session`.
     /// `info` and `script` are nil for the health route's socket.
-    func open(response: [UInt8], session: WebSocketSession, info: ConnectionInfo?, script: EndpointScript?, luaFieldsRef: Int32) {
-        output.append(response)
+    func open(response: [UInt8], session: WebSocketSession, info: ConnectionInfo?, script: EndpointScript?) {
         self.session = session
         self.info = info
         self.script = script
-        self.luaFieldsRef = luaFieldsRef
         listed = info != nil
         phase = .webSocket
+        // The 101 goes straight to the socket, whose send buffer is empty now: an idle socket then
+        // never holds an output block. Only what the kernel does not take waits in `output`.
+        var written = 0
+        if output.isEmpty, case .bytes(let n) = response.withUnsafeBytes({ transport.write(from: $0.baseAddress!, count: $0.count) }) {
+            written = n
+        }
+        guard written < response.count else { return }
+        response.withUnsafeBytes { output.append(UnsafeRawBufferPointer(rebasing: $0[written...])) }
         scheduleFlush()
     }
 
