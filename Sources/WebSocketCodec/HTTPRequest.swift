@@ -154,52 +154,56 @@ public enum HTTPRequestParser {
         guard input.count <= Int(UInt32.max) else { return .failure(.malformed("request head too large")) }
         guard UTF8Validator.isValid(input) else { return .failure(.malformed("request head is not UTF-8")) }
         var bytes = [UInt8](input)
-        let n = bytes.count
-        /// The end of the line starting at `start` (the offset of its CR), or `n` for a last line without CRLF.
-        func lineEnd(_ start: Int) -> Int {
-            var i = start
-            while i + 1 < n {
-                if bytes[i] == 0x0D && bytes[i + 1] == 0x0A { return i }
-                i += 1
-            }
-            return n
-        }
-        let firstEnd = lineEnd(0)
-        var spaces = (0, 0)
-        var spaceCount = 0
-        for i in 0..<firstEnd where bytes[i] == 0x20 {
-            spaceCount += 1
-            if spaceCount == 1 { spaces.0 = i } else if spaceCount == 2 { spaces.1 = i }
-        }
-        guard spaceCount == 2, spaces.0 > 0, spaces.1 > spaces.0 + 1 else { return .failure(.malformed("bad request line")) }
-        let version = HTTPRequestHead.Span(start: UInt32(spaces.1 + 1), end: UInt32(firstEnd))
-        guard firstEnd - spaces.1 - 1 >= 5, bytes[spaces.1 + 1..<spaces.1 + 6].elementsEqual("HTTP/".utf8) else {
-            return .failure(.malformed("bad HTTP version"))
-        }
         var fields: [HTTPRequestHead.Field] = []
-        var start = firstEnd + 2
-        while start < n {
-            let end = lineEnd(start)
-            defer { start = end + 2 }
-            if end == start { continue }
-            var colon = start
-            while colon < end && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
-            guard colon < end else { return .failure(.malformed("header line without colon")) }
-            guard colon > start else { return .failure(.malformed("bad header name")) }
-            for i in start..<colon {
-                let b = bytes[i]
-                guard isTokenByte(b) else { return .failure(.malformed("bad header name")) }
-                bytes[i] = asciiLower(b)
+        var spaces = (0, 0)
+        var firstEnd = 0
+        let failure: String? = bytes.withUnsafeMutableBufferPointer { bytes in
+            let n = bytes.count
+            /// The end of the line starting at `start` (the offset of its CR), or `n` for a last line without CRLF.
+            func lineEnd(_ start: Int) -> Int {
+                var i = start
+                while i + 1 < n {
+                    if bytes[i] == 0x0D && bytes[i + 1] == 0x0A { return i }
+                    i += 1
+                }
+                return n
             }
-            var a = colon + 1, b = end
-            while a < b && isBlank(bytes[a]) { a += 1 }
-            while b > a && isBlank(bytes[b - 1]) { b -= 1 }
-            fields.append(.init(name: .init(start: UInt32(start), end: UInt32(colon)), value: .init(start: UInt32(a), end: UInt32(b))))
+            firstEnd = lineEnd(0)
+            var spaceCount = 0
+            for i in 0..<firstEnd where bytes[i] == 0x20 {
+                spaceCount += 1
+                if spaceCount == 1 { spaces.0 = i } else if spaceCount == 2 { spaces.1 = i }
+            }
+            guard spaceCount == 2, spaces.0 > 0, spaces.1 > spaces.0 + 1 else { return "bad request line" }
+            guard firstEnd - spaces.1 - 1 >= 5, bytes[spaces.1 + 1..<spaces.1 + 6].elementsEqual("HTTP/".utf8) else {
+                return "bad HTTP version"
+            }
+            var start = firstEnd + 2
+            while start < n {
+                let end = lineEnd(start)
+                defer { start = end + 2 }
+                if end == start { continue }
+                var colon = start
+                while colon < end && bytes[colon] != UInt8(ascii: ":") { colon += 1 }
+                guard colon < end else { return "header line without colon" }
+                guard colon > start else { return "bad header name" }
+                for i in start..<colon {
+                    let b = bytes[i]
+                    guard isTokenByte(b) else { return "bad header name" }
+                    bytes[i] = asciiLower(b)
+                }
+                var a = colon + 1, b = end
+                while a < b && isBlank(bytes[a]) { a += 1 }
+                while b > a && isBlank(bytes[b - 1]) { b -= 1 }
+                fields.append(.init(name: .init(start: UInt32(start), end: UInt32(colon)), value: .init(start: UInt32(a), end: UInt32(b))))
+            }
+            return nil
         }
+        if let failure { return .failure(.malformed(failure)) }
         return .success(HTTPRequestHead(bytes: bytes, fields: fields,
                                         method: .init(start: 0, end: UInt32(spaces.0)),
                                         target: .init(start: UInt32(spaces.0 + 1), end: UInt32(spaces.1)),
-                                        version: version))
+                                        version: .init(start: UInt32(spaces.1 + 1), end: UInt32(firstEnd))))
     }
 }
 

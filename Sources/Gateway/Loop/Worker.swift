@@ -23,6 +23,7 @@ final class Worker {
     private(set) var links: [String: OutboundLink] = [:]
     /// Connections with output queued during this loop iteration.
     var flushList: [Connection] = []
+    private(set) lazy var deadlines = Deadlines(loop: loop)
     /// Every socket reads into this one buffer first; only leftovers are copied per connection.
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     /// The limits and zlib streams this loop's WebSocket sessions share.

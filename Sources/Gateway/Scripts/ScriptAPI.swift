@@ -151,8 +151,10 @@ enum ScriptAPI {
             let length = Base64.encodedLength(message.count)
             let p = runner.textScratch.reserveWritable(length)
             Base64.encode(message, into: p)
-            table.set("message", bytes: UnsafeRawBufferPointer(start: p, count: length))
+            _ = lua_pushlstring(table.L, p.assumingMemoryBound(to: CChar.self), length)
             runner.textScratch.clear(keepingUpTo: 1 << 20)
+            runner.keepBinaryMessage(base64At: -1, bytes: message)
+            table.setFromTop("message")
             table.set("message_type", literal: "data-binary")
         } else {
             table.set("message", bytes: message)
@@ -190,6 +192,9 @@ enum ScriptAPI {
             return send(text: message, to: ref, from: worker)
         case "data-binary":
             let runner = worker.runner
+            if let original = runner.binaryMessage(encodedAs: message) {
+                return worker.owners.send(to: ref, .binary, original)
+            }
             let p = runner.textScratch.reserveWritable(Base64.decodedCapacity(message.count))
             defer { runner.textScratch.clear(keepingUpTo: 1 << 20) }
             guard let count = Base64.decode(message, into: p) else { return .badRequest("message is not valid base64") }

@@ -35,6 +35,12 @@ final class ScriptRunner {
     var textScratch = ByteBuffer()
     /// Registry reference of the metatable every `websocketInfo` gets.
     let infoMetatableRef: Int32
+    /// The latest binary message a script was given: its base64 string, held in the registry so it
+    /// cannot be collected and its memory reused, and its bytes. Sending that very string back
+    /// (an echo, a relay) then sends the bytes without decoding anything.
+    private let binaryMessageRef: Int32
+    private var binaryMessageBase64: UnsafeRawPointer?
+    private var binaryMessageBytes = ByteBuffer()
 
     init(worker: Worker, config: GatewayConfig) {
         self.worker = worker
@@ -44,7 +50,26 @@ final class ScriptRunner {
         ScriptAPI.install(in: lua)
         ScriptAPI.pushInfoMetatable(lua.L)
         infoMetatableRef = luaL_ref(lua.L, lua_registryIndex())
+        lua_pushboolean(lua.L, 0)
+        binaryMessageRef = luaL_ref(lua.L, lua_registryIndex())
         lua.sealBaseEnvironment()
+    }
+
+    /// Remembers the binary message `bytes` whose base64 is the string at `index`.
+    func keepBinaryMessage(base64At index: Int32, bytes: UnsafeRawBufferPointer) {
+        let L = lua.L
+        lua_pushvalue(L, index)
+        lua_rawseti(L, lua_registryIndex(), lua_Integer(binaryMessageRef))
+        binaryMessageBase64 = UnsafeRawPointer(lua_tolstring(L, index, nil))
+        binaryMessageBytes.clear(keepingUpTo: 1 << 20)
+        binaryMessageBytes.append(bytes)
+    }
+
+    /// The bytes of the kept binary message when `base64` is its very string (same memory).
+    func binaryMessage(encodedAs base64: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard let kept = binaryMessageBase64, base64.baseAddress == kept,
+              base64.count == Base64.encodedLength(binaryMessageBytes.count) else { return nil }
+        return UnsafeRawBufferPointer(binaryMessageBytes.readable)
     }
 
     func configChanged(_ config: GatewayConfig) {

@@ -52,6 +52,9 @@ final class Connection: IOHandler {
     private var readPaused = false
     private var wantsWrite = false
     private var inFlushList = false
+    /// This connection's place among its worker's `Deadlines` (-1: none), and what it waits for.
+    var deadlineIndex = -1
+    var deadline: (at: UInt64, kind: Deadlines.Kind) = (0, .request)
 
     private init(transport: Transport, worker: Worker, link: OutboundLink?) {
         self.transport = transport
@@ -70,11 +73,20 @@ final class Connection: IOHandler {
             Socket.close(fd)
             return
         }
-        let timeout = UInt64(worker.config.handshakeTimeoutMs) * 1_000_000
-        worker.loop.schedule(after: timeout) { [weak connection] in
-            guard let connection, connection.phase == .request else { return }
-            Log.debug("dropping a connection that sent no complete upgrade request within \(timeout / 1_000_000) ms")
-            connection.closeSocket()
+        worker.deadlines.set(connection, .request, after: UInt64(worker.config.handshakeTimeoutMs) * 1_000_000)
+    }
+
+    func deadlinePassed(_ kind: Deadlines.Kind) {
+        switch kind {
+        case .request:
+            guard phase == .request else { return }
+            Log.debug("dropping a connection that sent no complete upgrade request within \(worker.config.handshakeTimeoutMs) ms")
+            closeSocket()
+        case .closeHandshake:
+            tick(ping: 0, idle: 0)
+        case .linger:
+            guard phase == .draining || phase == .finishing else { return }
+            closeSocket()
         }
     }
 
@@ -105,6 +117,7 @@ final class Connection: IOHandler {
         self.script = script
         listed = info != nil
         phase = .webSocket
+        worker.deadlines.clear(self)
         // The 101 goes straight to the socket, whose send buffer is empty now: an idle socket then
         // never holds an output block. Only what the kernel does not take waits in `output`.
         var written = 0
@@ -381,7 +394,7 @@ final class Connection: IOHandler {
         sendQueue?.bytes.store(0, ordering: .relaxed)
         phase = .finishing
         scheduleFlush()
-        worker.loop.schedule(after: 1_000_000_000) { [weak self] in self?.closeSocket() }
+        worker.deadlines.set(self, .linger, after: 1_000_000_000)
     }
 
     private func scheduleFlush() {
@@ -395,7 +408,7 @@ final class Connection: IOHandler {
     func startClose(_ code: CloseCode, reason: String = "") {
         guard phase == .webSocket, let session, session.close(code, reason: reason, now: worker.loop.now, output: &output) else { return }
         sessionChanged()
-        worker.loop.schedule(after: WebSocketSession.closeTimeoutNanos) { [weak self] in self?.tick(ping: 0, idle: 0) }
+        worker.deadlines.set(self, .closeHandshake, after: WebSocketSession.closeTimeoutNanos)
     }
 
     /// Pings and idle timeouts (the worker's sweep), and the end of the wait for the peer's close.
@@ -454,10 +467,7 @@ final class Connection: IOHandler {
             readPaused = false
             updateInterest()
         }
-        worker.loop.schedule(after: 2_000_000_000) { [weak self] in
-            guard let self, self.phase == .draining else { return }
-            self.closeSocket()
-        }
+        worker.deadlines.set(self, .linger, after: 2_000_000_000)
     }
 
     private func setWantsWrite(_ wants: Bool) {
@@ -494,6 +504,7 @@ final class Connection: IOHandler {
         guard phase != .closed else { return }
         unlist()
         phase = .closed
+        worker.deadlines.clear(self)
         worker.loop.deregister(fd: fd, registration: registration)
         transport.tls = nil // freed before the descriptor can be reused
         Socket.close(fd)
