@@ -4,13 +4,15 @@
 #   Fuzz/run.sh [SECONDS_PER_TARGET]      (default 60)
 #
 # Each fuzzer is compiled from its Fuzz/<Target>/main.swift together with Sources/WebSocketCodec/*.swift
-# into .build-fuzz/<Target>, with -sanitize=fuzzer,address (fuzzer alone if ASan does not link).
+# (and the C targets the codec imports, compiled with clang) into .build-fuzz/<Target>, with
+# -sanitize=fuzzer,address (fuzzer alone if ASan does not link).
 # The targets run one after the other, never in parallel, on a copy of their seed corpus in
 # .build-fuzz/corpus/ so new inputs stay out of git. Crash inputs go to .build-fuzz/artifacts/<Target>/.
 # The exit status is non-zero if a build fails or any target crashes, times out or runs out of memory.
 #
 # Environment:
 #   SWIFTC                                 compiler (default: swiftc on PATH, else /opt/swift/usr/bin/swiftc)
+#   CLANG                                  C compiler (default: the clang next to SWIFTC)
 #   FUZZ_SANITIZERS                        e.g. "fuzzer" to build without ASan (default: fuzzer,address)
 #   FUZZ_TARGETS                           space-separated subset
 #                                          (default: "HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer")
@@ -35,6 +37,7 @@ elif command -v swiftc >/dev/null 2>&1; then
 else
     swiftc=/opt/swift/usr/bin/swiftc
 fi
+clang="${CLANG:-$(dirname "$swiftc")/clang}"
 
 corpus_name() {
     case "$1" in
@@ -56,26 +59,45 @@ codec_sources=(Sources/WebSocketCodec/*.swift)
 
 # The C system modules the codec imports (COpenSSL for SHA-1, ...): each Sources/<Module>/module.modulemap
 # directory goes on the include path and each of its `link "x"` lines becomes -lx
-# (for COpenSSL: -I Sources/COpenSSL -lssl -lcrypto).
+# (for COpenSSL: -I Sources/COpenSSL -lssl -lcrypto). The C targets with sources it imports (CBase64)
+# carry their module map in Sources/<Module>/include, which goes on the include path; build() compiles
+# their .c files.
 module_flags=()
+c_targets=()
 for module in $(sed -n 's/^[[:space:]]*import[[:space:]]\{1,\}\([A-Za-z_][A-Za-z0-9_]*\).*/\1/p' "${codec_sources[@]}" | sort -u); do
     if [ -f "Sources/$module/module.modulemap" ]; then
         module_flags+=(-I "Sources/$module")
         for lib in $(sed -n 's/^[[:space:]]*link[[:space:]]*"\([^"]*\)".*/\1/p' "Sources/$module/module.modulemap"); do
             module_flags+=("-l$lib")
         done
+    elif [ -f "Sources/$module/include/module.modulemap" ]; then
+        module_flags+=(-I "Sources/$module/include")
+        c_targets+=("$module")
     elif [ -d "Sources/$module" ]; then
-        echo "the codec imports $module, a target with sources this script does not build" >&2
+        echo "the codec imports $module, a target with sources but no include/module.modulemap" >&2
         exit 1
     fi
 done
 echo "== codec C modules: ${module_flags[*]:-none}"
 
 build() { # target sanitizers
-    "$swiftc" -parse-as-library -module-name "$1" -O -g -sanitize="$2" \
-        "${codec_sources[@]}" "Fuzz/$1/main.swift" \
-        "${module_flags[@]}" \
-        -o "$out/$1" >"$out/logs/$1.build.log" 2>&1
+    local objects=() module source object
+    {
+        # fuzzer-no-link: the C code gets coverage and ASan checks; libFuzzer's main comes with swiftc's link.
+        for module in "${c_targets[@]}"; do
+            for source in Sources/"$module"/*.c; do
+                object="$out/obj/$1/$module-$(basename "$source" .c).o"
+                mkdir -p "$(dirname "$object")"
+                "$clang" -O2 -g -fsanitize="${2/fuzzer/fuzzer-no-link}" -I "Sources/$module/include" \
+                    -c "$source" -o "$object" || return 1
+                objects+=("$object")
+            done
+        done
+        "$swiftc" -parse-as-library -module-name "$1" -O -g -sanitize="$2" \
+            "${codec_sources[@]}" "Fuzz/$1/main.swift" "${objects[@]}" \
+            "${module_flags[@]}" \
+            -o "$out/$1"
+    } >"$out/logs/$1.build.log" 2>&1
 }
 
 sanitizers="${FUZZ_SANITIZERS:-fuzzer,address}"

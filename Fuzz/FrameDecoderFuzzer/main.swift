@@ -2,8 +2,11 @@
 // masking, incremental UTF-8 validation, close payload validation, and base64.
 //
 // Built by Fuzz/run.sh together with Sources/WebSocketCodec/*.swift into a single module
-// (-parse-as-library, libFuzzer supplies main), so the codec is used without an import.
+// (-parse-as-library, libFuzzer supplies main), so the codec is used without an import; CBase64 is
+// imported for its scalar decoder, which the vector one must agree with.
 // Every invariant is a precondition: a violation is a crash that libFuzzer records.
+
+import CBase64
 
 private let maxPayload = 1 << 20
 
@@ -171,9 +174,22 @@ private func checkBase64(_ input: UnsafeRawBufferPointer) {
     precondition(back.elementsEqual(input), "decode(encode(x)) != x")
 
     // Whatever the strict decoder accepts must be the canonical encoding of its result
-    // (regression: Fuzz/corpus/regressions/frames-base64-noncanonical-padding).
-    guard let decoded = Base64.decode(input) else { return }
+    // (regression: Fuzz/corpus/regressions/frames-base64-noncanonical-padding), and the scalar
+    // decoder must give the same answer.
+    guard let decoded = Base64.decode(input) else {
+        precondition(decodeScalar(input) == nil, "Base64: the scalar decoder accepts what the vector one rejects")
+        return
+    }
     precondition(Array(Base64.encode(decoded).utf8).elementsEqual(input), "Base64: encode(decode(x)) != x")
+    precondition(decodeScalar(input) == decoded, "Base64: the vector and the scalar decoder differ")
+}
+
+private func decodeScalar(_ input: UnsafeRawBufferPointer) -> [UInt8]? {
+    var out = [UInt8](repeating: 0, count: Base64.decodedCapacity(input.count))
+    let written = out.withUnsafeMutableBufferPointer {
+        cb64_decode_scalar(input.baseAddress, input.count, $0.baseAddress)
+    }
+    return written < 0 ? nil : Array(out[..<written])
 }
 
 // MARK: - Entry point

@@ -1,3 +1,4 @@
+import CBase64
 import Foundation
 import XCTest
 import WebSocketCodec
@@ -955,6 +956,215 @@ final class Base64Tests: XCTestCase {
     func testStrictDecodeRejectsMisplacedPadding() {
         for s in ["Zg==Zm9v", "Zm8=Zm9v", "=Zm9", "Zm=v", "Z===", "====", "Zm9v====", "Zm9vY===", "Z=g="] {
             XCTAssertNil(decode64(s), s)
+        }
+    }
+
+    // The vector code handles 16 characters (12 bytes) per step and leaves the last group and the
+    // ends of buffers to the scalar code, so the tests below use inputs long enough for both and
+    // lengths that move every boundary.
+
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Six bits at a time, as RFC 4648 describes it: nothing in common with the code under test.
+    private func referenceEncode(_ input: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var bits = 0
+        var pending = 0
+        for byte in input {
+            bits = bits << 8 | Int(byte)
+            pending += 8
+            while pending >= 6 {
+                pending -= 6
+                out.append(Self.alphabet[bits >> pending & 63])
+            }
+        }
+        if pending > 0 { out.append(Self.alphabet[bits << (6 - pending) & 63]) }
+        while out.count % 4 != 0 { out.append(UInt8(ascii: "=")) }
+        return out
+    }
+
+    /// What the dispatching decoder and the scalar one each make of `input`, written into buffers
+    /// with guard bytes past the capacity, which must come back untouched.
+    private func decodeBoth(_ input: [UInt8], file: StaticString = #filePath, line: UInt = #line) -> (simd: [UInt8]?, scalar: [UInt8]?) {
+        let capacity = Base64.decodedCapacity(input.count)
+        func run(_ decode: (UnsafePointer<CChar>?, Int, UnsafeMutablePointer<UInt8>) -> Int) -> [UInt8]? {
+            var out = [UInt8](repeating: 0xAB, count: capacity + 16)
+            let written = input.withUnsafeBufferPointer { src in
+                out.withUnsafeMutableBufferPointer { dst in
+                    src.withMemoryRebound(to: CChar.self) { decode($0.baseAddress, src.count, dst.baseAddress!) }
+                }
+            }
+            XCTAssertEqual(Array(out[capacity...]), [UInt8](repeating: 0xAB, count: 16), "written past the capacity", file: file, line: line)
+            return written < 0 ? nil : Array(out[0..<written])
+        }
+        return (run(cb64_decode), run(cb64_decode_scalar))
+    }
+
+    private func encodeScalar(_ input: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: Base64.encodedLength(input.count))
+        let written = input.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                dst.withMemoryRebound(to: CChar.self) { cb64_encode_scalar(src.baseAddress, src.count, $0.baseAddress!) }
+            }
+        }
+        XCTAssertEqual(written, out.count)
+        return out
+    }
+
+    /// `count` bytes that end where an inaccessible page begins, so that reading or writing past
+    /// them crashes instead of going unnoticed.
+    private func withGuardedBytes<R>(_ count: Int, _ body: (UnsafeMutableRawPointer) -> R) -> R {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let size = (count + page - 1) / page * page + page
+        guard let base = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), base != MAP_FAILED,
+              mprotect(base + size - page, page, PROT_NONE) == 0 else { fatalError("mmap: \(errno)") }
+        defer { munmap(base, size) }
+        return body(base + size - page - count)
+    }
+
+    func testNothingIsReadOrWrittenPastEitherBuffer() {
+        var rng = SplitMix64(seed: 70)
+        for length in 0...300 {
+            let input = rng.bytesOnePerDraw(length)
+            let expected = referenceEncode(input)
+            let encoded = withGuardedBytes(length) { src in
+                src.copyMemory(from: input, byteCount: length)
+                return withGuardedBytes(expected.count) { dst in
+                    Base64.encode(UnsafeRawBufferPointer(start: src, count: length), into: dst)
+                    return Array(UnsafeRawBufferPointer(start: dst, count: expected.count))
+                }
+            }
+            XCTAssertEqual(encoded, expected, "length \(length)")
+            for decode in [cb64_decode, cb64_decode_scalar] {
+                let decoded = withGuardedBytes(expected.count) { src in
+                    src.copyMemory(from: expected, byteCount: expected.count)
+                    let capacity = Base64.decodedCapacity(expected.count)
+                    return withGuardedBytes(capacity) { dst -> [UInt8]? in
+                        let written = decode(src.assumingMemoryBound(to: CChar.self), expected.count, dst.assumingMemoryBound(to: UInt8.self))
+                        return written < 0 ? nil : Array(UnsafeRawBufferPointer(start: dst, count: written))
+                    }
+                }
+                XCTAssertEqual(decoded, input, "length \(length)")
+            }
+        }
+    }
+
+    func testRoundTripEveryLengthAgainstTheReference() {
+        var rng = SplitMix64(seed: 66)
+        for length in 0...300 {
+            for input in [rng.bytesOnePerDraw(length), [UInt8](repeating: 0xFF, count: length)] {
+                let expected = referenceEncode(input)
+                XCTAssertEqual(Array(Base64.encode(input).utf8), expected, "length \(length)")
+                XCTAssertEqual(encodeScalar(input), expected, "scalar, length \(length)")
+                let (simd, scalar) = decodeBoth(expected)
+                XCTAssertEqual(simd, input, "length \(length)")
+                XCTAssertEqual(scalar, input, "scalar, length \(length)")
+                XCTAssertEqual(decode64(String(decoding: expected, as: UTF8.self)), input, "length \(length)")
+            }
+        }
+    }
+
+    func testRoundTripLargeBuffers() {
+        var rng = SplitMix64(seed: 67)
+        for length in [16384, 16385, 16386, 65536 + 7, 100_003] {
+            let input = rng.bytesEightPerDraw(length)
+            let encoded = Base64.encode(input)
+            XCTAssertEqual(Array(encoded.utf8), referenceEncode(input), "length \(length)")
+            XCTAssertEqual(encoded, Data(input).base64EncodedString(), "length \(length)")
+            XCTAssertEqual(encodeScalar(input), Array(encoded.utf8), "length \(length)")
+            let (simd, scalar) = decodeBoth(Array(encoded.utf8))
+            XCTAssertEqual(simd, input, "length \(length)")
+            XCTAssertEqual(scalar, input, "length \(length)")
+        }
+    }
+
+    func testDecodeRejectsAnInvalidByteAtEveryPosition() {
+        // The whole alphabet in order is 64 valid characters; four copies put every position of a
+        // vector step, of the scalar groups after the steps and of the last group under test. The
+        // last group is "89+/": "=" in its last place leaves "89+=", not canonical since "+" (62)
+        // has low bits set, so every replacement must be rejected.
+        // Every byte outside the alphabet, the neighbours of each range included.
+        let invalid = (0...255).map { UInt8($0) }.filter { !Self.alphabet.contains($0) }
+        for copies in [1, 4] {
+            let valid = Array([[UInt8]](repeating: Self.alphabet, count: copies).joined())
+            let (simd, scalar) = decodeBoth(valid)
+            XCTAssertEqual(simd.map { referenceEncode($0) }, valid)
+            XCTAssertEqual(scalar, simd)
+            for position in valid.indices {
+                for byte in invalid {
+                    var input = valid
+                    input[position] = byte
+                    let (simd, scalar) = decodeBoth(input)
+                    XCTAssertNil(simd, "byte \(byte) at \(position) of \(input.count)")
+                    XCTAssertNil(scalar, "scalar: byte \(byte) at \(position) of \(input.count)")
+                }
+            }
+        }
+    }
+
+    func testDecodeAcceptsOnlyCanonicalFinalGroups() {
+        // Every padded final group: with "==" the second character's low 4 bits are unused, with
+        // "=" the third's low 2; canonical means they are zero. After a prefix of 0 and 60
+        // characters, so the group follows both nothing and vector steps.
+        let prefix = Array([[UInt8]](repeating: Self.alphabet, count: 2).joined().prefix(60))
+        for lead in [[], prefix] {
+            for a in Self.alphabet {
+                for (value, b) in Self.alphabet.enumerated() {
+                    let two = lead + [a, b, UInt8(ascii: "="), UInt8(ascii: "=")]
+                    let (simd, scalar) = decodeBoth(two)
+                    XCTAssertEqual(simd != nil, value & 15 == 0, String(decoding: two, as: UTF8.self))
+                    XCTAssertEqual(scalar, simd)
+                    if let decoded = simd { XCTAssertEqual(referenceEncode(decoded), two) }
+
+                    let three = lead + [UInt8(ascii: "Q"), a, b, UInt8(ascii: "=")]
+                    let (simd3, scalar3) = decodeBoth(three)
+                    XCTAssertEqual(simd3 != nil, value & 3 == 0, String(decoding: three, as: UTF8.self))
+                    XCTAssertEqual(scalar3, simd3)
+                    if let decoded = simd3 { XCTAssertEqual(referenceEncode(decoded), three) }
+                }
+            }
+        }
+        for s in ["QR==", "QUJ=", "QUI=", "QQ=="] {
+            XCTAssertEqual(decode64(s) != nil, s == "QUI=" || s == "QQ==", s)
+        }
+    }
+
+    func testDecodeRejectsPaddingBeforeTheLastGroup() {
+        let valid = Array([[UInt8]](repeating: Self.alphabet, count: 2).joined())
+        for group in stride(from: 0, to: valid.count, by: 4) {
+            for padded in ["QQ==", "QUI="] {
+                let input = Array(valid[..<group]) + Array(padded.utf8) + Array(valid[group...])
+                let (simd, scalar) = decodeBoth(input)
+                XCTAssertNil(simd, "\(padded) at \(group)")
+                XCTAssertNil(scalar, "scalar: \(padded) at \(group)")
+            }
+        }
+    }
+
+    func testDecodeRejectsLengthsNotAMultipleOfFour() {
+        var rng = SplitMix64(seed: 68)
+        let encoded = Array(Base64.encode(rng.bytesOnePerDraw(240)).utf8)
+        for length in 1...encoded.count where length % 4 != 0 {
+            let (simd, scalar) = decodeBoth(Array(encoded[..<length]))
+            XCTAssertNil(simd, "length \(length)")
+            XCTAssertNil(scalar, "scalar, length \(length)")
+        }
+    }
+
+    func testVectorAndScalarAgreeOnRandomInput() {
+        // Mostly alphabet characters with, now and then, any byte at all: most inputs of a few
+        // groups decode, most long ones do not, and both answers must match.
+        var rng = SplitMix64(seed: 69)
+        for _ in 0..<2000 {
+            let length = rng.below(80) * 4
+            let chance = 1 + rng.below(400)
+            let input = (0..<length).map { _ -> UInt8 in
+                rng.below(chance) == 0 ? UInt8(truncatingIfNeeded: rng.next()) : Self.alphabet[rng.below(64)]
+            }
+            let (simd, scalar) = decodeBoth(input)
+            XCTAssertEqual(simd, scalar, String(decoding: input, as: UTF8.self))
+            let bytes = rng.bytesOnePerDraw(length)
+            XCTAssertEqual(Array(Base64.encode(bytes).utf8), encodeScalar(bytes))
         }
     }
 }
