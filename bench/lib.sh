@@ -1,8 +1,9 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # results are read by the sourcing scripts
 # Shared helpers of the benchmark harnesses bench/run.sh (ws://) and
-# bench/run-tls.sh (wss://). Sourced, never run; the caller sets
-# `set -euo pipefail` and BENCH_DIR / ROOT first.
+# bench/run-tls.sh (wss://), also used by bench/compare.sh (alternating
+# rounds, ratios of medians) and bench/churn-memory.sh. Sourced, never run;
+# the caller sets `set -euo pipefail` and BENCH_DIR / ROOT first.
 #
 # What lives here: tunables common to both harnesses, installing what they
 # need, building the load generator (bench/wsload.c), process and CPU/RSS

@@ -19,7 +19,9 @@
 #   * stop the server.
 # Prints a table per server and, at the end, one JSON line per server.
 # Exit status is non-zero if any load-generator run reported errors,
-# failed connections or wrong echoes.
+# failed connections or wrong echoes. This is one pass per server; for
+# figures quoted as wsgate/nginx ratios (fresh servers, alternating order,
+# medians of several rounds) use bench/compare.sh.
 #
 # Tunables (environment): WSLOAD (where the load generator is built, default
 # /tmp/wsgate-bench-wsload), WSGATE_BIN, WSGATE_HOST, ECHO_SECS, ECHO_CONNS,

@@ -37,6 +37,15 @@
  *            in echo mode
  *     -r     churn mode over wss://: resume the TLS session of the previous
  *            cycle (default: never resume, every handshake is a full one)
+ *     -B     browser headers: the upgrade request carries, besides the
+ *            handshake's own headers, the ones Chromium sends with a
+ *            WebSocket upgrade, in Chromium's order: Pragma: no-cache,
+ *            Cache-Control: no-cache, a Chrome-on-Linux User-Agent, Origin:
+ *            http://HOST:PORT (https:// over wss://; without -B the Origin is
+ *            http(s)://localhost), Accept-Encoding: gzip, deflate, br, zstd
+ *            and Accept-Language: en-US,en;q=0.9 (about 420 bytes instead
+ *            of about 180). Sec-WebSocket-Extensions is still sent only
+ *            with -z. Any mode
  *
  * Output: one JSON line on stdout (plus the READY line in idle mode), with
  * cpu_pct = this process's own CPU use (user + system, % of one core) during
@@ -109,7 +118,7 @@ struct conn {
 /* ------------------------------------------------------------ options ---- */
 static enum mode mode = M_ECHO;
 static int nconns = 100, secs = 10, msg_size = 64, depth = 1, nsrc = 0, max_setup = 256;
-static bool binary, offer_deflate, resume;
+static bool binary, offer_deflate, resume, browser_headers;
 static bool use_tls = true;
 static char host[64] = "127.0.0.1", path[1024] = "/";
 static int port;
@@ -502,8 +511,31 @@ static void queue_upgrade(struct conn *c)
     EVP_Digest(src, (size_t)sl, md, &mdlen, EVP_sha1(), NULL);
     b64(md, (int)mdlen, c->accept);
 
-    char req[1400];
-    int n = snprintf(req, sizeof req,
+    static const char ext_offer[] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    char req[2048];
+    int n;
+    if (browser_headers) {
+        /* What Chromium sends (-B), in its order; see the header comment. */
+        n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\n"
+                     "Host: %s:%d\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Pragma: no-cache\r\n"
+                     "Cache-Control: no-cache\r\n"
+                     "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                     "Chrome/126.0.0.0 Safari/537.36\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Origin: %s://%s:%d\r\n"
+                     "Sec-WebSocket-Version: 13\r\n"
+                     "Accept-Encoding: gzip, deflate, br, zstd\r\n"
+                     "Accept-Language: en-US,en;q=0.9\r\n"
+                     "Sec-WebSocket-Key: %s\r\n"
+                     "%s"
+                     "\r\n",
+                     path, host, port, use_tls ? "https" : "http", host, port, key64,
+                     offer_deflate ? ext_offer : "");
+    } else {
+        n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\n"
                      "Host: %s:%d\r\n"
                      "Upgrade: websocket\r\n"
@@ -513,9 +545,12 @@ static void queue_upgrade(struct conn *c)
                      "%s"
                      "Origin: %s://localhost\r\n"
                      "\r\n",
-                     path, host, port, key64,
-                     offer_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" : "",
-                     use_tls ? "https" : "http");
+                     path, host, port, key64, offer_deflate ? ext_offer : "", use_tls ? "https" : "http");
+    }
+    if (n < 0 || (size_t)n >= sizeof req) { /* cannot happen: path < 1024, host < 64 */
+        fprintf(stderr, "wsload: upgrade request too long\n");
+        exit(1);
+    }
     buf_put(&c->out, req, (size_t)n);
     c->st = ST_UPGRADE;
 }
@@ -778,7 +813,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: wsload [-m echo|idle|churn] [-c conns] [-d secs] [-s bytes] [-p depth] [-b]\n"
-            "              [-S sources] [-k setups] [-z] [-r] ws://IPv4:port/path | wss://IPv4:port/path\n");
+            "              [-S sources] [-k setups] [-z] [-r] [-B] ws://IPv4:port/path | wss://IPv4:port/path\n");
     exit(2);
 }
 
@@ -809,7 +844,7 @@ static bool setup_tls(void)
 int main(int argc, char **argv)
 {
     int opt;
-    while ((opt = getopt(argc, argv, "m:c:d:s:p:bS:k:zr")) != -1) {
+    while ((opt = getopt(argc, argv, "m:c:d:s:p:bS:k:zrB")) != -1) {
         switch (opt) {
         case 'm':
             if (!strcmp(optarg, "echo")) mode = M_ECHO;
@@ -826,6 +861,7 @@ int main(int argc, char **argv)
         case 'k': max_setup = int_arg(optarg, 1, 1000000); break;
         case 'z': offer_deflate = true; break;
         case 'r': resume = true; break;
+        case 'B': browser_headers = true; break;
         default: usage();
         }
     }
