@@ -1,5 +1,6 @@
 import CLua
 import CLuaSupport
+import Glibc
 
 /// The Lua C API macros that do not import into Swift, as the functions behind them.
 @inline(__always) public func lua_pop(_ L: OpaquePointer, _ n: Int32) { lua_settop(L, -n - 1) }
@@ -55,6 +56,8 @@ public final class LuaState {
     private let control: UnsafeMutablePointer<cls_control>
     private let envMetatableRef: Int32
     private let tracebackRef: Int32
+    /// Registry slot of an environment a finished run left as fresh as it got it, or `false`.
+    private let spareEnvironmentRef: Int32
     private var runDepth = 0
     private var timeoutArmed = false
     private var sealed = false
@@ -94,6 +97,8 @@ public final class LuaState {
         }
         tracebackRef = luaL_ref(L, lua_registryIndex())
         envMetatableRef = luaL_ref(L, lua_registryIndex())
+        lua_pushboolean(L, 0)
+        spareEnvironmentRef = luaL_ref(L, lua_registryIndex())
         self.memoryLimit = memoryLimit
     }
 
@@ -148,8 +153,15 @@ public final class LuaState {
 
     public func release(_ ref: Int32) { luaL_unref(L, lua_registryIndex(), ref) }
 
-    /// Pushes a fresh, empty global environment for one run (its `_G` is itself).
+    /// Pushes a fresh, empty global environment for one run (its `_G` is itself): a new one, or
+    /// the one the last run left exactly as fresh (see `run`), which no script can tell apart.
     public func pushFreshEnvironment(slots: Int32 = 2) {
+        if lua_rawgeti(L, lua_registryIndex(), lua_Integer(spareEnvironmentRef)) == LUA_TTABLE {
+            lua_pushboolean(L, 0)
+            lua_rawseti(L, lua_registryIndex(), lua_Integer(spareEnvironmentRef))
+            return
+        }
+        lua_pop(L, 1)
         lua_createtable(L, 0, slots + 1)
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(envMetatableRef))
         lua_setmetatable(L, -2)
@@ -162,7 +174,13 @@ public final class LuaState {
     /// scripts that define a function to call; it returns an error message or nil.
     /// The chunk and `after` share one deadline (`timeoutNanos`) and the memory limit.
     /// Returns the error message with traceback on failure.
-    public func run(_ ref: Int32, after: ((Int32) -> String?)? = nil) -> String? {
+    ///
+    /// `eventGlobal` names the global the caller set for the run (`websocketInfo`): when the run
+    /// leaves nothing else in its environment but `_G`, that global is cleared and the environment
+    /// kept for the next run, which saves a table and its collection per run. Nothing a script can
+    /// reach outlives its run otherwise (the base is sealed, the environment's metatable hidden), so
+    /// an environment with no other key is as fresh as a new one.
+    public func run(_ ref: Int32, eventGlobal: StaticString, after: ((Int32) -> String?)? = nil) -> String? {
         let base = lua_gettop(L) - 1
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(tracebackRef))  // base+2
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(ref))  // base+3
@@ -178,8 +196,39 @@ public final class LuaState {
         if status != LUA_OK {
             failure = lua_swiftstring(L, -1) ?? "error object is not a string"
         }
+        keepIfFresh(environment: base + 1, eventGlobal: eventGlobal)
         lua_settop(L, base)
         return failure
+    }
+
+    /// Keeps the environment at `index` as the spare when its only keys are `_G` (still itself) and
+    /// `eventGlobal`, which it clears. Allocates nothing.
+    private func keepIfFresh(environment index: Int32, eventGlobal: StaticString) {
+        var keptG = false
+        lua_pushnil(L)
+        while lua_next(L, index) != 0 {
+            var length = 0
+            var expected = false
+            if lua_type(L, -2) == LUA_TSTRING, let key = lua_tolstring(L, -2, &length) {
+                if length == 2 && memcmp(key, "_G", 2) == 0 && lua_rawequal(L, -1, index) != 0 {
+                    keptG = true
+                    expected = true
+                } else {
+                    expected = length == eventGlobal.utf8CodeUnitCount && memcmp(key, eventGlobal.utf8Start, length) == 0
+                }
+            }
+            lua_pop(L, 1)
+            if !expected {
+                lua_pop(L, 1)
+                return
+            }
+        }
+        guard keptG else { return }
+        eventGlobal.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
+        lua_pushnil(L)
+        lua_rawset(L, index)
+        lua_pushvalue(L, index)
+        lua_rawseti(L, lua_registryIndex(), lua_Integer(spareEnvironmentRef))
     }
 
     /// Calls the function at -2 with one argument at -1 under the traceback handler; pops both.

@@ -52,7 +52,7 @@ final class PatternTimeoutTests: XCTestCase {
         var result: [[UInt8]] = []
         let start = DispatchTime.now().uptimeNanoseconds
         lua.pushFreshEnvironment()
-        let failure = lua.run(ref) { env in
+        let failure = lua.run(ref, eventGlobal: "event") { env in
             lua_getfield(L, env, "RESULT")
             result = self.byteStrings(L, -1)
             lua_pop(L, 1)

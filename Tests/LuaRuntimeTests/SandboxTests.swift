@@ -17,10 +17,16 @@ final class SandboxTests: XCTestCase {
         defer { lua.release(ref) }
         let top = lua_gettop(lua.L)
         lua.pushFreshEnvironment()
-        let failure = lua.run(ref)
+        lastEnvironment = lua_topointer(lua.L, -1)
+        lua_createtable(lua.L, 0, 0)
+        lua_setfield(lua.L, -2, "event")
+        let failure = lua.run(ref, eventGlobal: "event")
         XCTAssertEqual(lua_gettop(lua.L), top, "unbalanced stack", file: file, line: line)
         return failure
     }
+
+    /// The environment table of the last `run`.
+    private var lastEnvironment: UnsafeRawPointer?
 
     /// Runs `code`, failing the test if it raises.
     private func expectSuccess(_ lua: LuaState, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
@@ -45,6 +51,29 @@ final class SandboxTests: XCTestCase {
     }
 
     // MARK: libraries
+
+    func testAnEnvironmentIsReusedOnlyWhenTheRunLeftItFresh() {
+        let lua = LuaState()
+        expectSuccess(lua, "local x = event")
+        let first = lastEnvironment
+        // Left fresh: the next run gets it back, its event global cleared and set anew.
+        expectSuccess(lua, "for k in pairs(_G) do assert(k == '_G' or k == 'event', k) end leaked = 1")
+        XCTAssertEqual(lastEnvironment, first)
+        // The run above left a global: a new environment, without it.
+        expectSuccess(lua, "assert(leaked == nil and event ~= nil)")
+        XCTAssertNotEqual(lastEnvironment, first)
+        let second = lastEnvironment
+        expectSuccess(lua, "_G = nil")
+        XCTAssertEqual(lastEnvironment, second)
+        expectSuccess(lua, "assert(_G ~= nil and _G.event == event)")
+        XCTAssertNotEqual(lastEnvironment, second, "an environment whose _G changed is not reused")
+        // A failed run that left nothing behind gives its environment back too.
+        let third = lastEnvironment
+        _ = run(lua, "error('boom')")
+        XCTAssertEqual(lastEnvironment, third)
+        expectSuccess(lua, "assert(next(_G, next(_G, nil)) == nil or true)")
+        XCTAssertEqual(lastEnvironment, third)
+    }
 
     func testRemovedFunctionsAreNil() {
         let lua = LuaState()
@@ -260,7 +289,7 @@ final class SandboxTests: XCTestCase {
         let L = lua.L
         let start = DispatchTime.now().uptimeNanoseconds
         lua.pushFreshEnvironment()
-        let failure = lua.run(ref) { env in
+        let failure = lua.run(ref, eventGlobal: "event") { env in
             lua_getfield(L, env, "handler")
             lua_pushnil(L)
             return lua.protectedCall()
@@ -338,7 +367,7 @@ final class SandboxTests: XCTestCase {
             let start = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<times {
                 lua.pushFreshEnvironment()
-                _ = lua.run(ref)
+                _ = lua.run(ref, eventGlobal: "event")
             }
             return Double(DispatchTime.now().uptimeNanoseconds - start) / Double(times)
         }

@@ -1,4 +1,5 @@
 import CLua
+import Glibc
 import LuaRuntime
 import Reactor
 import WebSocketCodec
@@ -48,17 +49,13 @@ enum ScriptAPI {
 
     /// Sets uri, route, socket_id, headers, parameters, subprotocol and extensions.
     static func pushInfoFields(_ table: LuaTable, _ info: ConnectionInfo) {
-        pushScalarFields(table, info)
-        table.set("headers") { pushHeaders(table.L, info.request) }
-        table.set("parameters") { pushPairs(table.L, info.parameters) }
-    }
-
-    private static func pushScalarFields(_ table: LuaTable, _ info: ConnectionInfo) {
         table.set("uri", info.uri)
         table.set("route", info.route)
         table.set("socket_id", info.socketId)
         table.set("subprotocol", info.subprotocol)
         table.set("extensions", info.extensions)
+        table.set("headers") { pushHeaders(table.L, info.request) }
+        table.set("parameters") { pushPairs(table.L, info.parameters) }
     }
 
     /// A table of name → value; the first of repeated names wins.
@@ -84,9 +81,10 @@ enum ScriptAPI {
         }
     }
 
-    /// The metatable of every `websocketInfo`: `headers` and `parameters` are built from the
-    /// socket's request when a script first reads them (most runs never do), so a socket keeps no
-    /// Lua table between its events; `pairs` builds them first, so it lists every field.
+    /// The metatable of every `websocketInfo`: the socket's own fields (uri, route, socket_id,
+    /// subprotocol, extensions, headers, parameters) are pushed when a script first reads them, from
+    /// the socket's `ConnectionInfo`. A run pushes only what its event brings, and a socket keeps no
+    /// Lua table between events; `pairs` pushes them all first, so it lists every field.
     static func pushInfoMetatable(_ L: OpaquePointer) {
         let metatable = LuaTable(pushedOn: L, fields: 3)
         metatable.set("__index", infoIndex)
@@ -100,16 +98,28 @@ enum ScriptAPI {
         metatable.setFromTop("__pairs")
     }
 
+    /// Pushes the socket field named `key`; false when there is none of that name.
+    private static func pushSocketField(_ L: OpaquePointer, _ key: UnsafeRawBufferPointer, _ info: ConnectionInfo) -> Bool {
+        func named(_ name: StaticString) -> Bool {
+            key.count == name.utf8CodeUnitCount && memcmp(key.baseAddress!, name.utf8Start, key.count) == 0
+        }
+        guard key.count > 0 else { return false }
+        if named("socket_id") { lua_pushswift(L, info.socketId) }
+        else if named("uri") { lua_pushswift(L, info.uri) }
+        else if named("route") { lua_pushswift(L, info.route) }
+        else if named("headers") { pushHeaders(L, info.request) }
+        else if named("parameters") { pushPairs(L, info.parameters) }
+        else if named("subprotocol") { lua_pushswift(L, info.subprotocol) }
+        else if named("extensions") { lua_pushswift(L, info.extensions) }
+        else { return false }
+        return true
+    }
+
     private static let infoIndex: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            guard let info = worker(L).runner.current?.info, let key = lua_bytes(L, 2) else { return 0 }
-            if key.elementsEqual("headers".utf8) {
-                pushHeaders(L, info.request)
-            } else if key.elementsEqual("parameters".utf8) {
-                pushPairs(L, info.parameters)
-            } else {
-                return 0
-            }
+            guard let info = worker(L).runner.current?.info, let key = lua_bytes(L, 2),
+                  pushSocketField(L, key, info) else { return 0 }
+            // Kept in the table: the next read is a plain one, and the script may change it.
             lua_pushvalue(L, 2)
             lua_pushvalue(L, -2)
             lua_rawset(L, 1)
@@ -119,8 +129,7 @@ enum ScriptAPI {
 
     private static let infoPairs: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            _ = lua_getfield(L, 1, "headers")
-            _ = lua_getfield(L, 1, "parameters")
+            for key in socketFieldNames { _ = key.withUTF8Buffer { lua_getfield(L, 1, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) } }
             lua_settop(L, 1)
             lua_pushvalue(L, lua_registryIndex() - 1) // the first upvalue: `next`
             lua_pushvalue(L, 1)
@@ -129,11 +138,12 @@ enum ScriptAPI {
         }
     }
 
+    private static let socketFieldNames: [StaticString] = ["uri", "route", "socket_id", "subprotocol", "extensions", "headers", "parameters"]
+
     static func pushWebsocketInfo(_ L: OpaquePointer, runner: ScriptRunner, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        let table = LuaTable(pushedOn: L, fields: 13)
+        let table = LuaTable(pushedOn: L, fields: 8)
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(runner.infoMetatableRef))
         lua_setmetatable(L, -2)
-        if let info = connection.info { pushScalarFields(table, info) }
         switch event {
         case .open: table.set("type", literal: "open")
         case .data: table.set("type", literal: "data")

@@ -108,17 +108,20 @@ final class ScriptRunner {
     func runScript(_ connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
         guard let script = connection.script, !script.removed else { return }
         let L = lua.L
+        // Restored after the run: a run that closes another socket of this loop may run that
+        // socket's close event inside it.
+        let (previous, previousEvent) = (current, currentEvent)
         current = connection
         currentEvent = event
-        defer { current = nil }
+        defer { (current, currentEvent) = (previous, previousEvent) }
         lua.pushFreshEnvironment()
         ScriptAPI.pushWebsocketInfo(L, runner: self, connection: connection, event: event, message: message, binary: binary)
         lua_setfield(L, -2, "websocketInfo")
         let failure: String?
         if !script.isEventHandler {
-            failure = lua.run(script.ref)
+            failure = lua.run(script.ref, eventGlobal: "websocketInfo")
         } else {
-            failure = lua.run(script.ref) { [lua] env in
+            failure = lua.run(script.ref, eventGlobal: "websocketInfo") { [lua] env in
                 lua_getfield(L, env, "handle_websocket_websocket_info")
                 guard lua_type(L, -1) == LUA_TFUNCTION else {
                     lua_pop(L, 1)
@@ -149,7 +152,7 @@ final class ScriptRunner {
         lua.pushFreshEnvironment()
         ScriptAPI.pushWsEvent(L, runner: self, link: link, event: event, message: message, binary: binary)
         lua_setfield(L, -2, "wsEvent")
-        if let failure = lua.run(script.ref) {
+        if let failure = lua.run(script.ref, eventGlobal: "wsEvent") {
             Log.error("script error outbound=\(link.name) script=\(link.scriptFile) event=\(event.name): \(failure)")
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.isOpen {
                 connection.pauseReading(for: lua.timeoutNanos)

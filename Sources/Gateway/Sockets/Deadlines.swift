@@ -25,6 +25,9 @@ final class Deadlines {
         self.loop = loop
     }
 
+    /// How many connections wait.
+    var count: Int { waiting.count }
+
     func set(_ connection: Connection, _ kind: Kind, after nanos: UInt64) {
         connection.deadline = (loop.now + nanos, kind)
         if connection.deadlineIndex < 0 {
