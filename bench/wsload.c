@@ -256,8 +256,11 @@ static void conn_release(struct conn *c)
         c->ssl = NULL;
     }
     if (c->fd >= 0) close(c->fd);
-    buf_free(&c->in);
-    buf_free(&c->out);
+    /* A slot's buffers are kept for its next connection: freeing them made
+     * glibc trim and regrow its heap, and churn paid a page fault or two
+     * per cycle on the load generator's core (up to 15% of it). */
+    c->in.off = c->in.len = 0;
+    c->out.off = c->out.len = 0;
     if (c->st == ST_OPEN || c->st == ST_CLOSING) st.open_now--;
     c->fd = -1;
     c->st = ST_FREE;
@@ -786,7 +789,10 @@ static void drive(int i, uint32_t events, double t)
 static void conn_start(int i)
 {
     struct conn *c = &conns[i];
+    struct buf in = c->in, out = c->out; /* kept from the slot's last connection */
     memset(c, 0, sizeof *c);
+    c->in = in;
+    c->out = out;
     c->st = ST_TCP;
     c->t_start = now();
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
