@@ -1,6 +1,5 @@
 import CLua
 import CLuaSupport
-import Glibc
 
 /// The Lua C API macros that do not import into Swift, as the functions behind them.
 @inline(__always) public func lua_pop(_ L: OpaquePointer, _ n: Int32) { lua_settop(L, -n - 1) }
@@ -56,8 +55,8 @@ public final class LuaState {
     private let control: UnsafeMutablePointer<cls_control>
     private let envMetatableRef: Int32
     private let tracebackRef: Int32
-    /// Registry slot of an environment a finished run left as fresh as it got it, or `false`.
-    private let spareEnvironmentRef: Int32
+    /// Registry slot of the string "_G".
+    private let underscoreGRef: Int32
     private var runDepth = 0
     private var timeoutArmed = false
     private var sealed = false
@@ -97,8 +96,8 @@ public final class LuaState {
         }
         tracebackRef = luaL_ref(L, lua_registryIndex())
         envMetatableRef = luaL_ref(L, lua_registryIndex())
-        lua_pushboolean(L, 0)
-        spareEnvironmentRef = luaL_ref(L, lua_registryIndex())
+        lua_pushswift(L, "_G")
+        underscoreGRef = luaL_ref(L, lua_registryIndex())
         self.memoryLimit = memoryLimit
     }
 
@@ -153,34 +152,71 @@ public final class LuaState {
 
     public func release(_ ref: Int32) { luaL_unref(L, lua_registryIndex(), ref) }
 
-    /// Pushes a fresh, empty global environment for one run (its `_G` is itself): a new one, or
-    /// the one the last run left exactly as fresh (see `run`), which no script can tell apart.
-    public func pushFreshEnvironment(slots: Int32 = 2) {
-        if lua_rawgeti(L, lua_registryIndex(), lua_Integer(spareEnvironmentRef)) == LUA_TTABLE {
-            lua_pushboolean(L, 0)
-            lua_rawseti(L, lua_registryIndex(), lua_Integer(spareEnvironmentRef))
-            return
-        }
-        lua_pop(L, 1)
-        lua_createtable(L, 0, slots + 1)
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(envMetatableRef))
-        lua_setmetatable(L, -2)
-        lua_pushvalue(L, -1)
-        lua_setfield(L, -2, "_G")
+    /// The global that brings each run its event (`websocketInfo`, `wsEvent`), with the environment
+    /// the last run of that kind left as fresh as it got it, kept for the next one: a new
+    /// environment and its collection per run cost more than the rest of a small script's run.
+    public struct EventGlobal {
+        /// Registry slots: the global's name as a Lua string, and the spare environment or `false`.
+        fileprivate let nameRef: Int32
+        fileprivate let spareRef: Int32
+        fileprivate let keepsValue: Bool
     }
 
-    /// Runs the compiled chunk `ref` with the environment on top of the stack (which is consumed).
-    /// `after` runs once the chunk succeeded, given the environment's stack index, for handler-style
-    /// scripts that define a function to call; it returns an error message or nil.
-    /// The chunk and `after` share one deadline (`timeoutNanos`) and the memory limit.
-    /// Returns the error message with traceback on failure.
+    /// `keepsValue`: the spare environment keeps the global's value, for a value that outlives its
+    /// runs anyway (one object reused by every run); otherwise it is cleared after each run, so that
+    /// nothing of the event is held until the next one.
+    public func eventGlobal(named name: String, keepsValue: Bool) -> EventGlobal {
+        lua_pushswift(L, name)
+        let nameRef = luaL_ref(L, lua_registryIndex())
+        lua_pushboolean(L, 0)
+        return EventGlobal(nameRef: nameRef, spareRef: luaL_ref(L, lua_registryIndex()), keepsValue: keepsValue)
+    }
+
+    /// Replaces the value on top of the stack by an environment for one run that has it as `global`:
+    /// an empty global table over the sandboxed base whose `_G` is itself, new or the spare, which no
+    /// script can tell from a new one (see `run`).
+    public func pushEnvironment(for global: EventGlobal) {
+        let event = lua_gettop(L)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
+        if lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.spareRef)) == LUA_TTABLE {
+            lua_pushboolean(L, 0)
+            lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
+            // Stack: event, name, environment.
+            if global.keepsValue {
+                lua_pushvalue(L, event + 1)
+                if lua_rawget(L, event + 2) == LUA_TTABLE && lua_rawequal(L, -1, event) != 0 {
+                    lua_copy(L, event + 2, event)
+                    lua_settop(L, event)
+                    return
+                }
+                lua_pop(L, 1)
+            }
+        } else {
+            lua_pop(L, 1)
+            lua_createtable(L, 0, 2)
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(envMetatableRef))
+            lua_setmetatable(L, -2)
+            lua_pushvalue(L, -1)
+            lua_setfield(L, -2, "_G")
+        }
+        lua_pushvalue(L, event + 1)
+        lua_pushvalue(L, event)
+        lua_rawset(L, event + 2)
+        lua_copy(L, event + 2, event)
+        lua_settop(L, event)
+    }
+
+    /// Runs the compiled chunk `ref` with the environment on top of the stack (which is consumed),
+    /// one that `pushEnvironment(for: global)` made. `after` runs once the chunk succeeded, given the
+    /// environment's stack index, for handler-style scripts that define a function to call; it
+    /// returns an error message or nil. The chunk and `after` share one deadline (`timeoutNanos`)
+    /// and the memory limit. Returns the error message with traceback on failure.
     ///
-    /// `eventGlobal` names the global the caller set for the run (`websocketInfo`): when the run
-    /// leaves nothing else in its environment but `_G`, that global is cleared and the environment
-    /// kept for the next run, which saves a table and its collection per run. Nothing a script can
-    /// reach outlives its run otherwise (the base is sealed, the environment's metatable hidden), so
-    /// an environment with no other key is as fresh as a new one.
-    public func run(_ ref: Int32, eventGlobal: StaticString, after: ((Int32) -> String?)? = nil) -> String? {
+    /// When the run leaves its environment with no key but `_G` (still itself) and `global`, the
+    /// global is cleared and the environment kept for the next run of that kind. Nothing else a
+    /// script can reach outlives its run (the base is sealed, the environment's metatable hidden),
+    /// so such an environment is as fresh as a new one.
+    public func run(_ ref: Int32, in global: EventGlobal, after: ((Int32) -> String?)? = nil) -> String? {
         let base = lua_gettop(L) - 1
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(tracebackRef))  // base+2
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(ref))  // base+3
@@ -196,39 +232,37 @@ public final class LuaState {
         if status != LUA_OK {
             failure = lua_swiftstring(L, -1) ?? "error object is not a string"
         }
-        keepIfFresh(environment: base + 1, eventGlobal: eventGlobal)
+        lua_settop(L, base + 1)
+        keepIfFresh(environment: base + 1, global: global)
         lua_settop(L, base)
         return failure
     }
 
-    /// Keeps the environment at `index` as the spare when its only keys are `_G` (still itself) and
-    /// `eventGlobal`, which it clears. Allocates nothing.
-    private func keepIfFresh(environment index: Int32, eventGlobal: StaticString) {
+    /// Keeps the environment at `index` as `global`'s spare when its only keys are `_G` (still
+    /// itself) and the global, which it clears unless the global keeps its value. Allocates nothing.
+    private func keepIfFresh(environment index: Int32, global: EventGlobal) {
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
+        let name = lua_gettop(L)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(underscoreGRef))
+        let underscoreG = name + 1
         var keptG = false
         lua_pushnil(L)
         while lua_next(L, index) != 0 {
-            var length = 0
-            var expected = false
-            if lua_type(L, -2) == LUA_TSTRING, let key = lua_tolstring(L, -2, &length) {
-                if length == 2 && memcmp(key, "_G", 2) == 0 && lua_rawequal(L, -1, index) != 0 {
-                    keptG = true
-                    expected = true
-                } else {
-                    expected = length == eventGlobal.utf8CodeUnitCount && memcmp(key, eventGlobal.utf8Start, length) == 0
-                }
+            if lua_rawequal(L, -2, name) == 0 {
+                // Not the event global: the only other key allowed is `_G`, still the environment.
+                guard !keptG, lua_rawequal(L, -2, underscoreG) != 0, lua_rawequal(L, -1, index) != 0 else { return }
+                keptG = true
             }
             lua_pop(L, 1)
-            if !expected {
-                lua_pop(L, 1)
-                return
-            }
         }
         guard keptG else { return }
-        eventGlobal.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
-        lua_pushnil(L)
-        lua_rawset(L, index)
+        if !global.keepsValue {
+            lua_pushvalue(L, name)
+            lua_pushnil(L)
+            lua_rawset(L, index)
+        }
         lua_pushvalue(L, index)
-        lua_rawseti(L, lua_registryIndex(), lua_Integer(spareEnvironmentRef))
+        lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
     }
 
     /// Calls the function at -2 with one argument at -1 under the traceback handler; pops both.

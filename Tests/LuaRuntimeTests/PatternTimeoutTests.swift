@@ -51,8 +51,10 @@ final class PatternTimeoutTests: XCTestCase {
         let top = lua_gettop(L)
         var result: [[UInt8]] = []
         let start = DispatchTime.now().uptimeNanoseconds
-        lua.pushFreshEnvironment()
-        let failure = lua.run(ref, eventGlobal: "event") { env in
+        let event = lua.eventGlobal(named: "event", keepsValue: false)
+        lua_pushnil(L)
+        lua.pushEnvironment(for: event)
+        let failure = lua.run(ref, in: event) { env in
             lua_getfield(L, env, "RESULT")
             result = self.byteStrings(L, -1)
             lua_pop(L, 1)

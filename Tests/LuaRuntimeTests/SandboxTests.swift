@@ -16,17 +16,26 @@ final class SandboxTests: XCTestCase {
         }
         defer { lua.release(ref) }
         let top = lua_gettop(lua.L)
-        lua.pushFreshEnvironment()
-        lastEnvironment = lua_topointer(lua.L, -1)
+        let event = eventGlobal(of: lua)
         lua_createtable(lua.L, 0, 0)
-        lua_setfield(lua.L, -2, "event")
-        let failure = lua.run(ref, eventGlobal: "event")
+        lua.pushEnvironment(for: event)
+        lastEnvironment = lua_topointer(lua.L, -1)
+        let failure = lua.run(ref, in: event)
         XCTAssertEqual(lua_gettop(lua.L), top, "unbalanced stack", file: file, line: line)
         return failure
     }
 
     /// The environment table of the last `run`.
     private var lastEnvironment: UnsafeRawPointer?
+
+    /// The global `event`, a new table for each run, of each state this test made.
+    private var eventGlobals: [ObjectIdentifier: LuaState.EventGlobal] = [:]
+    private func eventGlobal(of lua: LuaState) -> LuaState.EventGlobal {
+        if let global = eventGlobals[ObjectIdentifier(lua)] { return global }
+        let global = lua.eventGlobal(named: "event", keepsValue: false)
+        eventGlobals[ObjectIdentifier(lua)] = global
+        return global
+    }
 
     /// Runs `code`, failing the test if it raises.
     private func expectSuccess(_ lua: LuaState, _ code: String, file: StaticString = #filePath, line: UInt = #line) {
@@ -73,6 +82,38 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(lastEnvironment, third)
         expectSuccess(lua, "assert(next(_G, next(_G, nil)) == nil or true)")
         XCTAssertEqual(lastEnvironment, third)
+    }
+
+    func testAKeptEventGlobalStaysInTheSpareEnvironmentUntilItsValueChanges() {
+        let lua = LuaState()
+        let L = lua.L
+        let global = lua.eventGlobal(named: "event", keepsValue: true)
+        guard case .success(let seven) = lua.compile(Array("assert(event.n == 7)".utf8), chunkName: "seven.lua"),
+              case .success(let three) = lua.compile(Array("assert(event.n == 3)".utf8), chunkName: "three.lua"),
+              case .success(let leave) = lua.compile(Array("left = event".utf8), chunkName: "leave.lua")
+        else { return XCTFail("compile") }
+        func pushEvent(_ n: Int) {
+            lua_createtable(L, 0, 1)
+            lua_pushinteger(L, lua_Integer(n))
+            lua_setfield(L, -2, "n")
+        }
+        pushEvent(7)
+        let kept = luaL_ref(L, lua_registryIndex())
+        func run(_ ref: Int32, _ push: () -> Void) -> UnsafeRawPointer? {
+            push()
+            lua.pushEnvironment(for: global)
+            let environment = lua_topointer(L, -1)
+            XCTAssertNil(lua.run(ref, in: global))
+            return environment
+        }
+        let keptEvent = { _ = lua_rawgeti(L, lua_registryIndex(), lua_Integer(kept)) }
+        let first = run(seven, keptEvent)
+        XCTAssertEqual(run(seven, keptEvent), first, "the spare environment comes back with its value")
+        XCTAssertEqual(run(three) { pushEvent(3) }, first, "another value replaces the kept one")
+        XCTAssertEqual(run(seven, keptEvent), first)
+        XCTAssertEqual(run(leave, keptEvent), first)
+        XCTAssertNotEqual(run(seven, keptEvent), first, "a run that left a global gives no environment back")
+        XCTAssertEqual(lua_gettop(L), 0)
     }
 
     func testRemovedFunctionsAreNil() {
@@ -288,8 +329,10 @@ final class SandboxTests: XCTestCase {
         }
         let L = lua.L
         let start = DispatchTime.now().uptimeNanoseconds
-        lua.pushFreshEnvironment()
-        let failure = lua.run(ref, eventGlobal: "event") { env in
+        let event = lua.eventGlobal(named: "event", keepsValue: false)
+        lua_pushnil(L)
+        lua.pushEnvironment(for: event)
+        let failure = lua.run(ref, in: event) { env in
             lua_getfield(L, env, "handler")
             lua_pushnil(L)
             return lua.protectedCall()
@@ -364,10 +407,12 @@ final class SandboxTests: XCTestCase {
     func testMeasureTimeoutOverhead() {
         func measure(_ lua: LuaState, _ code: String, times: Int) -> Double {
             guard case .success(let ref) = lua.compile(Array(code.utf8), chunkName: "bench.lua") else { return -1 }
+            let event = eventGlobal(of: lua)
             let start = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<times {
-                lua.pushFreshEnvironment()
-                _ = lua.run(ref, eventGlobal: "event")
+                lua_pushnil(lua.L)
+                lua.pushEnvironment(for: event)
+                _ = lua.run(ref, in: event)
             }
             return Double(DispatchTime.now().uptimeNanoseconds - start) / Double(times)
         }

@@ -91,6 +91,24 @@ websocketInfo.send(to_json{keys = keys, metatable = tostring(getmetatable(websoc
                            agent = websocketInfo.headers["user-agent"], room = websocketInfo.parameters.room})
 """
 
+# Reports what a data run sees, then writes to websocketInfo as the message says: nothing a run
+# wrote (a new field, a replaced one, a rawset) may reach the next run, of this socket or another.
+WRITER = """
+local w = websocketInfo
+if w.type ~= "data" then return end
+w.send(to_json{extra = tostring(w.extra), raw = tostring(w.raw), t = w.type, message = w.message,
+               uri = w.uri, send = type(w.send)})
+if w.message == "write" then
+  w.extra = "leak"
+  w.send = nil
+elseif w.message == "rawset" then
+  rawset(w, "raw", "leak")
+elseif w.message == "retype" then
+  w.type = "bogus"
+  w.message = "bogus"
+end
+"""
+
 SCRIPTS = {
     "info.lua": INFO,
     "keys.lua": KEYS,
@@ -300,6 +318,25 @@ def test_each_run_gets_fresh_globals(server):
         return seen
 
     assert run(main()) == ["nil"] * 5
+
+
+def test_nothing_a_run_writes_to_websocketinfo_reaches_the_next_run(wsgate):
+    # One worker: every run shares the loop's Lua state, and so its websocketInfo.
+    server = wsgate({"writer.lua": WRITER}, {"rateLimit": {"messagesPerSecond": 0}}, workers=1)
+
+    async def main():
+        seen = []
+        async with connect(server.url("/writer?n=a")) as a, connect(server.url("/writer?n=b")) as b:
+            for ws, message in [(a, "write"), (b, "x"), (a, "rawset"), (b, "retype"), (a, "y"), (b, "z")]:
+                await ws.send(message)
+                seen.append(await recv_json(ws))
+        return seen
+
+    seen = run(main())
+    for report, (who, message) in zip(seen, [("a", "write"), ("b", "x"), ("a", "rawset"), ("b", "retype"),
+                                             ("a", "y"), ("b", "z")]):
+        assert report == {"extra": "nil", "raw": "nil", "t": "data", "message": message,
+                          "uri": server.url(f"/writer?n={who}"), "send": "function"}, report
 
 
 def test_send_table_is_json_text(server):

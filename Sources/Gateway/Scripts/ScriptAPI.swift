@@ -1,5 +1,4 @@
 import CLua
-import Glibc
 import LuaRuntime
 import Reactor
 import WebSocketCodec
@@ -59,7 +58,7 @@ enum ScriptAPI {
     }
 
     /// A table of name → value; the first of repeated names wins.
-    private static func pushPairs(_ L: OpaquePointer, _ pairs: [(name: String, value: String)]) {
+    static func pushPairs(_ L: OpaquePointer, _ pairs: [(name: String, value: String)]) {
         lua_createtable(L, 0, Int32(pairs.count))
         for (name, value) in pairs.reversed() {
             lua_pushswift(L, value)
@@ -68,7 +67,7 @@ enum ScriptAPI {
     }
 
     /// The request's headers as a table of lower-case name → value; the first of repeated names wins.
-    private static func pushHeaders(_ L: OpaquePointer, _ request: HTTPRequestHead) {
+    static func pushHeaders(_ L: OpaquePointer, _ request: HTTPRequestHead) {
         lua_createtable(L, 0, Int32(request.fields.count))
         request.bytes.withUnsafeBytes { bytes in
             for field in request.fields.reversed() {
@@ -81,95 +80,26 @@ enum ScriptAPI {
         }
     }
 
-    /// The metatable of every `websocketInfo`: the socket's own fields (uri, route, socket_id,
-    /// subprotocol, extensions, headers, parameters) are pushed when a script first reads them, from
-    /// the socket's `ConnectionInfo`. A run pushes only what its event brings, and a socket keeps no
-    /// Lua table between events; `pairs` pushes them all first, so it lists every field.
-    static func pushInfoMetatable(_ L: OpaquePointer) {
-        let metatable = LuaTable(pushedOn: L, fields: 3)
-        metatable.set("__index", infoIndex)
-        // Shared by every run: scripts may neither read nor replace it.
-        metatable.set("__metatable", false)
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(LUA_RIDX_GLOBALS))
-        lua_getfield(L, -1, "next")
-        lua_pushcclosure(L, infoPairs, 1)
-        lua_copy(L, -1, -2)
-        lua_pop(L, 1)
-        metatable.setFromTop("__pairs")
-    }
-
-    /// Pushes the socket field named `key`; false when there is none of that name.
-    private static func pushSocketField(_ L: OpaquePointer, _ key: UnsafeRawBufferPointer, _ info: ConnectionInfo) -> Bool {
-        func named(_ name: StaticString) -> Bool {
-            key.count == name.utf8CodeUnitCount && memcmp(key.baseAddress!, name.utf8Start, key.count) == 0
-        }
-        guard key.count > 0 else { return false }
-        if named("socket_id") { lua_pushswift(L, info.socketId) }
-        else if named("uri") { lua_pushswift(L, info.uri) }
-        else if named("route") { lua_pushswift(L, info.route) }
-        else if named("headers") { pushHeaders(L, info.request) }
-        else if named("parameters") { pushPairs(L, info.parameters) }
-        else if named("subprotocol") { lua_pushswift(L, info.subprotocol) }
-        else if named("extensions") { lua_pushswift(L, info.extensions) }
-        else { return false }
-        return true
-    }
-
-    private static let infoIndex: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            guard let info = worker(L).runner.current?.info, let key = lua_bytes(L, 2),
-                  pushSocketField(L, key, info) else { return 0 }
-            // Kept in the table: the next read is a plain one, and the script may change it.
-            lua_pushvalue(L, 2)
-            lua_pushvalue(L, -2)
-            lua_rawset(L, 1)
-            return 1
-        }
-    }
-
-    private static let infoPairs: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            for key in socketFieldNames { _ = key.withUTF8Buffer { lua_getfield(L, 1, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) } }
-            lua_settop(L, 1)
-            lua_pushvalue(L, lua_registryIndex() - 1) // the first upvalue: `next`
-            lua_pushvalue(L, 1)
-            lua_pushnil(L)
-            return 3
-        }
-    }
-
-    private static let socketFieldNames: [StaticString] = ["uri", "route", "socket_id", "subprotocol", "extensions", "headers", "parameters"]
-
-    static func pushWebsocketInfo(_ L: OpaquePointer, runner: ScriptRunner, connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        let table = LuaTable(pushedOn: L, fields: 8)
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(runner.infoMetatableRef))
-        lua_setmetatable(L, -2)
-        switch event {
-        case .open: table.set("type", literal: "open")
-        case .data: table.set("type", literal: "data")
-        case .close: table.set("type", literal: "close")
-        }
-        table.set("timestamp", Int(EventLoop.wallMillis()))
-        if let message { pushMessage(table, runner: runner, message, binary: binary) }
-        table.set("send", infoSend)
-        table.set("close", infoClose)
-    }
-
     /// Sets `message` (base64 for a binary message) and `message_type`.
     static func pushMessage(_ table: LuaTable, runner: ScriptRunner, _ message: UnsafeRawBufferPointer, binary: Bool) {
-        if binary {
-            let length = Base64.encodedLength(message.count)
-            let p = runner.textScratch.reserveWritable(length)
-            Base64.encode(message, into: p)
-            _ = lua_pushlstring(table.L, p.assumingMemoryBound(to: CChar.self), length)
-            runner.textScratch.clear(keepingUpTo: 1 << 20)
-            runner.keepBinaryMessage(base64At: -1, bytes: message)
-            table.setFromTop("message")
-            table.set("message_type", literal: "data-binary")
-        } else {
-            table.set("message", bytes: message)
-            table.set("message_type", literal: "data-text")
+        pushMessageString(table.L, runner: runner, message, binary: binary)
+        table.setFromTop("message")
+        table.set("message_type", literal: binary ? "data-binary" : "data-text")
+    }
+
+    /// Pushes a message as scripts get it: text as is, binary as base64 (whose bytes the runner
+    /// keeps, so that sending that very string back needs no decoding).
+    static func pushMessageString(_ L: OpaquePointer, runner: ScriptRunner, _ message: UnsafeRawBufferPointer, binary: Bool) {
+        guard binary else {
+            lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
+            return
         }
+        let length = Base64.encodedLength(message.count)
+        let p = runner.textScratch.reserveWritable(length)
+        Base64.encode(message, into: p)
+        _ = lua_pushlstring(L, p.assumingMemoryBound(to: CChar.self), length)
+        runner.textScratch.clear(keepingUpTo: 1 << 20)
+        runner.keepBinaryMessage(base64At: -1, bytes: message)
     }
 
     // MARK: Error objects
@@ -238,7 +168,7 @@ enum ScriptAPI {
 
     // MARK: websocketInfo.send / close
 
-    private static let infoSend: lua_CFunction = { L in
+    static let infoSend: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
             guard let connection = worker.runner.current, worker.runner.currentEvent != .close, connection.isOpen else {
@@ -249,7 +179,7 @@ enum ScriptAPI {
         }
     }
 
-    private static let infoClose: lua_CFunction = { L in
+    static let infoClose: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
             guard let connection = worker.runner.current, worker.runner.currentEvent != .close, connection.isOpen else {

@@ -20,7 +20,8 @@ enum ScriptEvent {
 /// and an outbound connection's (`wsEvent`), each in a fresh environment over the sandboxed base
 /// with the services installed (`ScriptAPI`). Knows which run is in progress, for the services.
 final class ScriptRunner {
-    unowned let worker: Worker
+    /// Unchecked: the worker owns its runner (see Connection.worker).
+    unowned(unsafe) let worker: Worker
     let lua: LuaState
     /// Compiled scripts by file relative to the endpoints folder.
     private(set) var scripts: [String: EndpointScript] = [:]
@@ -33,8 +34,11 @@ final class ScriptRunner {
     /// Scratch space for JSON and base64 text built for one call.
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
-    /// Registry reference of the metatable every `websocketInfo` gets.
-    let infoMetatableRef: Int32
+    /// The `websocketInfo` of this loop's runs.
+    let infoView: WebsocketInfoView
+    /// The globals that bring events to socket scripts and outbound scripts.
+    private let websocketInfoGlobal: LuaState.EventGlobal
+    private let wsEventGlobal: LuaState.EventGlobal
     /// The latest binary message a script was given: its base64 string, held in the registry so it
     /// cannot be collected and its memory reused, and its bytes. Sending that very string back
     /// (an echo, a relay) then sends the bytes without decoding anything.
@@ -48,8 +52,9 @@ final class ScriptRunner {
         lua.timeoutNanos = UInt64(config.scriptTimeoutMs) * 1_000_000
         lua.setOwner(worker)
         ScriptAPI.install(in: lua)
-        ScriptAPI.pushInfoMetatable(lua.L)
-        infoMetatableRef = luaL_ref(lua.L, lua_registryIndex())
+        infoView = WebsocketInfoView(lua.L)
+        websocketInfoGlobal = lua.eventGlobal(named: "websocketInfo", keepsValue: true)
+        wsEventGlobal = lua.eventGlobal(named: "wsEvent", keepsValue: false)
         lua_pushboolean(lua.L, 0)
         binaryMessageRef = luaL_ref(lua.L, lua_registryIndex())
         lua.sealBaseEnvironment()
@@ -114,14 +119,13 @@ final class ScriptRunner {
         current = connection
         currentEvent = event
         defer { (current, currentEvent) = (previous, previousEvent) }
-        lua.pushFreshEnvironment()
-        ScriptAPI.pushWebsocketInfo(L, runner: self, connection: connection, event: event, message: message, binary: binary)
-        lua_setfield(L, -2, "websocketInfo")
+        let reusedView = infoView.push(event: event, message: message, binary: binary, runner: self)
+        lua.pushEnvironment(for: websocketInfoGlobal)
         let failure: String?
         if !script.isEventHandler {
-            failure = lua.run(script.ref, eventGlobal: "websocketInfo")
+            failure = lua.run(script.ref, in: websocketInfoGlobal)
         } else {
-            failure = lua.run(script.ref, eventGlobal: "websocketInfo") { [lua] env in
+            failure = lua.run(script.ref, in: websocketInfoGlobal) { [lua] env in
                 lua_getfield(L, env, "handle_websocket_websocket_info")
                 guard lua_type(L, -1) == LUA_TFUNCTION else {
                     lua_pop(L, 1)
@@ -131,6 +135,7 @@ final class ScriptRunner {
                 return lua.protectedCall()
             }
         }
+        infoView.finish(reused: reusedView)
         if let failure {
             Log.error("script error route=\(connection.info?.route ?? "-") socket=\(connection.socketId) event=\(event.name): \(failure)")
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.isOpen {
@@ -149,10 +154,9 @@ final class ScriptRunner {
         let L = lua.L
         currentLink = link
         defer { currentLink = nil }
-        lua.pushFreshEnvironment()
         ScriptAPI.pushWsEvent(L, runner: self, link: link, event: event, message: message, binary: binary)
-        lua_setfield(L, -2, "wsEvent")
-        if let failure = lua.run(script.ref, eventGlobal: "wsEvent") {
+        lua.pushEnvironment(for: wsEventGlobal)
+        if let failure = lua.run(script.ref, in: wsEventGlobal) {
             Log.error("script error outbound=\(link.name) script=\(link.scriptFile) event=\(event.name): \(failure)")
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.isOpen {
                 connection.pauseReading(for: lua.timeoutNanos)

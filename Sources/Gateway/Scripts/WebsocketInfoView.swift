@@ -1,0 +1,248 @@
+import CLua
+import Glibc
+import LuaRuntime
+import Reactor
+
+/// The `websocketInfo` of one loop's runs: an empty table (the view) whose reads go to a data table
+/// the runner fills for each event, and whose writes go there too but mark the pair as written.
+/// Runs reuse one pair as long as no script wrote to it: an event then costs the four fields it
+/// brings (type, timestamp, message, message_type) instead of a new table, its metatable and six
+/// fields, which were most of a small script's run.
+///
+/// The socket's own fields (uri, route, socket_id, subprotocol, extensions, headers, parameters)
+/// are built from its `ConnectionInfo` on first read and cleared after the run; `pairs` builds them
+/// all first. The view's metatable is hidden, its data table unreachable (the `pairs` iterator
+/// holds it as an upvalue), so a pair nobody wrote to holds nothing of the run that used it. A run
+/// inside another (a close event run by `Websocket.close`) gets a pair of its own.
+final class WebsocketInfoView {
+    private let L: OpaquePointer
+    /// Registry slots: the reused view and its data table (`false` once written to), the metatable
+    /// every data table shares, and the strings an event sets (`Strings`).
+    private let viewRef: Int32
+    private let dataRef: Int32
+    private let dataMetatableRef: Int32
+    private let stringsRef: Int32
+    /// A run is using the reused pair.
+    private var inUse = false
+    /// A script wrote to a view since it was made.
+    private var written = false
+    /// The socket fields the reused data table holds, by `socketFields` index.
+    private var builtFields: UInt8 = 0
+
+    /// Indexes of the strings table: field names, then the values of `type` and `message_type`.
+    private enum Strings: lua_Integer, CaseIterable {
+        case type = 1, timestamp, message, messageType, send, close
+        case open, data, closeEvent, text, binary
+        var text: StaticString {
+            switch self {
+            case .type: return "type"
+            case .timestamp: return "timestamp"
+            case .message: return "message"
+            case .messageType: return "message_type"
+            case .send: return "send"
+            case .close: return "close"
+            case .open: return "open"
+            case .data: return "data"
+            case .closeEvent: return "close"
+            case .text: return "data-text"
+            case .binary: return "data-binary"
+            }
+        }
+    }
+
+    /// The fields built from the socket's `ConnectionInfo` when first read.
+    static let socketFields: [StaticString] = ["uri", "route", "socket_id", "subprotocol", "extensions", "headers", "parameters"]
+
+    init(_ L: OpaquePointer) {
+        self.L = L
+        lua_createtable(L, Int32(Strings.allCases.count), 0)
+        for string in Strings.allCases {
+            string.text.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
+            lua_rawseti(L, -2, string.rawValue)
+        }
+        stringsRef = luaL_ref(L, lua_registryIndex())
+        let metatable = LuaTable(pushedOn: L, fields: 1)
+        metatable.set("__index", WebsocketInfoView.dataIndex)
+        dataMetatableRef = luaL_ref(L, lua_registryIndex())
+        lua_pushboolean(L, 0)
+        viewRef = luaL_ref(L, lua_registryIndex())
+        lua_pushboolean(L, 0)
+        dataRef = luaL_ref(L, lua_registryIndex())
+    }
+
+    /// Pushes the view for one event of the socket `ScriptRunner.current` names. Must be followed,
+    /// once the run is over, by `finish(reused:)` with the value returned here.
+    func push(event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool, runner: ScriptRunner) -> Bool {
+        let reused = !inUse
+        if reused {
+            inUse = true
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(viewRef))
+            if lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataRef)) != LUA_TTABLE {
+                lua_pop(L, 2)
+                makePair()
+                lua_pushvalue(L, -2)
+                lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
+                lua_pushvalue(L, -1)
+                lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
+                written = false
+                builtFields = 0
+            }
+        } else {
+            makePair()
+        }
+        // Stack: view, data.
+        let data = lua_gettop(L)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
+        let strings = data + 1
+        set(data, .type, strings) {
+            switch event {
+            case .open: lua_rawgeti(L, strings, Strings.open.rawValue)
+            case .data: lua_rawgeti(L, strings, Strings.data.rawValue)
+            case .close: lua_rawgeti(L, strings, Strings.closeEvent.rawValue)
+            }
+        }
+        set(data, .timestamp, strings) { lua_pushinteger(L, lua_Integer(EventLoop.wallMillis())) }
+        if let message {
+            set(data, .message, strings) { ScriptAPI.pushMessageString(L, runner: runner, message, binary: binary) }
+            set(data, .messageType, strings) { lua_rawgeti(L, strings, binary ? Strings.binary.rawValue : Strings.text.rawValue) }
+        } else {
+            set(data, .messageType, strings) { lua_pushnil(L) }
+        }
+        lua_settop(L, data - 1)
+        return reused
+    }
+
+    /// Ends the run of the view `push` returned `reused` for: the reused pair is kept for the next
+    /// run unless a script wrote to it, without the socket's fields and the message.
+    func finish(reused: Bool) {
+        guard reused else { return }
+        inUse = false
+        let top = lua_gettop(L)
+        defer { lua_settop(L, top) }
+        guard lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataRef)) == LUA_TTABLE else { return }
+        let data = top + 1
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(viewRef))
+        lua_pushnil(L)
+        // A `rawset` on the view itself leaves a key in it.
+        if written || lua_next(L, data + 1) != 0 {
+            lua_pushboolean(L, 0)
+            lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
+            lua_pushboolean(L, 0)
+            lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
+            return
+        }
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
+        lua_rawgeti(L, -1, Strings.message.rawValue)
+        lua_pushnil(L)
+        lua_rawset(L, data)
+        if builtFields != 0 {
+            for (i, name) in WebsocketInfoView.socketFields.enumerated() where builtFields & (1 << i) != 0 {
+                name.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
+                lua_pushnil(L)
+                lua_rawset(L, data)
+            }
+            builtFields = 0
+        }
+    }
+
+    /// data[strings[key]] = the value `push` pushes.
+    @inline(__always)
+    private func set(_ data: Int32, _ key: Strings, _ strings: Int32, _ push: () -> Void) {
+        lua_rawgeti(L, strings, key.rawValue)
+        push()
+        lua_rawset(L, data)
+    }
+
+    /// Pushes a new view and its data table (with `send` and `close`).
+    private func makePair() {
+        lua_createtable(L, 0, 0)
+        let view = lua_gettop(L)
+        let data = LuaTable(pushedOn: L, fields: 8)
+        data.set("send", ScriptAPI.infoSend)
+        data.set("close", ScriptAPI.infoClose)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataMetatableRef))
+        lua_setmetatable(L, -2)
+        let metatable = LuaTable(pushedOn: L, fields: 4)
+        lua_pushvalue(L, view + 1)
+        metatable.setFromTop("__index")
+        lua_pushvalue(L, view + 1)
+        lua_pushcclosure(L, WebsocketInfoView.viewNewIndex, 1)
+        metatable.setFromTop("__newindex")
+        lua_pushvalue(L, view + 1)
+        lua_pushcclosure(L, WebsocketInfoView.viewPairs, 1)
+        metatable.setFromTop("__pairs")
+        // Scripts may neither read nor replace it.
+        metatable.set("__metatable", false)
+        lua_setmetatable(L, view)
+    }
+
+    private static func runner(_ L: OpaquePointer?) -> ScriptRunner { ScriptAPI.worker(L).runner }
+
+    /// The data table's `__index`: builds a socket field on first read and keeps it there.
+    private static let dataIndex: lua_CFunction = { L in
+        ScriptAPI.withoutMemoryLimit(L) { L in
+            let runner = runner(L)
+            guard let info = runner.current?.info, let key = lua_bytes(L, 2),
+                  let field = socketFields.firstIndex(where: { $0.utf8CodeUnitCount == key.count && memcmp($0.utf8Start, key.baseAddress!, key.count) == 0 })
+            else { return 0 }
+            switch field {
+            case 0: lua_pushswift(L, info.uri)
+            case 1: lua_pushswift(L, info.route)
+            case 2: lua_pushswift(L, info.socketId)
+            case 3: lua_pushswift(L, info.subprotocol)
+            case 4: lua_pushswift(L, info.extensions)
+            case 5: ScriptAPI.pushHeaders(L, info.request)
+            default: ScriptAPI.pushPairs(L, info.parameters)
+            }
+            lua_pushvalue(L, 2)
+            lua_pushvalue(L, -2)
+            lua_rawset(L, 1)
+            runner.infoView.noteBuilt(field, in: L, data: 1)
+            return 1
+        }
+    }
+
+    /// Records that the reused data table holds socket field `field` (the table at `data` may be a
+    /// nested run's own).
+    private func noteBuilt(_ field: Int, in L: OpaquePointer, data: Int32) {
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataRef))
+        if lua_rawequal(L, -1, data) != 0 { builtFields |= 1 << field }
+        lua_pop(L, 1)
+    }
+
+    /// The view's `__newindex` (upvalue: the data table): the write lands in the data table, and the
+    /// pair is not reused.
+    private static let viewNewIndex: lua_CFunction = { L in
+        ScriptAPI.withoutMemoryLimit(L) { L in
+            runner(L).infoView.written = true
+            lua_settop(L, 3)
+            lua_rawset(L, lua_registryIndex() - 1)
+            return 0
+        }
+    }
+
+    /// The view's `__pairs` (upvalue: the data table): builds every socket field, then iterates the
+    /// data table through a closure, so the table itself never reaches the script.
+    private static let viewPairs: lua_CFunction = { L in
+        ScriptAPI.withoutMemoryLimit(L) { L in
+            let data = lua_registryIndex() - 1
+            for name in socketFields {
+                _ = name.withUTF8Buffer { lua_getfield(L, data, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
+            }
+            lua_settop(L, 1)
+            lua_pushvalue(L, data)
+            lua_pushcclosure(L, dataNext, 1)
+            lua_pushvalue(L, 1)
+            lua_pushnil(L)
+            return 3
+        }
+    }
+
+    /// `next` over the data table (upvalue), whatever the state argument.
+    private static let dataNext: lua_CFunction = { L in
+        lua_settop(L, 2)
+        if lua_next(L, lua_registryIndex() - 1) != 0 { return 2 }
+        lua_pushnil(L)
+        return 1
+    }
+}

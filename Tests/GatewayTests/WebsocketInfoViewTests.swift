@@ -1,0 +1,104 @@
+import CLua
+import XCTest
+import LuaRuntime
+@testable import Gateway
+
+/// `WebsocketInfoView`: one view serves every run of a loop while nobody writes to it, carries only
+/// what each event brings, and a run inside another gets its own.
+final class WebsocketInfoViewTests: XCTestCase {
+    private var loops: Loops!
+    private var runner: ScriptRunner { loops.workers[0].runner }
+    private var L: OpaquePointer { runner.lua.L }
+
+    override func setUpWithError() throws {
+        loops = try Loops(scripts: ["echo.lua": ""], workers: 1)
+    }
+
+    override func tearDown() {
+        XCTAssertEqual(lua_gettop(L), 0, "unbalanced stack")
+        loops = nil
+    }
+
+    private func push(_ event: ScriptEvent, _ message: String?) -> Bool {
+        guard let message else { return runner.infoView.push(event: event, message: nil, binary: false, runner: runner) }
+        return Array(message.utf8).withUnsafeBytes { runner.infoView.push(event: event, message: $0, binary: false, runner: runner) }
+    }
+
+    /// Field `name` of the view on top of the stack, read as a script would (through `__index`).
+    private func field(_ name: String) -> String {
+        lua_getfield(L, -1, name)
+        defer { lua_pop(L, 1) }
+        return lua_swiftstring(L, -1) ?? String(cString: luaL_typename(L, -1))
+    }
+
+    func testTheViewIsReusedAndCarriesOnlyItsEvent() {
+        XCTAssertTrue(push(.data, "hello"))
+        let first = lua_topointer(L, -1)
+        XCTAssertEqual(field("type"), "data")
+        XCTAssertEqual(field("message"), "hello")
+        XCTAssertEqual(field("message_type"), "data-text")
+        XCTAssertEqual(field("send"), "function")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+
+        XCTAssertTrue(push(.open, nil))
+        XCTAssertEqual(lua_topointer(L, -1), first)
+        XCTAssertEqual(field("type"), "open")
+        XCTAssertEqual(field("message"), "nil", "the last event's message is gone")
+        XCTAssertEqual(field("message_type"), "nil")
+        XCTAssertEqual(lua_rawlen(L, -1), 0)
+        lua_pushnil(L)
+        XCTAssertEqual(lua_next(L, -2), 0, "the view itself holds nothing")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+    }
+
+    func testARunInsideAnotherGetsItsOwnViewAndLeavesTheOuterOneAlone() {
+        XCTAssertTrue(push(.data, "outer"))
+        let outer = lua_topointer(L, -1)
+        XCTAssertFalse(push(.close, nil))
+        XCTAssertNotEqual(lua_topointer(L, -1), outer)
+        XCTAssertEqual(field("type"), "close")
+        XCTAssertEqual(field("message"), "nil")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: false)
+        XCTAssertEqual(field("type"), "data")
+        XCTAssertEqual(field("message"), "outer")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+        XCTAssertTrue(push(.data, "next"))
+        XCTAssertEqual(lua_topointer(L, -1), outer)
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+    }
+
+    func testAViewAScriptWroteToIsNotReused() {
+        XCTAssertTrue(push(.data, "one"))
+        let written = lua_topointer(L, -1)
+        lua_pushstring(L, "kept?")
+        lua_setfield(L, -2, "extra") // through __newindex, as `websocketInfo.extra = ...` would
+        XCTAssertEqual(field("extra"), "kept?")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+        XCTAssertTrue(push(.data, "two"))
+        XCTAssertNotEqual(lua_topointer(L, -1), written)
+        XCTAssertEqual(field("extra"), "nil")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+    }
+
+    func testAViewWithAKeyOfItsOwnIsNotReused() {
+        XCTAssertTrue(push(.data, "one"))
+        let written = lua_topointer(L, -1)
+        lua_pushstring(L, "raw")
+        lua_pushboolean(L, 1)
+        lua_rawset(L, -3) // as the sandbox's `rawset(websocketInfo, "raw", true)` would
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+        XCTAssertTrue(push(.data, "two"))
+        XCTAssertNotEqual(lua_topointer(L, -1), written)
+        XCTAssertEqual(field("raw"), "nil")
+        lua_pop(L, 1)
+        runner.infoView.finish(reused: true)
+    }
+}
