@@ -13,7 +13,8 @@ import Reactor
 /// are built from its `ConnectionInfo` on first read and cleared after the run; `pairs` builds them
 /// all first. The view's metatable is hidden, its data table unreachable (the `pairs` iterator
 /// holds it as an upvalue), so a pair nobody wrote to holds nothing of the run that used it. A run
-/// inside another (a close event run by `Websocket.close`) gets a pair of its own.
+/// inside another (a socket closed while a script runs has its close event run at once) gets a pair
+/// of its own.
 final class WebsocketInfoView {
     private let L: OpaquePointer
     /// Registry slots: the reused view and its data table (`false` once written to), the metatable
@@ -29,21 +30,20 @@ final class WebsocketInfoView {
     /// The socket fields the reused data table holds, by `socketFields` index.
     private var builtFields: UInt8 = 0
 
-    /// Indexes of the strings table: field names, then the values of `type` and `message_type`.
+    /// Indexes of the strings table: the names of the fields an event sets, then the values of
+    /// `type` and `message_type`. Kept in the registry, so setting a field hashes no string.
     private enum Strings: lua_Integer, CaseIterable {
-        case type = 1, timestamp, message, messageType, send, close
-        case open, data, closeEvent, text, binary
+        case type = 1, timestamp, message, messageType
+        case open, data, close, text, binary
         var text: StaticString {
             switch self {
             case .type: return "type"
             case .timestamp: return "timestamp"
             case .message: return "message"
             case .messageType: return "message_type"
-            case .send: return "send"
-            case .close: return "close"
             case .open: return "open"
             case .data: return "data"
-            case .closeEvent: return "close"
+            case .close: return "close"
             case .text: return "data-text"
             case .binary: return "data-binary"
             }
@@ -98,7 +98,7 @@ final class WebsocketInfoView {
             switch event {
             case .open: lua_rawgeti(L, strings, Strings.open.rawValue)
             case .data: lua_rawgeti(L, strings, Strings.data.rawValue)
-            case .close: lua_rawgeti(L, strings, Strings.closeEvent.rawValue)
+            case .close: lua_rawgeti(L, strings, Strings.close.rawValue)
             }
         }
         set(data, .timestamp, strings) { lua_pushinteger(L, lua_Integer(EventLoop.wallMillis())) }
