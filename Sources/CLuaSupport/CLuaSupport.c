@@ -235,6 +235,27 @@ int cls_seal_value(lua_State *L) {
     return 1;
 }
 
+/* MARK: Per-run environments */
+
+/* __newindex of per-run environments: a new global. The owner learns that the environment is no
+   longer fresh without looking through it. */
+static int environment_newindex(lua_State *L) {
+    cls_control *c = cls_control_of(L);
+    if (c) c->env_written = 1;
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
+}
+
+static int is_environment(lua_State *L, int idx) {
+    if (!lua_getmetatable(L, idx)) return 0;
+    lua_pushliteral(L, "__newindex");
+    lua_rawget(L, -2);
+    int result = lua_tocfunction(L, -1) == environment_newindex;
+    lua_pop(L, 2);
+    return result;
+}
+
 /* MARK: Sandboxed base functions */
 
 static int sandbox_rawset(lua_State *L) {
@@ -242,6 +263,10 @@ static int sandbox_rawset(lua_State *L) {
     luaL_checkany(L, 2);
     luaL_checkany(L, 3);
     if (is_proxy(L, 1)) return luaL_error(L, "attempt to modify read-only table");
+    if (is_environment(L, 1)) {
+        cls_control *c = cls_control_of(L);
+        if (c) c->env_written = 1;
+    }
     lua_settop(L, 3);
     lua_rawset(L, 1);
     return 1;
@@ -396,11 +421,14 @@ int cls_open_sandbox(lua_State *L) {
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 2);
 
-    /* Metatable of per-run environments: reads fall back to the globals; hidden from scripts. */
-    lua_createtable(L, 0, 2);
+    /* Metatable of per-run environments: reads fall back to the globals, new globals are noted;
+       hidden from scripts. */
+    lua_createtable(L, 0, 3);
     int envMetatable = lua_gettop(L);
     lua_pushvalue(L, globals);
     lua_setfield(L, envMetatable, "__index");
+    lua_pushcfunction(L, environment_newindex);
+    lua_setfield(L, envMetatable, "__newindex");
     lua_pushboolean(L, 0);
     lua_setfield(L, envMetatable, "__metatable");
 

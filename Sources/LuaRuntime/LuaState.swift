@@ -86,7 +86,7 @@ public final class LuaState {
 
     public init(memoryLimit: Int = 0) {
         control = .allocate(capacity: 1)
-        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0, timed_out: 0))
+        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0, timed_out: 0, env_written: 0))
         guard let state = cls_newstate(control) else { fatalError("cannot create a Lua state") }
         L = state
         // Setup runs unlimited (the limit is only enforced inside runs) and protected.
@@ -212,10 +212,9 @@ public final class LuaState {
     /// returns an error message or nil. The chunk and `after` share one deadline (`timeoutNanos`)
     /// and the memory limit. Returns the error message with traceback on failure.
     ///
-    /// When the run leaves its environment with no key but `_G` (still itself) and `global`, the
-    /// global is cleared and the environment kept for the next run of that kind. Nothing else a
-    /// script can reach outlives its run (the base is sealed, the environment's metatable hidden),
-    /// so such an environment is as fresh as a new one.
+    /// When the run added no global and left `_G` alone, the environment is kept for the next run
+    /// of that kind. Nothing else a script can reach outlives its run (the base is sealed, the
+    /// environment's metatable hidden), so such an environment is as fresh as a new one.
     public func run(_ ref: Int32, in global: EventGlobal, after: ((Int32) -> String?)? = nil) -> String? {
         let base = lua_gettop(L) - 1
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(tracebackRef))  // base+2
@@ -223,41 +222,35 @@ public final class LuaState {
         lua_pushvalue(L, base + 1)
         lua_setupvalue(L, -2, 1)
         var failure: String?
+        // Runs nest: the flag of the run around this one is put back afterwards.
+        let outerWritten = control.pointee.env_written
+        control.pointee.env_written = 0
         beginRun()
         let status = lua_pcall(L, 0, 0, base + 2)
         if status == LUA_OK, let after {
             failure = after(base + 1)
         }
         endRun()
+        let written = control.pointee.env_written != 0
+        control.pointee.env_written = outerWritten
         if status != LUA_OK {
             failure = lua_swiftstring(L, -1) ?? "error object is not a string"
         }
         lua_settop(L, base + 1)
-        keepIfFresh(environment: base + 1, global: global)
+        if !written { keepIfFresh(environment: base + 1, global: global) }
         lua_settop(L, base)
         return failure
     }
 
-    /// Keeps the environment at `index` as `global`'s spare when its only keys are `_G` (still
-    /// itself) and the global, which it clears unless the global keeps its value. Allocates nothing.
+    /// Keeps the environment at `index`, to which the run added no key (the sandbox notes every new
+    /// global, `rawset` included), as `global`'s spare when its `_G` is still itself. The global is
+    /// cleared unless it keeps its value; if the script replaced it, `pushEnvironment` sets it anew.
     private func keepIfFresh(environment index: Int32, global: EventGlobal) {
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
-        let name = lua_gettop(L)
+        // `_G` is a key of its own: assigning it calls no metamethod.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(underscoreGRef))
-        let underscoreG = name + 1
-        var keptG = false
-        lua_pushnil(L)
-        while lua_next(L, index) != 0 {
-            if lua_rawequal(L, -2, name) == 0 {
-                // Not the event global: the only other key allowed is `_G`, still the environment.
-                guard !keptG, lua_rawequal(L, -2, underscoreG) != 0, lua_rawequal(L, -1, index) != 0 else { return }
-                keptG = true
-            }
-            lua_pop(L, 1)
-        }
-        guard keptG else { return }
+        guard lua_rawget(L, index) == LUA_TTABLE, lua_rawequal(L, -1, index) != 0 else { return }
         if !global.keepsValue {
-            lua_pushvalue(L, name)
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
             lua_pushnil(L)
             lua_rawset(L, index)
         }

@@ -82,6 +82,20 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(lastEnvironment, third)
         expectSuccess(lua, "assert(next(_G, next(_G, nil)) == nil or true)")
         XCTAssertEqual(lastEnvironment, third)
+        // A global added by rawset, or added and removed again, counts as well.
+        expectSuccess(lua, "rawset(_G, 'sneaky', 1)")
+        XCTAssertEqual(lastEnvironment, third)
+        expectSuccess(lua, "assert(sneaky == nil) gone = 1 gone = nil")
+        XCTAssertNotEqual(lastEnvironment, third)
+        let fourth = lastEnvironment
+        expectSuccess(lua, "assert(gone == nil)")
+        XCTAssertNotEqual(lastEnvironment, fourth)
+        // A chunk loaded with the run's environment writes into it too.
+        let fifth = lastEnvironment
+        expectSuccess(lua, "load('loaded = 1', 'x', 't', _G)()")
+        XCTAssertEqual(lastEnvironment, fifth)
+        expectSuccess(lua, "assert(loaded == nil)")
+        XCTAssertNotEqual(lastEnvironment, fifth)
     }
 
     func testAKeptEventGlobalStaysInTheSpareEnvironmentUntilItsValueChanges() {

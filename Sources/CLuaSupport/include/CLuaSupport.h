@@ -24,6 +24,9 @@ typedef struct cls_control {
     uint64_t timeout_ns;
     /* Set when the hook raised the timeout error since the deadline was armed. */
     int timed_out;
+    /* Set when a script adds a key to a per-run environment (an assignment to a new global, or
+       rawset on one); the owner clears it. */
+    int env_written;
 } cls_control;
 
 /* A new state whose allocator counts into `control` (which must outlive the state), with a panic
