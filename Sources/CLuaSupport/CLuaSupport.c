@@ -150,14 +150,18 @@ static int proxy_len(lua_State *L) {
     return 1;
 }
 
-static int is_proxy(lua_State *L, int idx) {
+/* Whether the table at `idx` has a metatable whose __newindex is the C function `f`: how the
+   sandbox recognizes its own read-only proxies and per-run environments. */
+static int has_newindex(lua_State *L, int idx, lua_CFunction f) {
     if (!lua_getmetatable(L, idx)) return 0;
     lua_pushliteral(L, "__newindex");
     lua_rawget(L, -2);
-    int result = lua_tocfunction(L, -1) == readonly_newindex;
+    int result = lua_tocfunction(L, -1) == f;
     lua_pop(L, 2);
     return result;
 }
+
+static int is_proxy(lua_State *L, int idx) { return has_newindex(L, idx, readonly_newindex); }
 
 /* Pushes a read-only view of the table at `real`: an empty table whose reads go to the real one,
    whose writes raise, and whose metatable scripts can neither read nor replace. */
@@ -239,21 +243,16 @@ int cls_seal_value(lua_State *L) {
 
 /* __newindex of per-run environments: a new global. The owner learns that the environment is no
    longer fresh without looking through it. */
-static int environment_newindex(lua_State *L) {
+static void note_environment_written(lua_State *L) {
     cls_control *c = cls_control_of(L);
     if (c) c->env_written = 1;
+}
+
+static int environment_newindex(lua_State *L) {
+    note_environment_written(L);
     lua_settop(L, 3);
     lua_rawset(L, 1);
     return 0;
-}
-
-static int is_environment(lua_State *L, int idx) {
-    if (!lua_getmetatable(L, idx)) return 0;
-    lua_pushliteral(L, "__newindex");
-    lua_rawget(L, -2);
-    int result = lua_tocfunction(L, -1) == environment_newindex;
-    lua_pop(L, 2);
-    return result;
 }
 
 /* MARK: Sandboxed base functions */
@@ -263,10 +262,7 @@ static int sandbox_rawset(lua_State *L) {
     luaL_checkany(L, 2);
     luaL_checkany(L, 3);
     if (is_proxy(L, 1)) return luaL_error(L, "attempt to modify read-only table");
-    if (is_environment(L, 1)) {
-        cls_control *c = cls_control_of(L);
-        if (c) c->env_written = 1;
-    }
+    if (has_newindex(L, 1, environment_newindex)) note_environment_written(L);
     lua_settop(L, 3);
     lua_rawset(L, 1);
     return 1;

@@ -61,13 +61,15 @@ enum JWT {
               // Extensions a token says must be understood (RFC 7515 §4.1.11): none are here.
               header["crit"] == nil
         else { return .failure(.malformed) }
-        guard let usable = algorithms(for: options.key), usable.contains(algorithm), options.algorithms.contains(algorithm) else {
-            return .failure(.algorithmNotAllowed)
-        }
+        // A secret checks only HMAC, a public key only signatures (csig_verify holds RSA and EC
+        // keys to their own algorithms): an RSA key's text can never pass as an HMAC secret.
         let keyBytes: [UInt8]
+        let family: [String]
         switch options.key {
-        case .secret(let bytes), .publicKey(let bytes): keyBytes = bytes
+        case .secret(let bytes): (keyBytes, family) = (bytes, hmacAlgorithms)
+        case .publicKey(let bytes): (keyBytes, family) = (bytes, rsaAlgorithms + ecAlgorithms)
         }
+        guard family.contains(algorithm), options.algorithms.contains(algorithm) else { return .failure(.algorithmNotAllowed) }
         let signingInput = UnsafeRawBufferPointer(rebasing: token[..<(parts[0].count + 1 + parts[1].count)])
         let verdict = keyBytes.withUnsafeBytes { key in
             signature.withUnsafeBytes { sig in

@@ -47,15 +47,13 @@ enum ScriptAPI {
 
     // MARK: websocketInfo
 
-    /// Sets uri, route, socket_id, headers, parameters, subprotocol and extensions.
+    /// Sets every socket field `websocketInfo` builds on first read (uri, route, socket_id,
+    /// subprotocol, extensions, headers, parameters), all at once.
     static func pushInfoFields(_ table: LuaTable, _ info: ConnectionInfo) {
-        table.set("uri", info.uri)
-        table.set("route", info.route)
-        table.set("socket_id", info.socketId)
-        table.set("subprotocol", info.subprotocol)
-        table.set("extensions", info.extensions)
-        table.set("headers") { pushHeaders(table.L, info.request) }
-        table.set("parameters") { pushPairs(table.L, info.parameters) }
+        for (field, name) in WebsocketInfoView.socketFields.enumerated() {
+            WebsocketInfoView.pushSocketField(table.L, field, info)
+            table.setFromTop(name)
+        }
     }
 
     /// A table of name → value; the first of repeated names wins.

@@ -53,6 +53,19 @@ final class WebsocketInfoView {
     /// The fields built from the socket's `ConnectionInfo` when first read.
     static let socketFields: [StaticString] = ["uri", "route", "socket_id", "subprotocol", "extensions", "headers", "parameters"]
 
+    /// Pushes the value of `socketFields[field]` for the socket `info` describes.
+    static func pushSocketField(_ L: OpaquePointer, _ field: Int, _ info: ConnectionInfo) {
+        switch field {
+        case 0: lua_pushswift(L, info.uri)
+        case 1: lua_pushswift(L, info.route)
+        case 2: lua_pushswift(L, info.socketId)
+        case 3: lua_pushswift(L, info.subprotocol)
+        case 4: lua_pushswift(L, info.extensions)
+        case 5: ScriptAPI.pushHeaders(L, info.request)
+        default: ScriptAPI.pushPairs(L, info.parameters)
+        }
+    }
+
     init(_ L: OpaquePointer) {
         self.L = L
         lua_createtable(L, Int32(Strings.allCases.count), 0)
@@ -185,15 +198,7 @@ final class WebsocketInfoView {
             guard let info = runner.current?.info, let key = lua_bytes(L, 2),
                   let field = socketFields.firstIndex(where: { $0.utf8CodeUnitCount == key.count && memcmp($0.utf8Start, key.baseAddress!, key.count) == 0 })
             else { return 0 }
-            switch field {
-            case 0: lua_pushswift(L, info.uri)
-            case 1: lua_pushswift(L, info.route)
-            case 2: lua_pushswift(L, info.socketId)
-            case 3: lua_pushswift(L, info.subprotocol)
-            case 4: lua_pushswift(L, info.extensions)
-            case 5: ScriptAPI.pushHeaders(L, info.request)
-            default: ScriptAPI.pushPairs(L, info.parameters)
-            }
+            pushSocketField(L, field, info)
             lua_pushvalue(L, 2)
             lua_pushvalue(L, -2)
             lua_rawset(L, 1)
