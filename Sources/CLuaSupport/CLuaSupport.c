@@ -93,14 +93,29 @@ int cls_raise_timeout(lua_State *L, cls_control *c, int level) {
     return lua_error(L);
 }
 
-void cls_arm_timeout(lua_State *L, uint64_t timeout_ns) {
+void cls_arm_timeout(lua_State *L, uint64_t remaining_ns, uint64_t timeout_ns) {
     void *ud = NULL;
     lua_getallocf(L, &ud);
     cls_control *c = ud;
     c->timeout_ns = timeout_ns;
     c->timed_out = 0;
-    c->deadline = cls_now_ns() + timeout_ns;
+    c->deadline = cls_now_ns() + remaining_ns;
     lua_sethook(L, cls_hook, LUA_MASKCOUNT, CLS_HOOK_COUNT);
+}
+
+void cls_hook_thread(lua_State *L) {
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    if (((cls_control *)ud)->deadline != 0)
+        lua_sethook(L, cls_hook, LUA_MASKCOUNT, CLS_HOOK_COUNT);
+    else
+        lua_sethook(L, NULL, 0, 0);
+}
+
+uint64_t cls_deadline(lua_State *L) {
+    void *ud = NULL;
+    lua_getallocf(L, &ud);
+    return ((cls_control *)ud)->deadline;
 }
 
 void cls_disarm_timeout(lua_State *L) {
@@ -110,14 +125,28 @@ void cls_disarm_timeout(lua_State *L) {
     lua_sethook(L, NULL, 0, 0);
 }
 
-/* MARK: Message handler */
+/* MARK: Functions that wait */
 
-int cls_traceback(lua_State *L) {
-    const char *message = lua_tostring(L, 1);
-    if (message == NULL)
-        message = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    luaL_traceback(L, L, message, 1);
-    return 1;
+/* Upvalues: 1 = the host's prepare function, 2 = the function's name for errors. */
+static int waiting_call(lua_State *L) {
+    cls_control *c = cls_control_of(L);
+    if (c == NULL || L != c->run_thread)
+        return luaL_error(L, "%s cannot wait inside a coroutine the script created; call it from the script itself",
+                          lua_tostring(L, lua_upvalueindex(2)));
+    if (!lua_isyieldable(L))
+        return luaL_error(L, "%s cannot wait here (inside a metamethod, an iterator or a function called from C)",
+                          lua_tostring(L, lua_upvalueindex(2)));
+    lua_CFunction prepare = lua_tocfunction(L, lua_upvalueindex(1));
+    int n = prepare(L);
+    if (n >= 0) return n;
+    if (n == -1) return lua_yield(L, 0);
+    return lua_error(L);
+}
+
+void cls_push_waiting_function(lua_State *L, int (*prepare)(lua_State *), const char *name) {
+    lua_pushcfunction(L, prepare);
+    lua_pushstring(L, name);
+    lua_pushcclosure(L, waiting_call, 2);
 }
 
 /* MARK: Read-only proxies */
@@ -328,6 +357,17 @@ static int push_caller_env(lua_State *L) {
     lua_Debug ar;
     if (!lua_getstack(L, 1, &ar) || !lua_getinfo(L, "f", &ar)) return 0;
     if (!lua_iscfunction(L, -1)) {
+        /* A script's own body has its environment as a parameter named _ENV (see LuaState.compile);
+           functions it defines have it as an upvalue. */
+        for (int i = 1;; i++) {
+            const char *name = lua_getlocal(L, &ar, i);
+            if (name == NULL) break;
+            if (strcmp(name, "_ENV") == 0) {
+                lua_remove(L, -2);
+                return 1;
+            }
+            lua_pop(L, 1);
+        }
         for (int i = 1;; i++) {
             const char *name = lua_getupvalue(L, -1, i);
             if (name == NULL) break;
@@ -443,6 +483,5 @@ int cls_open_sandbox(lua_State *L) {
     lua_call(L, 0, 0);
 
     lua_pushvalue(L, envMetatable);
-    lua_pushcfunction(L, cls_traceback);
-    return 2;
+    return 1;
 }

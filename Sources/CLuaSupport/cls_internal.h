@@ -8,9 +8,6 @@
 #include <lua.h>
 #include <stdint.h>
 
-/* CLOCK_MONOTONIC in nanoseconds. */
-uint64_t cls_now_ns(void);
-
 /* Raises "script timed out after N ms" (prefixed with luaL_where(L, level)) after marking the run
    as timed out and making the count hook fire before every further instruction of L, so a script
    that catches the error cannot go on. Never returns. */

@@ -52,18 +52,20 @@ public struct LuaError: Error, CustomStringConvertible {
 /// Runs are bounded by `timeoutNanos` and `memoryLimit`.
 public final class LuaState {
     public let L: OpaquePointer
-    private let control: UnsafeMutablePointer<cls_control>
+    let control: UnsafeMutablePointer<cls_control>
     private let envMetatableRef: Int32
-    private let tracebackRef: Int32
     /// Registry slot of the string "_G".
-    private let underscoreGRef: Int32
-    private var runDepth = 0
-    private var timeoutArmed = false
+    let underscoreGRef: Int32
+    /// Runs executing now: a run can start another inside a C function it calls.
+    var runDepth = 0
+    var timeoutArmed = false
     private var sealed = false
+    /// Finished runs' coroutines with their registry slots, for the next runs.
+    var spareThreads: [(thread: OpaquePointer, ref: Int32)] = []
 
-    /// Longest time one run (`run`, including its `after`, or a top-level `protectedCall`) may take;
-    /// past it the script gets the error "script timed out after N ms", which it cannot catch for
-    /// good. 0 = no limit. Checked every 1000 VM instructions, and by the sandbox's own pattern
+    /// Longest time one run may execute (`start`, including its handler, and every `resume`
+    /// together; the time it waits suspended does not count); past it the script gets the error
+    /// "script timed out after N ms", which it cannot catch for good. 0 = no limit. Checked every 1000 VM instructions, and by the sandbox's own pattern
     /// matcher (string.find, match, gmatch, gsub) every 4096 steps of a match; other time spent
     /// inside a single C function is not interrupted (string.rep refuses results over 64 MiB).
     public var timeoutNanos: UInt64 = 0
@@ -86,15 +88,14 @@ public final class LuaState {
 
     public init(memoryLimit: Int = 0) {
         control = .allocate(capacity: 1)
-        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0, timed_out: 0, env_written: 0))
+        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0, timed_out: 0, env_written: 0, run_thread: nil))
         guard let state = cls_newstate(control) else { fatalError("cannot create a Lua state") }
         L = state
         // Setup runs unlimited (the limit is only enforced inside runs) and protected.
         lua_pushcfunction(L, cls_open_sandbox)
-        guard lua_pcall(L, 0, 2, 0) == LUA_OK else {
+        guard lua_pcall(L, 0, 1, 0) == LUA_OK else {
             fatalError("cannot set up the Lua sandbox: \(lua_swiftstring(L, -1) ?? "?")")
         }
-        tracebackRef = luaL_ref(L, lua_registryIndex())
         envMetatableRef = luaL_ref(L, lua_registryIndex())
         lua_pushswift(L, "_G")
         underscoreGRef = luaL_ref(L, lua_registryIndex())
@@ -137,17 +138,38 @@ public final class LuaState {
         sealed = true
     }
 
-    /// Compiles a text chunk; returns a registry reference to the function.
+    /// Compiles a text chunk; returns a registry reference to a function that runs it with its
+    /// environment as the first argument. Each run passes its own environment, so runs of one
+    /// script that are suspended at the same time never share their globals (a chunk's `_ENV` is
+    /// an upvalue, one per closure, which every run would have to swap).
     public func compile(_ source: [UInt8], chunkName: String) -> Result<Int32, LuaError> {
-        let status = source.withUnsafeBytes { buffer in
-            luaL_loadbufferx(L, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count, "@" + chunkName, "t")
-        }
-        if status != LUA_OK {
-            let message = lua_swiftstring(L, -1) ?? "unknown compile error"
+        // The chunk alone first: its errors are the ones to report, and a chunk that compiles is
+        // a block, so it cannot close the function it is wrapped in below.
+        if let error = load(source, chunkName: chunkName) { return .failure(error) }
+        lua_pop(L, 1)
+        // Lines stay the script's own: the prefix adds none.
+        let wrapped = Array("return function(_ENV, ...) ".utf8) + source + Array("\nend".utf8)
+        if let error = load(wrapped, chunkName: chunkName) { return .failure(error) }
+        // The wrapper reads no global; its own _ENV is left empty.
+        lua_pushnil(L)
+        lua_setupvalue(L, -2, 1)
+        guard lua_pcall(L, 0, 1, 0) == LUA_OK, lua_type(L, -1) == LUA_TFUNCTION else {
+            let message = lua_swiftstring(L, -1) ?? "cannot wrap the chunk"
             lua_pop(L, 1)
             return .failure(LuaError(message: message))
         }
         return .success(luaL_ref(L, lua_registryIndex()))
+    }
+
+    /// Loads a text chunk onto the stack, or returns the compile error (leaving nothing).
+    private func load(_ source: [UInt8], chunkName: String) -> LuaError? {
+        let status = source.withUnsafeBytes { buffer in
+            luaL_loadbufferx(L, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count, "@" + chunkName, "t")
+        }
+        guard status != LUA_OK else { return nil }
+        let message = lua_swiftstring(L, -1) ?? "unknown compile error"
+        lua_pop(L, 1)
+        return LuaError(message: message)
     }
 
     public func release(_ ref: Int32) { luaL_unref(L, lua_registryIndex(), ref) }
@@ -157,9 +179,9 @@ public final class LuaState {
     /// environment and its collection per run cost more than the rest of a small script's run.
     public struct EventGlobal {
         /// Registry slots: the global's name as a Lua string, and the spare environment or `false`.
-        fileprivate let nameRef: Int32
-        fileprivate let spareRef: Int32
-        fileprivate let keepsValue: Bool
+        let nameRef: Int32
+        let spareRef: Int32
+        let keepsValue: Bool
     }
 
     /// `keepsValue`: the spare environment keeps the global's value, for a value that outlives its
@@ -206,46 +228,10 @@ public final class LuaState {
         lua_settop(L, event)
     }
 
-    /// Runs the compiled chunk `ref` with the environment on top of the stack (which is consumed),
-    /// one that `pushEnvironment(for: global)` made. `after` runs once the chunk succeeded, given the
-    /// environment's stack index, for handler-style scripts that define a function to call; it
-    /// returns an error message or nil. The chunk and `after` share one deadline (`timeoutNanos`)
-    /// and the memory limit. Returns the error message with traceback on failure.
-    ///
-    /// When the run added no global and left `_G` alone, the environment is kept for the next run
-    /// of that kind. Nothing else a script can reach outlives its run (the base is sealed, the
-    /// environment's metatable hidden), so such an environment is as fresh as a new one.
-    public func run(_ ref: Int32, in global: EventGlobal, after: ((Int32) -> String?)? = nil) -> String? {
-        let base = lua_gettop(L) - 1
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(tracebackRef))  // base+2
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(ref))  // base+3
-        lua_pushvalue(L, base + 1)
-        lua_setupvalue(L, -2, 1)
-        var failure: String?
-        // Runs nest: the flag of the run around this one is put back afterwards.
-        let outerWritten = control.pointee.env_written
-        control.pointee.env_written = 0
-        beginRun()
-        let status = lua_pcall(L, 0, 0, base + 2)
-        if status == LUA_OK, let after {
-            failure = after(base + 1)
-        }
-        endRun()
-        let written = control.pointee.env_written != 0
-        control.pointee.env_written = outerWritten
-        if status != LUA_OK {
-            failure = lua_swiftstring(L, -1) ?? "error object is not a string"
-        }
-        lua_settop(L, base + 1)
-        if !written { keepIfFresh(environment: base + 1, global: global) }
-        lua_settop(L, base)
-        return failure
-    }
-
     /// Keeps the environment at `index`, to which the run added no key (the sandbox notes every new
     /// global, `rawset` included), as `global`'s spare when its `_G` is still itself. The global is
     /// cleared unless it keeps its value; if the script replaced it, `pushEnvironment` sets it anew.
-    private func keepIfFresh(environment index: Int32, global: EventGlobal) {
+    func keepIfFresh(environment index: Int32, global: EventGlobal) {
         // `_G` is a key of its own: assigning it calls no metamethod.
         lua_rawgeti(L, lua_registryIndex(), lua_Integer(underscoreGRef))
         guard lua_rawget(L, index) == LUA_TTABLE, lua_rawequal(L, -1, index) != 0 else { return }
@@ -258,24 +244,6 @@ public final class LuaState {
         lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
     }
 
-    /// Calls the function at -2 with one argument at -1 under the traceback handler; pops both.
-    /// Inside `run`'s `after` it shares the run's deadline; on its own it gets a deadline of its own.
-    public func protectedCall() -> String? {
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(tracebackRef))
-        lua_rotate(L, -3, 1)
-        let handler = lua_gettop(L) - 2
-        var failure: String?
-        beginRun()
-        let status = lua_pcall(L, 1, 0, handler)
-        endRun()
-        if status != LUA_OK {
-            failure = lua_swiftstring(L, -1) ?? "error object is not a string"
-            lua_pop(L, 1)
-        }
-        lua_pop(L, 1)
-        return failure
-    }
-
     /// Runs `body` with the memory limit of the state `L` belongs to lifted. For C functions written
     /// in Swift that allocate Lua memory (push strings or tables) while a script runs: a refused
     /// allocation raises a Lua error, whose longjmp must never cross Swift frames. The memory
@@ -286,27 +254,5 @@ public final class LuaState {
         control.pointee.enforcing = 0
         defer { control.pointee.enforcing = saved }
         return try body()
-    }
-
-    @inline(__always)
-    private func beginRun() {
-        runDepth += 1
-        guard runDepth == 1 else { return }
-        control.pointee.enforcing = 1
-        if timeoutNanos > 0 {
-            cls_arm_timeout(L, timeoutNanos)
-            timeoutArmed = true
-        }
-    }
-
-    @inline(__always)
-    private func endRun() {
-        runDepth -= 1
-        guard runDepth == 0 else { return }
-        control.pointee.enforcing = 0
-        if timeoutArmed {
-            cls_disarm_timeout(L)
-            timeoutArmed = false
-        }
     }
 }

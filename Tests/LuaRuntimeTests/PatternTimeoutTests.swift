@@ -40,7 +40,8 @@ final class PatternTimeoutTests: XCTestCase {
         -> (failure: String?, seconds: Double, result: [[UInt8]])
     {
         let ref: Int32
-        switch lua.compile(Array(code.utf8), chunkName: "test.lua") {
+        // RESULT is handed back in the event table (a run's globals do not outlive it).
+        switch lua.compile(Array("do \(code)\nend event.RESULT = RESULT".utf8), chunkName: "test.lua") {
         case .success(let r): ref = r
         case .failure(let error):
             XCTFail("compile error: \(error.message)", file: file, line: line)
@@ -52,14 +53,16 @@ final class PatternTimeoutTests: XCTestCase {
         var result: [[UInt8]] = []
         let start = DispatchTime.now().uptimeNanoseconds
         let event = lua.eventGlobal(named: "event", keepsValue: false)
-        lua_pushnil(L)
+        lua_createtable(L, 0, 1)
+        lua_pushvalue(L, -1)
+        let eventRef = luaL_ref(L, lua_registryIndex())
+        defer { lua.release(eventRef) }
         lua.pushEnvironment(for: event)
-        let failure = lua.run(ref, in: event) { env in
-            lua_getfield(L, env, "RESULT")
-            result = self.byteStrings(L, -1)
-            lua_pop(L, 1)
-            return nil
-        }
+        let failure = lua.runToEnd(ref, in: event)
+        lua_rawgeti(L, lua_registryIndex(), lua_Integer(eventRef))
+        lua_getfield(L, -1, "RESULT")
+        result = byteStrings(L, -1)
+        lua_pop(L, 2)
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         XCTAssertEqual(lua_gettop(L), top, "unbalanced stack", file: file, line: line)
         return (failure, seconds, result)

@@ -20,7 +20,7 @@ final class SandboxTests: XCTestCase {
         lua_createtable(lua.L, 0, 0)
         lua.pushEnvironment(for: event)
         lastEnvironment = lua_topointer(lua.L, -1)
-        let failure = lua.run(ref, in: event)
+        let failure = lua.runToEnd(ref, in: event)
         XCTAssertEqual(lua_gettop(lua.L), top, "unbalanced stack", file: file, line: line)
         return failure
     }
@@ -76,10 +76,13 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(lastEnvironment, second)
         expectSuccess(lua, "assert(_G ~= nil and _G.event == event)")
         XCTAssertNotEqual(lastEnvironment, second, "an environment whose _G changed is not reused")
-        // A failed run that left nothing behind gives its environment back too.
-        let third = lastEnvironment
+        // A failed run gives no environment back.
+        var third = lastEnvironment
         _ = run(lua, "error('boom')")
         XCTAssertEqual(lastEnvironment, third)
+        expectSuccess(lua, "assert(next(_G, next(_G, nil)) == nil or true)")
+        XCTAssertNotEqual(lastEnvironment, third)
+        third = lastEnvironment
         expectSuccess(lua, "assert(next(_G, next(_G, nil)) == nil or true)")
         XCTAssertEqual(lastEnvironment, third)
         // A global added by rawset, or added and removed again, counts as well.
@@ -117,7 +120,7 @@ final class SandboxTests: XCTestCase {
             push()
             lua.pushEnvironment(for: global)
             let environment = lua_topointer(L, -1)
-            XCTAssertNil(lua.run(ref, in: global))
+            XCTAssertNil(lua.runToEnd(ref, in: global))
             return environment
         }
         let keptEvent = { _ = lua_rawgeti(L, lua_registryIndex(), lua_Integer(kept)) }
@@ -346,11 +349,7 @@ final class SandboxTests: XCTestCase {
         let event = lua.eventGlobal(named: "event", keepsValue: false)
         lua_pushnil(L)
         lua.pushEnvironment(for: event)
-        let failure = lua.run(ref, in: event) { env in
-            lua_getfield(L, env, "handler")
-            lua_pushnil(L)
-            return lua.protectedCall()
-        }
+        let failure = lua.runToEnd(ref, in: event, handler: "handler")
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         XCTAssertTrue(failure?.contains("timed out") == true, failure ?? "no error")
         XCTAssertLessThan(seconds, 2.0)
@@ -426,7 +425,7 @@ final class SandboxTests: XCTestCase {
             for _ in 0..<times {
                 lua_pushnil(lua.L)
                 lua.pushEnvironment(for: event)
-                _ = lua.run(ref, in: event)
+                _ = lua.runToEnd(ref, in: event)
             }
             return Double(DispatchTime.now().uptimeNanoseconds - start) / Double(times)
         }

@@ -27,6 +27,9 @@ typedef struct cls_control {
     /* Set when a script adds a key to a per-run environment (an assignment to a new global, or
        rawset on one); the owner clears it. */
     int env_written;
+    /* The coroutine of the run executing now (NULL between runs): the only thread a waiting
+       function may suspend. */
+    lua_State *run_thread;
 } cls_control;
 
 /* A new state whose allocator counts into `control` (which must outlive the state), with a panic
@@ -39,7 +42,7 @@ cls_control *cls_control_of(lua_State *L);
 /* lua_CFunction, to be called through lua_pcall once on a fresh state: opens base, string, table,
    math, utf8, coroutine and a reduced os; wraps load, collectgarbage, rawset and setmetatable;
    hides the string metatable; switches the collector to generational mode; seals the library
-   tables. Returns two values: the metatable for per-run environments and the message handler. */
+   tables. Returns the metatable for per-run environments. */
 int cls_open_sandbox(lua_State *L);
 
 /* lua_CFunction, to be called through lua_pcall: replaces every table reachable from the
@@ -50,15 +53,30 @@ int cls_seal_globals(lua_State *L);
    read-only proxy, or the value itself when it is not a table. */
 int cls_seal_value(lua_State *L);
 
-/* Starts a deadline `timeout_ns` from now: installs a count hook on L that raises
-   "script timed out after N ms" once it passes, and at every instruction from then on. */
-void cls_arm_timeout(lua_State *L, uint64_t timeout_ns);
+/* Starts a deadline `remaining_ns` from now: installs a count hook on L that raises
+   "script timed out after N ms" (N from `timeout_ns`, the whole budget) once it passes, and at
+   every instruction from then on. */
+void cls_arm_timeout(lua_State *L, uint64_t remaining_ns, uint64_t timeout_ns);
+
+/* Gives the thread L the count hook of the deadline armed now (for a run nested in another,
+   which shares its deadline), or removes L's hook when none is armed. */
+void cls_hook_thread(lua_State *L);
 
 /* Clears the deadline and removes the hook from L. */
 void cls_disarm_timeout(lua_State *L);
 
-/* The message handler used for runs: appends a traceback to the error message. */
-int cls_traceback(lua_State *L);
+/* The deadline armed now in CLOCK_MONOTONIC nanoseconds (0 = none), and the clock. */
+uint64_t cls_deadline(lua_State *L);
+uint64_t cls_now_ns(void);
+
+/* Pushes a function for scripts named `name` that may wait: it calls `prepare` (a plain C call,
+   with the script's arguments) on the run's coroutine. `prepare` returns the number of results
+   it pushed to answer at once, -1 after arranging for the run to be resumed later (the run's
+   coroutine then yields, and the values it is resumed with are the function's results), or -2
+   to raise the error object it pushed (a bad argument). Outside
+   the run's own coroutine (a coroutine the script made, a metamethod or iterator called from C)
+   the function raises an error saying so. `prepare` must not raise Lua errors. */
+void cls_push_waiting_function(lua_State *L, int (*prepare)(lua_State *), const char *name);
 
 /* Instructions between two deadline checks. */
 #define CLS_HOOK_COUNT 1000

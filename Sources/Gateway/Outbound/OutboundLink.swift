@@ -40,6 +40,11 @@ final class OutboundLink {
     /// Bumped by `disconnect` and `reset` so a scheduled reconnect of before does nothing.
     private var generation = 0
 
+    /// The run of the script that waits, and the events that came meanwhile (its connection's
+    /// input is held), run in order once it has ended.
+    private(set) var waitingRun: ScriptRun?
+    var deferredEvents: [OutboundEvent] = []
+
     /// Published in the outbound registry: senders on other loops see a slow upstream.
     let sendQueue: SendQueueGauge
 
@@ -52,6 +57,16 @@ final class OutboundLink {
     }
 
     var scriptFile: String { spec.script }
+
+    func scriptWaits(_ run: ScriptRun) {
+        waitingRun = run
+        connection?.scriptWaits(run)
+    }
+
+    /// The waiting run ended; the runner runs the deferred events, then lets the input flow.
+    func scriptEnded() {
+        waitingRun = nil
+    }
 
     func start() {
         dial()
@@ -96,6 +111,7 @@ final class OutboundLink {
             failures = 0
             attempts = 0
             self.connection = connection
+            if let waitingRun { connection.scriptWaits(waitingRun) }
             // Shutdown waits for its close handshake as for inbound sockets.
             worker.shared.liveSockets.add(1, ordering: .relaxed)
             publish { $0.state = .open }

@@ -21,6 +21,7 @@ enum ScriptAPI {
             service.set("outbound", websocketOutbound)
         }
         installJWT(in: lua)
+        installSleep(in: lua)
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
         // print converts its arguments in Lua, where a failing __tostring is an ordinary script error.

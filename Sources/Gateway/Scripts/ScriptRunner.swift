@@ -110,53 +110,157 @@ final class ScriptRunner {
         scripts = next
     }
 
+    /// The name of the function an event handler script defines.
+    private static let handlerFunction = "handle_websocket_websocket_info"
+
+    /// Runs a socket's event. While a run of the socket waits, its input is held, so the only event
+    /// that can come is its close, which runs once the waiting run has ended.
     func runScript(_ connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
         guard let script = connection.script, !script.removed else { return }
-        let L = lua.L
+        if let waiting = connection.waitingRun {
+            waiting.closeDeferred = true
+            return
+        }
+        let startedAt = worker.loop.now
         // Restored after the run: a run that closes another socket of this loop may run that
         // socket's close event inside it.
-        let (previous, previousEvent) = (current, currentEvent)
-        current = connection
-        currentEvent = event
-        defer { (current, currentEvent) = (previous, previousEvent) }
+        let outer = (current, currentEvent, currentLink)
+        (current, currentEvent, currentLink) = (connection, event, nil)
         let reusedView = infoView.push(event: event, message: message, binary: binary, runner: self)
         lua.pushEnvironment(for: websocketInfoGlobal)
-        let failure: String?
-        if !script.isEventHandler {
-            failure = lua.run(script.ref, in: websocketInfoGlobal)
-        } else {
-            failure = lua.run(script.ref, in: websocketInfoGlobal) { [lua] env in
-                lua_getfield(L, env, "handle_websocket_websocket_info")
-                guard lua_type(L, -1) == LUA_TFUNCTION else {
-                    lua_pop(L, 1)
-                    return "\(Router.eventHandlerFile) does not define function handle_websocket_websocket_info"
-                }
-                lua_getfield(L, env, "websocketInfo")
-                return lua.protectedCall()
+        let outcome = lua.start(script.ref, in: websocketInfoGlobal, handler: script.isEventHandler ? Self.handlerFunction : nil)
+        (current, currentEvent, currentLink) = outer
+        switch outcome {
+        case .finished(let failure):
+            infoView.finish(reused: reusedView)
+            if let failure { report(failure, subject: .socket(connection, event)) }
+        case .suspended(let lua):
+            // The pair goes with the waiting run; the next run gets a new one to reuse.
+            if reusedView { infoView.detach() }
+            let run = ScriptRun(lua: lua, subject: .socket(connection, event), startedAt: startedAt)
+            connection.scriptWaits(run)
+            waitBegan(run)
+        }
+    }
+
+    /// Runs an outbound connection's event; while a run of the link waits, its events queue.
+    func runOutboundScript(_ link: OutboundLink, event: OutboundEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
+        if link.waitingRun != nil {
+            // Data cannot come: the connection's input is held.
+            if case .data = event { return }
+            link.deferredEvents.append(event)
+            return
+        }
+        guard let script = scripts[link.scriptFile], !script.removed else {
+            Log.error("outbound \(link.name): script \(link.scriptFile) is gone; its \(event.name) event is not handled")
+            return
+        }
+        let startedAt = worker.loop.now
+        let outer = (current, currentEvent, currentLink)
+        (current, currentEvent, currentLink) = (nil, .open, link)
+        ScriptAPI.pushWsEvent(lua.L, runner: self, link: link, event: event, message: message, binary: binary)
+        lua.pushEnvironment(for: wsEventGlobal)
+        let outcome = lua.start(script.ref, in: wsEventGlobal)
+        (current, currentEvent, currentLink) = outer
+        switch outcome {
+        case .finished(let failure):
+            if let failure { report(failure, subject: .link(link, event)) }
+        case .suspended(let lua):
+            let run = ScriptRun(lua: lua, subject: .link(link, event), startedAt: startedAt)
+            link.scriptWaits(run)
+            waitBegan(run)
+        }
+    }
+
+    // MARK: Runs that wait
+
+    /// Set by a waiting function just before its run suspends: starts the wait, given the run and
+    /// the wait's number (see `resume`).
+    private var pendingWait: ((ScriptRun, Int) -> Void)?
+
+    /// Called by a function that waits (from its `cls_push_waiting_function` prepare function):
+    /// `begin` starts the wait once the run has suspended, and must lead to one `resume` call.
+    func suspendRun(_ begin: @escaping (ScriptRun, Int) -> Void) {
+        pendingWait = begin
+    }
+
+    /// A run just suspended: starts its wait, and bounds the whole run by scripts.waitTimeoutMs.
+    private func waitBegan(_ run: ScriptRun) {
+        let begin = pendingWait
+        pendingWait = nil
+        if run.wait == 0, worker.config.scriptWaitTimeoutMs > 0 {
+            let limit = UInt64(worker.config.scriptWaitTimeoutMs) * 1_000_000
+            let elapsed = worker.loop.now &- run.startedAt
+            worker.loop.schedule(after: limit > elapsed ? limit - elapsed : 0) { [weak self, weak run] in
+                guard let self, let run, !run.ended else { return }
+                self.abandon(run, why: "it took longer than scripts.waitTimeoutMs (\(self.worker.config.scriptWaitTimeoutMs) ms)")
             }
         }
-        infoView.finish(reused: reusedView)
-        if let failure {
+        let number = run.nextWait()
+        guard let begin else {
+            // Only a waiting function suspends a run; anything else is a bug of ours, not the script's.
+            abandon(run, why: "it suspended without waiting for anything")
+            return
+        }
+        begin(run, number)
+    }
+
+    /// Resumes `run` with the answer to its wait `number`, which `push` pushes on the run's
+    /// coroutine (returning the count); does nothing if the run has ended or waits for something
+    /// else by now.
+    func resume(_ run: ScriptRun, wait number: Int, pushing push: (OpaquePointer) -> Int32) {
+        guard run.accepts(number) else { return }
+        let outer = (current, currentEvent, currentLink)
+        switch run.subject {
+        case .socket(let connection, let event): (current, currentEvent, currentLink) = (connection, event, nil)
+        case .link(let link, _): (current, currentEvent, currentLink) = (nil, .open, link)
+        }
+        let outcome = lua.resume(run.lua, pushing: push)
+        (current, currentEvent, currentLink) = outer
+        switch outcome {
+        case .finished(let failure):
+            if let failure { report(failure, subject: run.subject) }
+            ended(run)
+        case .suspended:
+            waitBegan(run)
+        }
+    }
+
+    /// Ends a waiting run where it is, with its wait cancelled, and logs why.
+    private func abandon(_ run: ScriptRun, why: String) {
+        run.cancelWait?()
+        lua.abandon(run.lua)
+        Log.error("script run abandoned route=\(run.route) socket=\(run.socketId) event=\(run.eventName): \(why)")
+        ended(run)
+    }
+
+    /// The socket or link of a run that ended gets its next events.
+    private func ended(_ run: ScriptRun) {
+        run.end()
+        switch run.subject {
+        case .socket(let connection, _):
+            connection.scriptEnded()
+            if run.closeDeferred { runScript(connection, event: .close, message: nil, binary: false) }
+        case .link(let link, _):
+            link.scriptEnded()
+            while link.waitingRun == nil, !link.deferredEvents.isEmpty {
+                runOutboundScript(link, event: link.deferredEvents.removeFirst(), message: nil, binary: false)
+            }
+            if link.waitingRun == nil { link.connection?.scriptEnded() }
+        }
+    }
+
+    /// Logs a failed run; one that used up its time has its socket read no more for a while.
+    private func report(_ failure: String, subject: ScriptRun.Subject) {
+        switch subject {
+        case .socket(let connection, let event):
             Log.error("script error route=\(connection.info?.route ?? "-") socket=\(connection.socketId) event=\(event.name): \(failure)")
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.isOpen {
                 // The loop just spent a whole timeout on this socket: serve the others before its
                 // next message.
                 connection.pauseReading(for: lua.timeoutNanos)
             }
-        }
-    }
-
-    func runOutboundScript(_ link: OutboundLink, event: OutboundEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        guard let script = scripts[link.scriptFile], !script.removed else {
-            Log.error("outbound \(link.name): script \(link.scriptFile) is gone; its \(event.name) event is not handled")
-            return
-        }
-        let L = lua.L
-        currentLink = link
-        defer { currentLink = nil }
-        ScriptAPI.pushWsEvent(L, runner: self, link: link, event: event, message: message, binary: binary)
-        lua.pushEnvironment(for: wsEventGlobal)
-        if let failure = lua.run(script.ref, in: wsEventGlobal) {
+        case .link(let link, let event):
             Log.error("script error outbound=\(link.name) script=\(link.scriptFile) event=\(event.name): \(failure)")
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.isOpen {
                 connection.pauseReading(for: lua.timeoutNanos)

@@ -14,7 +14,7 @@ import Reactor
 /// all first. The view's metatable is hidden, its data table unreachable (the `pairs` iterator
 /// holds it as an upvalue), so a pair nobody wrote to holds nothing of the run that used it. A run
 /// inside another (a socket closed while a script runs has its close event run at once) gets a pair
-/// of its own.
+/// of its own, and a run that waits keeps the pair it has (`detach`).
 final class WebsocketInfoView {
     private let L: OpaquePointer
     /// Registry slots: the reused view and its data table (`false` once written to), the metatable
@@ -156,6 +156,18 @@ final class WebsocketInfoView {
             }
             builtFields = 0
         }
+    }
+
+    /// Gives the reused pair to the run that holds it, which waits: the pair is no longer reused,
+    /// and the next run gets a new one.
+    func detach() {
+        inUse = false
+        written = false
+        builtFields = 0
+        lua_pushboolean(L, 0)
+        lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
+        lua_pushboolean(L, 0)
+        lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
     }
 
     /// data[strings[key]] = the value `push` pushes.

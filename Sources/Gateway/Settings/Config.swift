@@ -33,6 +33,8 @@ public struct GatewayConfig: Equatable {
     public var approvedSocketDomains: [String] = []
     public var subprotocols: [String] = []
     public var scriptTimeoutMs = 1000
+    /// The longest a run may take from start to end, waits included; 0 = no limit.
+    public var scriptWaitTimeoutMs = 30_000
     public var scriptMemoryBytes = 64 << 20
     public var shutdownTimeoutMs = 10_000
     /// PEM files; both set means the port speaks TLS only.
@@ -177,6 +179,7 @@ extension GatewayConfig {
                     switch key {
                     case "timeoutMs": config.scriptTimeoutMs = try r.int(value, "scripts." + key, 0...3_600_000)
                     case "memoryBytes": config.scriptMemoryBytes = try r.int(value, "scripts." + key, 0...(1 << 40))
+                    case "waitTimeoutMs": config.scriptWaitTimeoutMs = try r.int(value, "scripts." + key, 0...86_400_000)
                     default: throw r.unknown("scripts." + key)
                     }
                 }

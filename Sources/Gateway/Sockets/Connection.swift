@@ -55,6 +55,9 @@ final class Connection: IOHandler {
     private var readPaused = false
     private var wantsWrite = false
     private var inFlushList = false
+    /// The run of this socket's script that waits: the socket's input is held until it ends, so its
+    /// events stay in order and its backlog stays in the kernel.
+    private(set) var waitingRun: ScriptRun?
     /// This connection's place among its worker's `Deadlines` (-1: none), and what it waits for.
     var deadlineIndex = -1
     var deadline: (at: UInt64, kind: Deadlines.Kind) = (0, .request)
@@ -159,7 +162,7 @@ final class Connection: IOHandler {
             flush()
             if phase == .closed { return }
         }
-        if readPaused {
+        if inputStopped {
             // Level-triggered hang-ups keep firing while reading is off: nothing more can arrive.
             if events & (IOEvents.hangup | IOEvents.error) != 0 { closeSocket() }
             return
@@ -207,7 +210,7 @@ final class Connection: IOHandler {
     /// Reads until the socket has nothing more for now. With TLS, decrypted bytes buffered inside
     /// OpenSSL do not wake epoll, so reading goes on while there are any.
     private func readOnce() {
-        while readAvailable() && transport.hasBufferedInput && !readPaused && phase != .closed {}
+        while readAvailable() && transport.hasBufferedInput && !inputStopped && phase != .closed {}
     }
 
     /// One read; false when nothing more can be read now.
@@ -291,7 +294,7 @@ final class Connection: IOHandler {
         guard let session else { return bytes.count }
         var consumed = 0
         // Once the bytes are used up, one more call lets the session release a delivered message's buffer.
-        while phase == .webSocket && !readPaused && (consumed < bytes.count || session.holdsMessage) {
+        while phase == .webSocket && !inputStopped && (consumed < bytes.count || session.holdsMessage) {
             let queuedBefore = output.count
             let event = session.next(bytes, consumed: &consumed, output: &output, admit: { self.admit($0) })
             // The session queued a pong or a close, or changed state (a script's sends are handled as they happen).
@@ -464,12 +467,11 @@ final class Connection: IOHandler {
     }
 
     private func linger() {
+        let wasStopped = inputStopped
         phase = .draining
         transport.shutdownWrite()
-        if readPaused {
-            readPaused = false
-            updateInterest()
-        }
+        readPaused = false
+        if wasStopped { updateInterest() }
         worker.deadlines.set(self, .linger, after: 2_000_000_000)
     }
 
@@ -482,9 +484,33 @@ final class Connection: IOHandler {
 
     private func updateInterest() {
         var events: UInt32 = 0
-        if !readPaused { events |= IOEvents.readable }
+        if !inputStopped { events |= IOEvents.readable }
         if wantsWrite { events |= IOEvents.writable }
         worker.loop.modify(fd: fd, events: events, registration: registration)
+    }
+
+    /// Input is neither read nor processed: throttled, or a run of the script waits (a socket
+    /// that is closing still reads, to see the peer's end).
+    private var inputStopped: Bool { readPaused || (waitingRun != nil && phase == .webSocket) }
+
+    /// A run of this socket's script waits: its later events wait for it.
+    func scriptWaits(_ run: ScriptRun) {
+        waitingRun = run
+        if phase == .webSocket { updateInterest() }
+    }
+
+    /// The waiting run ended: buffered input is processed and reading goes on.
+    func scriptEnded() {
+        waitingRun = nil
+        guard phase == .webSocket else { return }
+        updateInterest()
+        resumeInput()
+    }
+
+    /// Processes what was held back, then reads what TLS decrypted meanwhile (epoll will not say).
+    private func resumeInput() {
+        if !input.isEmpty { processInput() }
+        if transport.hasBufferedInput && !inputStopped && phase != .closed { readOnce() }
     }
 
     /// Stops reading for a while (a rate-limit token is due, or the script overran its time);
@@ -496,8 +522,7 @@ final class Connection: IOHandler {
             guard let self, self.phase != .closed, self.readPaused else { return }
             self.readPaused = false
             self.updateInterest()
-            if !self.input.isEmpty { self.processInput() }
-            if self.transport.hasBufferedInput && !self.readPaused && self.phase != .closed { self.readOnce() }
+            if !self.inputStopped { self.resumeInput() }
         }
     }
 

@@ -1,0 +1,67 @@
+import LuaRuntime
+
+/// A script run that waits (for `sleep`, an HTTP response): its Lua coroutine, what it runs for,
+/// and the wait in progress. Exists only while the run is suspended; the runner resumes it when
+/// the wait's answer comes, or abandons it at `scripts.waitTimeoutMs`.
+final class ScriptRun {
+    enum Subject {
+        /// A socket's event: the socket's later events wait for this run (see `Connection.waitingRun`).
+        case socket(Connection, ScriptEvent)
+        /// An outbound connection's event: its later events wait too (`OutboundLink.waitingRun`).
+        case link(OutboundLink, OutboundEvent)
+    }
+
+    let lua: LuaRun
+    let subject: Subject
+    /// Loop time when the run started, for `scripts.waitTimeoutMs`.
+    let startedAt: UInt64
+    /// Numbers the run's waits: an answer resumes the run only while its wait is the current one.
+    private(set) var wait = 0
+    /// Stops the current wait's work (closes an HTTP request's socket) when the run is abandoned.
+    var cancelWait: (() -> Void)?
+    private(set) var ended = false
+    /// The socket closed while the run waited: its close event runs once the run has ended.
+    var closeDeferred = false
+
+    init(lua: LuaRun, subject: Subject, startedAt: UInt64) {
+        self.lua = lua
+        self.subject = subject
+        self.startedAt = startedAt
+    }
+
+    /// Starts a new wait; returns its number.
+    func nextWait() -> Int {
+        wait += 1
+        cancelWait = nil
+        return wait
+    }
+
+    func end() {
+        ended = true
+        cancelWait = nil
+    }
+
+    /// Whether the answer to wait `number` may resume the run.
+    func accepts(_ number: Int) -> Bool { !ended && wait == number }
+
+    var route: String {
+        switch subject {
+        case .socket(let connection, _): return connection.info?.route ?? "-"
+        case .link(let link, _): return "outbound:\(link.name)"
+        }
+    }
+
+    var socketId: String {
+        switch subject {
+        case .socket(let connection, _): return connection.socketId
+        case .link(let link, _): return "outbound:\(link.name)"
+        }
+    }
+
+    var eventName: String {
+        switch subject {
+        case .socket(_, let event): return event.name
+        case .link(_, let event): return event.name
+        }
+    }
+}
