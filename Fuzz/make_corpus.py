@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora Fuzz/corpus/http/*, Fuzz/corpus/frames/* and Fuzz/corpus/client/*.
+"""Writes the seed corpora Fuzz/corpus/http/*, Fuzz/corpus/frames/*, Fuzz/corpus/client/* and
+Fuzz/corpus/response/*.
 
 The seeds are committed; this script documents what each one is and regenerates them byte for byte:
     python3 Fuzz/make_corpus.py
@@ -243,7 +244,60 @@ def client_seeds():
     write("client", "46-header-tab-del", "X-Tab:a\tb\x7f")
 
 
+GET, HEAD, CONNECT, POST = 0, 1, 2, 3
+
+
+def body_seed(name, wire, method=GET, cut=32):
+    """HTTPResponseFuzzer reads bytes 1... as a response to `method` (control bits 0-1) and as a request
+    whose body follows its head, cut in two at `cut`/63 of the way (control bits 2-7)."""
+    if isinstance(wire, str):
+        wire = wire.encode("utf-8")
+    write("response", name, bytes([(cut << 2) | method]) + wire)
+
+
+OK = "HTTP/1.1 200 OK\r\n"
+
+
+def chunked(*chunks, trailers=()):
+    return "".join(f"{len(c):x}\r\n{c}\r\n" for c in chunks) + "0\r\n" + "".join(t + "\r\n" for t in trailers) + "\r\n"
+
+
+def response_seeds():
+    body_seed("01-content-length", OK + "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello")
+    body_seed("02-chunked-extensions-trailers", OK + "Transfer-Encoding: chunked\r\n\r\n"
+              "5;name=value\r\nhello\r\n0006 ; a=\"b;c\"\r\n world\r\n0\r\nX-Trailer: 1\r\nExpires: 0\r\n\r\n", cut=20)
+    body_seed("03-chunked-and-content-length", OK + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked("abc"))
+    body_seed("04-until-close", OK + "Connection: keep-alive\r\n\r\nthe body ends with the connection", cut=63)
+    body_seed("05-gzip-final-coding", (OK + "Transfer-Encoding: chunked, gzip\r\n\r\n").encode() + b"\x1f\x8b\x08\x00")
+    body_seed("06-interim-responses", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+              + OK + "Content-Length: 2\r\n\r\nok", cut=8)
+    body_seed("07-101-then-frame", f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              f"Sec-WebSocket-Accept: {ACCEPT}\r\n\r\n".encode() + frame(TEXT, b"hi", mask=None))
+    body_seed("08-head-request", OK + "Content-Length: 1000\r\n\r\n", method=HEAD)
+    body_seed("09-204-304-with-bytes", "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc"
+              "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n")
+    body_seed("10-connect-tunnel", "HTTP/1.1 200 Connection Established\r\n\r\n\x16\x03\x01", method=CONNECT)
+    body_seed("11-http10-keep-alive", "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nhi")
+    body_seed("12-repeated-content-lengths", OK + "Content-Length: 4, 004\r\nContent-Length: 4\r\n\r\nbody")
+    body_seed("13-conflicting-content-lengths", OK + "Content-Length: 4\r\nContent-Length: 5\r\n\r\nbody!")
+    body_seed("14-bad-chunks", OK + "Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n3\r\nabcX\r\n-1\r\n0x2\r\n\r\r\n")
+    body_seed("15-chunk-size-overflow", OK + "Transfer-Encoding: chunked\r\n\r\n" + "0" * 20 + "FFFFFFFFFFFFFFFFF\r\n")
+    body_seed("16-pipelined-responses", OK + "Content-Length: 1\r\n\r\nx" + OK + "Transfer-Encoding: chunked\r\n\r\n" + chunked("y"))
+    body_seed("17-request-content-length", "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+              "GET /next HTTP/1.1\r\nHost: a\r\n\r\n", method=POST)
+    body_seed("18-request-chunked", "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + chunked("hello", " world", trailers=["Digest: x"]) + "GET /next HTTP/1.1\r\n\r\n", method=POST, cut=40)
+    body_seed("19-request-both-framings", "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked("smug"))
+    body_seed("20-request-gzip-chunked", "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" + chunked("z"))
+    body_seed("21-head-bare-lf", "HTTP/1.1 200 OK\nContent-Length: 1\n\nx")
+    body_seed("22-body-over-limit", OK + "Content-Length: 300\r\n\r\n" + "b" * 300, cut=50)
+    body_seed("23-empty-and-odd-codings", OK + "Transfer-Encoding: , \r\nTransfer-Encoding: Chunked;q=1\r\n\r\n" + chunked("ok"))
+    body_seed("24-http10-transfer-encoding", "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked("a"))
+    body_seed("25-many-small-chunks", OK + "Transfer-Encoding: chunked\r\n\r\n" + chunked(*"abcdefghijklmnopqrstuvwxyz"), cut=1)
+
+
 if __name__ == "__main__":
     http_seeds()
     frame_seeds()
     client_seeds()
+    response_seeds()

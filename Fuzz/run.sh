@@ -15,7 +15,8 @@
 #   CLANG                                  C compiler (default: the clang next to SWIFTC)
 #   FUZZ_SANITIZERS                        e.g. "fuzzer" to build without ASan (default: fuzzer,address)
 #   FUZZ_TARGETS                           space-separated subset
-#                                          (default: "HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer")
+#                                          (default: "HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer
+#                                          SessionFuzzer HTTPResponseFuzzer")
 #   FUZZ_ARGS                              extra libFuzzer flags, e.g. "-seed=1 -max_len=8192"
 set -uo pipefail
 
@@ -28,7 +29,7 @@ fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 out=".build-fuzz"
-targets="${FUZZ_TARGETS:-HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer SessionFuzzer}"
+targets="${FUZZ_TARGETS:-HTTPRequestFuzzer FrameDecoderFuzzer ClientHandshakeFuzzer SessionFuzzer HTTPResponseFuzzer}"
 
 if [ -n "${SWIFTC:-}" ]; then
     swiftc="$SWIFTC"
@@ -45,6 +46,7 @@ corpus_name() {
         FrameDecoderFuzzer) echo frames ;;
         ClientHandshakeFuzzer) echo client ;;
         SessionFuzzer) echo session ;;
+        HTTPResponseFuzzer) echo response ;;
         *) echo "unknown target $1" >&2; return 1 ;;
     esac
 }

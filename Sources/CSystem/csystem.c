@@ -90,6 +90,23 @@ int cs_accept(int listen_fd) {
 
 int cs_errno(void) { return errno; }
 
+int cs_peer_address(int fd, char *out, size_t out_len) {
+    struct sockaddr_storage address;
+    socklen_t length = sizeof address;
+    if (getpeername(fd, (struct sockaddr *)&address, &length) != 0) return -1;
+    if (address.ss_family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&address;
+        return inet_ntop(AF_INET, &v4->sin_addr, out, (socklen_t)out_len) ? 0 : -1;
+    }
+    if (address.ss_family == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&address;
+        if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr))
+            return inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], out, (socklen_t)out_len) ? 0 : -1;
+        return inet_ntop(AF_INET6, &v6->sin6_addr, out, (socklen_t)out_len) ? 0 : -1;
+    }
+    return -1;
+}
+
 static int is_numeric_host(const char *host) {
     struct in6_addr scratch;
     return inet_pton(AF_INET, host, &scratch) == 1 || inet_pton(AF_INET6, host, &scratch) == 1;

@@ -42,6 +42,22 @@ public final class Gateway {
             }
         }
         self.port = port
+        var adminListeners: [Int32] = []
+        let adminToken: String?
+        do { adminToken = try config.resolvedAdminToken() } catch { throw StartupError(message: error.message) }
+        if adminToken != nil {
+            var adminPort = config.adminPort
+            for _ in listeners {
+                do {
+                    let fd = try Socket.listen(host: config.adminHost, port: UInt16(adminPort))
+                    adminPort = Socket.localPort(fd)
+                    adminListeners.append(fd)
+                } catch {
+                    throw StartupError(message: "admin listener on \(config.adminHost):\(config.adminPort): \(error)")
+                }
+            }
+            Log.info("management API on \(config.adminHost):\(adminPort)")
+        }
         let tls = try Gateway.loadTLS(config)
         for (i, spec) in config.outbound.enumerated() {
             guard scripts.sources[spec.script] != nil else {
@@ -58,9 +74,10 @@ public final class Gateway {
         // Signals are blocked before any loop thread exists, so only the supervisor's signalfd sees them.
         SignalWatcher.blockSignals()
         shared.workers = listeners.enumerated().map {
-            Worker(index: $0.offset, shared: shared, config: config, scripts: scripts, listenFd: $0.element, tls: tls)
+            Worker(index: $0.offset, shared: shared, config: config, scripts: scripts, listenFd: $0.element, tls: tls,
+                   adminListenFd: adminListeners.isEmpty ? nil : adminListeners[$0.offset], adminToken: adminToken)
         }
-        for route in scripts.routes { Log.info("route \(route.pattern) -> \(route.file)") }
+        for route in scripts.routes { Log.info("\(route.isHTTP ? "HTTP route" : "route") \(route.pattern) -> \(route.file)") }
         if scripts.hasEventHandler { Log.info("event handler \(Router.eventHandlerFile) serves every other path") }
     }
 

@@ -18,6 +18,13 @@ public enum Socket {
 
     public static func localPort(_ fd: Int32) -> Int { Int(cs_local_port(fd)) }
 
+    /// The peer's IP address as text, or "" when the socket has none.
+    public static func peerAddress(_ fd: Int32) -> String {
+        var text = [CChar](repeating: 0, count: 64)
+        guard cs_peer_address(fd, &text, text.count) == 0 else { return "" }
+        return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
     public enum AcceptResult {
         case socket(Int32)
         case wouldBlock

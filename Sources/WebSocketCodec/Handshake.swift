@@ -80,6 +80,56 @@ public enum Handshake {
 
 /// Minimal HTTP responses for everything that is not an upgrade; the connection closes after them.
 public enum HTTPResponse {
+    /// A response with `body` as is: `headers` (name, value) in order, then Content-Length, and
+    /// `Connection: close` unless the connection stays open for another request. The caller has
+    /// checked the header names and values.
+    public static func make(status: Int, headers: [(name: String, value: String)], body: [UInt8], keepAlive: Bool) -> [UInt8] {
+        var text = "HTTP/1.1 \(status) \(reason(status))\r\n"
+        for (name, value) in headers { text += "\(name): \(value)\r\n" }
+        // RFC 9110 8.6: never for 1xx and 204.
+        if status >= 200 && status != 204 { text += "Content-Length: \(body.count)\r\n" }
+        if !keepAlive { text += "Connection: close\r\n" }
+        text += "\r\n"
+        var bytes = Array(text.utf8)
+        bytes.append(contentsOf: body)
+        return bytes
+    }
+
+    /// The reason phrase of the statuses scripts and the management API answer with, else "".
+    public static func reason(_ status: Int) -> String {
+        switch status {
+        case 100: return "Continue"
+        case 200: return "OK"
+        case 201: return "Created"
+        case 202: return "Accepted"
+        case 204: return "No Content"
+        case 301: return "Moved Permanently"
+        case 302: return "Found"
+        case 303: return "See Other"
+        case 304: return "Not Modified"
+        case 307: return "Temporary Redirect"
+        case 308: return "Permanent Redirect"
+        case 400: return "Bad Request"
+        case 401: return "Unauthorized"
+        case 403: return "Forbidden"
+        case 404: return "Not Found"
+        case 405: return "Method Not Allowed"
+        case 409: return "Conflict"
+        case 410: return "Gone"
+        case 413: return "Content Too Large"
+        case 415: return "Unsupported Media Type"
+        case 422: return "Unprocessable Content"
+        case 429: return "Too Many Requests"
+        case 431: return "Request Header Fields Too Large"
+        case 500: return "Internal Server Error"
+        case 501: return "Not Implemented"
+        case 502: return "Bad Gateway"
+        case 503: return "Service Unavailable"
+        case 504: return "Gateway Timeout"
+        default: return ""
+        }
+    }
+
     public static func make(status: Int, reason: String, body: String = "", headers: [String] = []) -> [UInt8] {
         let payload = body.isEmpty ? reason + "\n" : body
         var text = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: \(payload.utf8.count)\r\nConnection: close\r\n"

@@ -37,6 +37,12 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("tls-key"), help: "PEM private key for wss:// (overrides the config's tls.privateKey).")
     var tlsPrivateKey: String?
 
+    @Option(name: .customLong("admin-port"), help: "Port of the management API on admin.host (overrides the config's admin.port; 0 = off).")
+    var adminPort: Int?
+
+    @Option(name: .customLong("admin-token-file"), help: "File holding the management API's bearer token (overrides the config's admin.tokenFile).")
+    var adminTokenFile: String?
+
     /// The config file (or the defaults) with the command line's overrides on top; read again on SIGHUP.
     func settings() throws(ConfigError) -> GatewayConfig {
         var settings = GatewayConfig()
@@ -52,6 +58,15 @@ struct Serve: ParsableCommand {
         if (settings.tlsCertificate == nil) != (settings.tlsPrivateKey == nil) {
             throw ConfigError(message: "TLS needs both a certificate and a private key (--tls-cert and --tls-key)")
         }
+        if let adminPort {
+            guard (0...65535).contains(adminPort) else { throw ConfigError(message: "--admin-port must be between 0 and 65535") }
+            settings.adminPort = adminPort
+        }
+        if let adminTokenFile {
+            settings.adminTokenFile = adminTokenFile
+            settings.adminToken = nil
+        }
+        _ = try settings.resolvedAdminToken()
         if let workers {
             guard (0...1024).contains(workers) else { throw ConfigError(message: "--workers must be between 0 and 1024") }
             settings.workers = workers

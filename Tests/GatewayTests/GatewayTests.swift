@@ -12,6 +12,15 @@ final class RouteTests: XCTestCase {
         XCTAssertEqual(route.segments, [.literal("echo")])
     }
 
+    func testHTTPRouteFromFileName() {
+        let route = Route(file: "notify/{user}.http.lua")
+        XCTAssertTrue(route.isHTTP)
+        XCTAssertEqual(route.pattern, "/notify/{user}")
+        XCTAssertEqual(route.segments, [.literal("notify"), .parameter("user")])
+        XCTAssertFalse(Route(file: "echo.lua").isHTTP)
+        XCTAssertFalse(Route(file: "http.lua").isHTTP)
+    }
+
     func testParameterRouteFromFileName() {
         let route = Route(file: "chat/{room}.lua")
         XCTAssertEqual(route.file, "chat/{room}.lua")

@@ -147,3 +147,54 @@ def test_relay_forwards_an_upstream_feed_both_ways(wsgate):
     assert tick == "tick 1"
     assert up == "hello upstream"
     assert closed["upstream"] == "feed" and closed["code"] in (1001, 1006)
+
+
+def test_precall_asks_an_api_for_the_url_then_connects(wsgate):
+    """precall.lua: Http.request to a REST API (Python's http.server) that answers with the
+    WebSocket URL, then Websocket.connect to it; _relay.lua relays the upstream to /feed."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    port = free_port()
+    seen = {}
+
+    class Api(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            seen["authorization"] = self.headers.get("Authorization")
+            body = json.dumps({"ok": True, "url": f"ws://127.0.0.1:{port}/rtm"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    server = wsgate(endpoints=REPO_ROOT / "Endpoints", config={"rateLimit": {"messagesPerSecond": 0}})
+
+    async def main():
+        async def handler(ws):
+            await ws.send("hello from rtm")
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", port):
+            async with connect(server.url("/feed")) as subscriber, connect(server.url("/precall")) as caller:
+                await caller.send(json.dumps({"api": f"http://127.0.0.1:{api.server_address[1]}/rtm.connect",
+                                              "token": "xoxb-1"}))
+                answer = await recv_json(caller)
+                relayed, _ = await recv_until(subscriber, lambda m: m == "hello from rtm")
+                return answer, relayed
+
+    try:
+        answer, relayed = run(main())
+    finally:
+        api.shutdown()
+        api.server_close()
+    assert answer == {"event": "connecting", "url": f"ws://127.0.0.1:{port}/rtm"}
+    assert relayed == "hello from rtm"
+    assert seen["authorization"] == "Bearer xoxb-1"

@@ -52,6 +52,10 @@ int cs_socket_error(int fd);
 void cs_address_text(const cs_address *address, char *buf, size_t len);
 /* The port a bound socket got (for port 0). */
 int cs_local_port(int fd);
+
+/* The peer's IP address as text (IPv4 dotted, IPv6 without brackets; an IPv4-mapped IPv6 address
+   as IPv4) into `out` (at least 46 bytes); 0, or -1 when the socket has no peer. */
+int cs_peer_address(int fd, char *out, size_t out_len);
 /* Disable SIGPIPE process-wide so writes to closed sockets return EPIPE. */
 void cs_ignore_sigpipe(void);
 /* Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it creates later). */

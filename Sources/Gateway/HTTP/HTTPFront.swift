@@ -3,14 +3,18 @@ import Reactor
 import WebSocketCodec
 
 /// The HTTP side of one loop: parses a socket's request, answers the health route, routes the path
-/// to an endpoint script, checks origin and subprotocols and upgrades; everything that is not a
-/// WebSocket for a route gets its HTTP answer here and the socket is closed.
+/// to an endpoint script, checks origin and subprotocols and upgrades. A plain request to an HTTP
+/// endpoint script's route has its body read and goes to the script (the connection stays open for
+/// the next request); everything else gets its HTTP answer here and the socket is closed.
 final class HTTPFront {
     static let healthPath = "/api/v1/solution/health"
 
     unowned let worker: Worker
     private var router = Router(routes: [])
     private var routeScripts: [EndpointScript] = []
+    /// The HTTP endpoint scripts' routes, which may share paths with WebSocket routes.
+    private var httpRouter = Router(routes: [])
+    private var httpScripts: [EndpointScript] = []
     private var eventHandler: EndpointScript?
     private var originPolicy: OriginPolicy
     private var socketCounter = 0
@@ -22,8 +26,10 @@ final class HTTPFront {
 
     /// The routes of the scripts that compiled, each with its script.
     func routesChanged(_ routes: [Route], scripts: [String: EndpointScript]) {
-        router = Router(routes: routes.filter { scripts[$0.file] != nil })
+        router = Router(routes: routes.filter { !$0.isHTTP && scripts[$0.file] != nil })
         routeScripts = router.routes.map { scripts[$0.file]! }
+        httpRouter = Router(routes: routes.filter { $0.isHTTP && scripts[$0.file] != nil })
+        httpScripts = httpRouter.routes.map { scripts[$0.file]! }
         eventHandler = scripts[Router.eventHandlerFile]
     }
 
@@ -57,12 +63,23 @@ final class HTTPFront {
             connection.respondAndClose(response)
             return
         }
+        let evaluation = Handshake.evaluate(head)
+        if case .notUpgrade = evaluation, let match = httpRouter.match(path: path) {
+            var parameters = match.parameters
+            for item in URLComponentsDecoding.queryItems(head.query) where !parameters.contains(where: { $0.name == item.name }) {
+                parameters.append(item)
+            }
+            connection.readRequest(IncomingRequest(head: head, maxBodyBytes: worker.config.maxHttpBodyBytes,
+                                                   handler: .script(httpScripts[match.routeIndex], route: httpRouter.routes[match.routeIndex].pattern,
+                                                                    parameters: parameters)))
+            return
+        }
         let match = router.match(path: path)
         guard match != nil || eventHandler != nil else {
             connection.respondAndClose(HTTPResponse.make(status: 404, reason: "Not Found"))
             return
         }
-        switch Handshake.evaluate(head) {
+        switch evaluation {
         case .notUpgrade:
             connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", body: "This is a WebSocket endpoint.\n",
                                                          headers: ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]))
@@ -132,7 +149,8 @@ final class HTTPFront {
         let info = ConnectionInfo(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
                                   route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
                                   request: head, parameters: parameters, subprotocol: subprotocol,
-                                  extensions: extensions, openedAt: EventLoop.wallMillis())
+                                  extensions: extensions, openedAt: EventLoop.wallMillis(), remoteAddress: connection.remoteAddress,
+                                  now: worker.loop.now)
         let session = WebSocketSession(role: .server, deflate: deflate, shared: worker.sessions, now: worker.loop.now)
         connection.open(response: Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders), session: session, info: info,
                         script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler)

@@ -1,21 +1,24 @@
 import Reactor
 
-/// Accepts connections for one worker; every worker has its own SO_REUSEPORT socket.
+/// Accepts connections for one worker; every worker has its own SO_REUSEPORT socket (one for the
+/// main port, one for the admin port when that is on).
 final class Listener: IOHandler {
     unowned let worker: Worker
     let fd: Int32
+    private let admin: Bool
     private(set) var registration = EventLoop.Registration.none
 
-    init(worker: Worker, fd: Int32) {
+    init(worker: Worker, fd: Int32, admin: Bool = false) {
         self.worker = worker
         self.fd = fd
+        self.admin = admin
         registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: self)
     }
 
     func ioReady(_ events: UInt32) {
         for _ in 0..<64 {
             switch Socket.accept(fd) {
-            case .socket(let client): Connection.accept(fd: client, worker: worker)
+            case .socket(let client): Connection.accept(fd: client, worker: worker, admin: admin)
             case .wouldBlock: return
             case .failed(let error):
                 // Out of descriptors: the pending connection stays readable, so stop watching for

@@ -13,10 +13,13 @@ public struct Route: Equatable {
     public let segments: [Segment]
     /// The script's path relative to the endpoints folder, e.g. "chat/{room}.lua".
     public let file: String
+    /// An HTTP endpoint script (`NAME.http.lua`): plain HTTP requests, not WebSockets.
+    public let isHTTP: Bool
 
     public init(file: String) {
         self.file = file
-        let stem = file.hasSuffix(".lua") ? String(file.dropLast(4)) : file
+        isHTTP = file.hasSuffix(".http.lua")
+        let stem = isHTTP ? String(file.dropLast(9)) : file.hasSuffix(".lua") ? String(file.dropLast(4)) : file
         pattern = "/" + stem
         segments = stem.split(separator: "/").map { part in
             if part.count > 2, part.first == "{", part.last == "}" {

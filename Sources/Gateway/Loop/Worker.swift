@@ -14,6 +14,9 @@ final class Worker {
     private(set) lazy var front = HTTPFront(worker: self, config: config)
     private(set) lazy var runner = ScriptRunner(worker: self, config: config)
     private var listener: Listener?
+    private var adminListener: Listener?
+    /// The management API, when the admin listener is on.
+    private(set) var admin: AdminAPI?
     /// Set by `beginShutdown`: upgrades and the health route answer 503.
     private(set) var shuttingDown = false
 
@@ -24,6 +27,8 @@ final class Worker {
     /// Connections with output queued during this loop iteration.
     var flushList: [Connection] = []
     private(set) lazy var deadlines = Deadlines(loop: loop)
+    /// Idle keep-alive connections of this loop's `Http.request` calls.
+    private(set) lazy var httpPool = HTTPConnectionPool(loop: loop)
     /// Every socket reads into this one buffer first; only leftovers are copied per connection.
     let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 16)
     /// The limits and zlib streams this loop's WebSocket sessions share.
@@ -31,7 +36,8 @@ final class Worker {
     /// Set when the port speaks TLS; replaced on SIGHUP, used by connections accepted afterwards.
     var tlsContext: TLSServerContext?
 
-    init(index: Int, shared: SharedState, config: GatewayConfig, scripts: ScriptSet, listenFd: Int32, tls: TLSServerContext?) {
+    init(index: Int, shared: SharedState, config: GatewayConfig, scripts: ScriptSet, listenFd: Int32, tls: TLSServerContext?,
+         adminListenFd: Int32? = nil, adminToken: String? = nil) {
         self.index = index
         tlsContext = tls
         self.shared = shared
@@ -42,6 +48,10 @@ final class Worker {
         apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
         listener = Listener(worker: self, fd: listenFd)
+        if let adminListenFd, let adminToken {
+            admin = AdminAPI(worker: self, token: adminToken)
+            adminListener = Listener(worker: self, fd: adminListenFd, admin: true)
+        }
         scheduleSweep()
     }
 

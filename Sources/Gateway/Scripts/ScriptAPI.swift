@@ -22,6 +22,7 @@ enum ScriptAPI {
         }
         installJWT(in: lua)
         installSleep(in: lua)
+        installHTTP(in: lua)
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
         // print converts its arguments in Lua, where a failing __tostring is an ordinary script error.
@@ -327,6 +328,8 @@ enum ScriptAPI {
             let text = lua_swiftstring(L, 1) ?? ""
             if let link = worker.runner.currentLink {
                 Log.info("script print outbound=\(link.name): \(text)")
+            } else if let call = worker.runner.currentCall {
+                Log.info("script print route=\(call.route) http: \(text)")
             } else {
                 Log.info("script print route=\(worker.runner.current?.info?.route ?? "-") socket=\(worker.runner.current?.socketId ?? "-"): \(text)")
             }

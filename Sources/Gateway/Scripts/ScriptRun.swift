@@ -9,6 +9,8 @@ final class ScriptRun {
         case socket(Connection, ScriptEvent)
         /// An outbound connection's event: its later events wait too (`OutboundLink.waitingRun`).
         case link(OutboundLink, OutboundEvent)
+        /// An HTTP request to an endpoint script: its connection reads nothing more until it answers.
+        case http(HTTPEndpointCall)
     }
 
     let lua: LuaRun
@@ -48,6 +50,7 @@ final class ScriptRun {
         switch subject {
         case .socket(let connection, _): return connection.info?.route ?? "-"
         case .link(let link, _): return "outbound:\(link.name)"
+        case .http(let call): return call.route
         }
     }
 
@@ -55,6 +58,7 @@ final class ScriptRun {
         switch subject {
         case .socket(let connection, _): return connection.socketId
         case .link(let link, _): return "outbound:\(link.name)"
+        case .http: return "-"
         }
     }
 
@@ -62,6 +66,7 @@ final class ScriptRun {
         switch subject {
         case .socket(_, let event): return event.name
         case .link(_, let event): return event.name
+        case .http: return "http"
         }
     }
 }

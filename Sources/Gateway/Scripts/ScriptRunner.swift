@@ -31,6 +31,8 @@ final class ScriptRunner {
     private(set) var currentEvent = ScriptEvent.open
     /// The outbound connection whose script is running, if it is one.
     private(set) var currentLink: OutboundLink?
+    /// The HTTP request whose endpoint script is running, if it is one.
+    private(set) var currentCall: HTTPEndpointCall?
     /// Scratch space for JSON and base64 text built for one call.
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
@@ -39,6 +41,8 @@ final class ScriptRunner {
     /// The globals that bring events to socket scripts and outbound scripts.
     private let websocketInfoGlobal: LuaState.EventGlobal
     private let wsEventGlobal: LuaState.EventGlobal
+    /// The global that brings HTTP endpoint scripts their request.
+    private let requestGlobal: LuaState.EventGlobal
     /// The latest binary message a script was given: its base64 string, held in the registry so it
     /// cannot be collected and its memory reused, and its bytes. Sending that very string back
     /// (an echo, a relay) then sends the bytes without decoding anything.
@@ -55,6 +59,7 @@ final class ScriptRunner {
         infoView = WebsocketInfoView(lua.L)
         websocketInfoGlobal = lua.eventGlobal(named: "websocketInfo", keepsValue: true)
         wsEventGlobal = lua.eventGlobal(named: "wsEvent", keepsValue: false)
+        requestGlobal = lua.eventGlobal(named: "request", keepsValue: false)
         lua_pushboolean(lua.L, 0)
         binaryMessageRef = luaL_ref(lua.L, lua_registryIndex())
         lua.sealBaseEnvironment()
@@ -124,12 +129,12 @@ final class ScriptRunner {
         let startedAt = worker.loop.now
         // Restored after the run: a run that closes another socket of this loop may run that
         // socket's close event inside it.
-        let outer = (current, currentEvent, currentLink)
-        (current, currentEvent, currentLink) = (connection, event, nil)
+        let outer = (current, currentEvent, currentLink, currentCall)
+        (current, currentEvent, currentLink, currentCall) = (connection, event, nil, nil)
         let reusedView = infoView.push(event: event, message: message, binary: binary, runner: self)
         lua.pushEnvironment(for: websocketInfoGlobal)
         let outcome = lua.start(script.ref, in: websocketInfoGlobal, handler: script.isEventHandler ? Self.handlerFunction : nil)
-        (current, currentEvent, currentLink) = outer
+        (current, currentEvent, currentLink, currentCall) = outer
         switch outcome {
         case .finished(let failure):
             infoView.finish(reused: reusedView)
@@ -156,18 +161,47 @@ final class ScriptRunner {
             return
         }
         let startedAt = worker.loop.now
-        let outer = (current, currentEvent, currentLink)
-        (current, currentEvent, currentLink) = (nil, .open, link)
+        let outer = (current, currentEvent, currentLink, currentCall)
+        (current, currentEvent, currentLink, currentCall) = (nil, .open, link, nil)
         ScriptAPI.pushWsEvent(lua.L, runner: self, link: link, event: event, message: message, binary: binary)
         lua.pushEnvironment(for: wsEventGlobal)
         let outcome = lua.start(script.ref, in: wsEventGlobal)
-        (current, currentEvent, currentLink) = outer
+        (current, currentEvent, currentLink, currentCall) = outer
         switch outcome {
         case .finished(let failure):
             if let failure { report(failure, subject: .link(link, event)) }
         case .suspended(let lua):
             let run = ScriptRun(lua: lua, subject: .link(link, event), startedAt: startedAt)
             link.scriptWaits(run)
+            waitBegan(run)
+        }
+    }
+
+    /// Runs an HTTP endpoint script for a request whose body has arrived; the answer is written
+    /// when the run ends (at once, or after its waits).
+    func runHTTPScript(_ connection: Connection, script: EndpointScript, request: IncomingRequest, route: String,
+                       parameters: [(name: String, value: String)], body: [UInt8]) {
+        let call = HTTPEndpointCall(connection: connection, route: route, keepAlive: request.keepAlive)
+        guard !script.removed else {
+            finished(.http(call), failure: "the script was removed")
+            return
+        }
+        let L = lua.L
+        let startedAt = worker.loop.now
+        let outer = (current, currentEvent, currentLink, currentCall)
+        (current, currentEvent, currentLink, currentCall) = (nil, .open, nil, call)
+        let host = request.head.header("host") ?? "\(worker.config.host):\(worker.listenPort)"
+        call.pushRequest(L, head: request.head, parameters: parameters, body: body, host: host)
+        lua.pushEnvironment(for: requestGlobal)
+        call.setResponse(L, in: lua_gettop(L))
+        let outcome = lua.start(script.ref, in: requestGlobal)
+        (current, currentEvent, currentLink, currentCall) = outer
+        switch outcome {
+        case .finished(let failure):
+            finished(.http(call), failure: failure)
+        case .suspended(let lua):
+            let run = ScriptRun(lua: lua, subject: .http(call), startedAt: startedAt)
+            connection.scriptWaits(run)
             waitBegan(run)
         }
     }
@@ -202,36 +236,76 @@ final class ScriptRunner {
             abandon(run, why: "it suspended without waiting for anything")
             return
         }
+        beginningWait = true
         begin(run, number)
+        beginningWait = false
     }
+
+    /// A wait is being started: an answer that comes at once is held until the loop's next turn,
+    /// so that a run never resumes inside the event dispatch that suspended it.
+    private var beginningWait = false
 
     /// Resumes `run` with the answer to its wait `number`, which `push` pushes on the run's
     /// coroutine (returning the count); does nothing if the run has ended or waits for something
     /// else by now.
-    func resume(_ run: ScriptRun, wait number: Int, pushing push: (OpaquePointer) -> Int32) {
+    func resume(_ run: ScriptRun, wait number: Int, pushing push: @escaping (OpaquePointer) -> Int32) {
         guard run.accepts(number) else { return }
-        let outer = (current, currentEvent, currentLink)
+        if beginningWait {
+            worker.loop.schedule(after: 0) { [weak self, weak run] in
+                guard let self, let run else { return }
+                self.resume(run, wait: number, pushing: push)
+            }
+            return
+        }
+        let outer = (current, currentEvent, currentLink, currentCall)
         switch run.subject {
-        case .socket(let connection, let event): (current, currentEvent, currentLink) = (connection, event, nil)
-        case .link(let link, _): (current, currentEvent, currentLink) = (nil, .open, link)
+        case .socket(let connection, let event): (current, currentEvent, currentLink, currentCall) = (connection, event, nil, nil)
+        case .link(let link, _): (current, currentEvent, currentLink, currentCall) = (nil, .open, link, nil)
+        case .http(let call): (current, currentEvent, currentLink, currentCall) = (nil, .open, nil, call)
         }
         let outcome = lua.resume(run.lua, pushing: push)
-        (current, currentEvent, currentLink) = outer
+        (current, currentEvent, currentLink, currentCall) = outer
         switch outcome {
         case .finished(let failure):
-            if let failure { report(failure, subject: run.subject) }
+            finished(run.subject, failure: failure)
             ended(run)
         case .suspended:
             waitBegan(run)
         }
     }
 
-    /// Ends a waiting run where it is, with its wait cancelled, and logs why.
+    /// Ends a waiting run where it is, with its wait cancelled, and logs why. An HTTP request whose
+    /// script is abandoned is answered 504.
     private func abandon(_ run: ScriptRun, why: String) {
         run.cancelWait?()
         lua.abandon(run.lua)
         Log.error("script run abandoned route=\(run.route) socket=\(run.socketId) event=\(run.eventName): \(why)")
+        if case .http(let call) = run.subject {
+            call.release(lua.L)
+            call.connection.respond(HTTPResponse.make(status: 504, headers: [("Content-Type", "text/plain; charset=utf-8")],
+                                                      body: HTTPEndpointCall.timeoutBody, keepAlive: call.keepAlive),
+                                    keepAlive: call.keepAlive)
+        }
         ended(run)
+    }
+
+    /// A run finished: a failure is logged, an HTTP request answered.
+    private func finished(_ subject: ScriptRun.Subject, failure: String?) {
+        guard case .http(let call) = subject else {
+            if let failure { report(failure, subject: subject) }
+            return
+        }
+        var answer = call.answer(lua.L)
+        if let failure { answer = .invalid(failure) }
+        switch answer {
+        case .response(let bytes):
+            call.connection.respond(bytes, keepAlive: call.keepAlive)
+        case .invalid(let why):
+            Log.error("script error route=\(call.route) http: \(why)")
+            call.connection.respond(HTTPResponse.make(status: 500, headers: [("Content-Type", "text/plain; charset=utf-8")],
+                                                      body: HTTPEndpointCall.errorBody, keepAlive: call.keepAlive),
+                                    keepAlive: call.keepAlive)
+        }
     }
 
     /// The socket or link of a run that ended gets its next events.
@@ -241,6 +315,8 @@ final class ScriptRunner {
         case .socket(let connection, _):
             connection.scriptEnded()
             if run.closeDeferred { runScript(connection, event: .close, message: nil, binary: false) }
+        case .http(let call):
+            call.connection.scriptEnded()
         case .link(let link, _):
             link.scriptEnded()
             while link.waitingRun == nil, !link.deferredEvents.isEmpty {
@@ -265,6 +341,8 @@ final class ScriptRunner {
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.isOpen {
                 connection.pauseReading(for: lua.timeoutNanos)
             }
+        case .http:
+            break
         }
     }
 }

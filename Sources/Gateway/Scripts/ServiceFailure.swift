@@ -9,6 +9,10 @@ enum ServiceFailure: Error {
     case tooManyRequests(String)
     /// The outbound connection is not open (connecting, reconnecting or disconnected).
     case unavailable(String)
+    /// An upstream (Http.request's server) could not be reached or answered badly.
+    case badGateway(String)
+    /// An upstream did not answer in time.
+    case gatewayTimeout(String)
 
     var status: Int {
         switch self {
@@ -17,6 +21,8 @@ enum ServiceFailure: Error {
         case .conflict: return 409
         case .tooManyRequests: return 429
         case .unavailable: return 503
+        case .badGateway: return 502
+        case .gatewayTimeout: return 504
         }
     }
 
@@ -27,12 +33,15 @@ enum ServiceFailure: Error {
         case .conflict: return "Conflict"
         case .tooManyRequests: return "TooManyRequests"
         case .unavailable: return "ServiceUnavailable"
+        case .badGateway: return "BadGateway"
+        case .gatewayTimeout: return "GatewayTimeout"
         }
     }
 
     var message: String {
         switch self {
-        case .badRequest(let m), .notFound(let m), .conflict(let m), .tooManyRequests(let m), .unavailable(let m): return m
+        case .badRequest(let m), .notFound(let m), .conflict(let m), .tooManyRequests(let m), .unavailable(let m),
+             .badGateway(let m), .gatewayTimeout(let m): return m
         }
     }
 }

@@ -16,6 +16,8 @@ public struct GatewayConfig: Equatable {
     public var workers = 0
     public var logLevel = LogLevel.info
     public var maxMessageBytes = 1 << 20
+    /// The largest response body Http.request accepts.
+    public var httpResponseBytes = 8 << 20
     public var maxRequestHeaderBytes = 16 * 1024
     /// 0 turns the rate limit off.
     public var messagesPerSecond = 5.0
@@ -44,6 +46,14 @@ public struct GatewayConfig: Equatable {
     /// Outgoing messages smaller than this are sent uncompressed.
     public var compressionMinBytes = 64
     public var deflatePolicy = DeflatePolicy()
+    /// The management API's listener: off while the port is 0; it then needs a token (given, or
+    /// read from tokenFile without a trailing newline).
+    public var adminHost = "127.0.0.1"
+    public var adminPort = 0
+    public var adminToken: String?
+    public var adminTokenFile: String?
+    /// The largest request body an HTTP endpoint script gets; a larger one is answered 413.
+    public var maxHttpBodyBytes = 1 << 20
     /// Outbound connections opened at start-up.
     var outbound: [OutboundSpec] = []
     public var outboundInitialDelayMs = 500
@@ -54,6 +64,7 @@ public struct GatewayConfig: Equatable {
     /// The keys that only take effect at start-up, with their values, to report on a reload.
     var restartOnlySettings: [(key: String, value: String)] {
         [("host", host), ("port", "\(port)"), ("endpoints", endpoints), ("workers", "\(workers)"),
+         ("admin", adminPort == 0 ? "off" : "\(adminHost):\(adminPort)"),
          ("scripts.memoryBytes", "\(scriptMemoryBytes)"), ("tls", tlsCertificate == nil ? "off" : "on"),
          ("outbound", outbound.map { "\($0.name)=\($0.url)" }.joined(separator: ","))]
     }
@@ -137,6 +148,8 @@ extension GatewayConfig {
                 try r.object(value, prefix: "limits.") { (key, value, r) throws(ConfigError) in
                     switch key {
                     case "maxMessageBytes": config.maxMessageBytes = try r.int(value, "limits." + key, 1...(1 << 30))
+                    case "httpResponseBytes": config.httpResponseBytes = try r.int(value, "limits." + key, 1...(1 << 30))
+                    case "maxHttpBodyBytes": config.maxHttpBodyBytes = try r.int(value, "limits." + key, 0...(1 << 30))
                     case "maxRequestHeaderBytes": config.maxRequestHeaderBytes = try r.int(value, "limits." + key, 256...(1 << 20))
                     case "maxConnections": config.maxConnections = try r.int(value, "limits." + key, 1...10_000_000)
                     case "handshakeTimeoutMs": config.handshakeTimeoutMs = try r.int(value, "limits." + key, 1...3_600_000)
@@ -208,6 +221,19 @@ extension GatewayConfig {
                     default: throw r.unknown(name)
                     }
                 }
+            case "admin":
+                try r.object(value, prefix: "admin.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "host": config.adminHost = try r.string(value, "admin." + key)
+                    case "port": config.adminPort = try r.int(value, "admin." + key, 0...65535)
+                    case "token":
+                        let token = try r.string(value, "admin." + key)
+                        guard !token.isEmpty else { throw r.error("admin.token", "must not be empty") }
+                        config.adminToken = token
+                    case "tokenFile": config.adminTokenFile = try r.string(value, "admin." + key)
+                    default: throw r.unknown("admin." + key)
+                    }
+                }
             case "outbound":
                 config.outbound = try r.outbound(value)
             case "outboundReconnect":
@@ -233,6 +259,28 @@ extension GatewayConfig {
             throw reader.error("limits.sendQueueBytes", "must be at least twice limits.maxMessageBytes (\(2 * config.maxMessageBytes))")
         }
         return config
+    }
+
+    /// The management API's token: `admin.token`, or the first line of `admin.tokenFile`; nil while
+    /// the admin listener is off. An admin port without a usable token stops start-up.
+    public func resolvedAdminToken() throws(ConfigError) -> String? {
+        guard adminPort != 0 else { return nil }
+        if let adminToken, adminTokenFile == nil { return adminToken }
+        guard let file = adminTokenFile else {
+            throw ConfigError(message: "config key \"admin.token\": admin.port is set but there is no admin.token or admin.tokenFile (--admin-token-file)")
+        }
+        guard adminToken == nil else {
+            throw ConfigError(message: "config key \"admin.tokenFile\": give admin.token or admin.tokenFile, not both")
+        }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ConfigError(message: "config key \"admin.tokenFile\": cannot read \(file)")
+        }
+        var token = String(decoding: data, as: UTF8.self)
+        while token.hasSuffix("\n") || token.hasSuffix("\r") { token.removeLast() }
+        guard !token.isEmpty, !token.contains("\n") else {
+            throw ConfigError(message: "config key \"admin.tokenFile\": \(file) must hold one non-empty line")
+        }
+        return token
     }
 }
 

@@ -8,8 +8,13 @@ import WebSocketCodec
 /// worker and touched only on that worker's thread.
 final class Connection: IOHandler {
     enum Phase {
-        /// Waiting for the complete upgrade request.
+        /// Waiting for a complete request head: an upgrade, or an HTTP request (again after each
+        /// answer on a connection kept alive).
         case request
+        /// Reading the body of an HTTP request (`incoming`).
+        case requestBody
+        /// The HTTP request is being answered (its script waits); input is held.
+        case responding
         /// Frames flow; the session says whether it is open or closing.
         case webSocket
         /// Our last bytes are being flushed; then the write half is shut.
@@ -58,22 +63,28 @@ final class Connection: IOHandler {
     /// The run of this socket's script that waits: the socket's input is held until it ends, so its
     /// events stay in order and its backlog stays in the kernel.
     private(set) var waitingRun: ScriptRun?
+    /// The HTTP request being read or answered.
+    private var incoming: IncomingRequest?
+    /// Accepted on the admin listener: requests go to the management API.
+    private let isAdmin: Bool
     /// This connection's place among its worker's `Deadlines` (-1: none), and what it waits for.
     var deadlineIndex = -1
     var deadline: (at: UInt64, kind: Deadlines.Kind) = (0, .request)
 
-    private init(transport: Transport, worker: Worker, link: OutboundLink?) {
+    private init(transport: Transport, worker: Worker, link: OutboundLink?, isAdmin: Bool = false) {
         self.transport = transport
+        self.isAdmin = isAdmin
         transportReady = transport.tls == nil || link != nil
         self.worker = worker
         self.link = link
         bucket = TokenBucket(now: worker.loop.now)
     }
 
-    /// Watches an accepted socket for its upgrade request, within limits.handshakeTimeoutMs.
-    static func accept(fd: Int32, worker: Worker) {
-        let connection = Connection(transport: Transport(fd: fd, tls: worker.tlsContext.map { TLSStream(context: $0, fd: fd) }),
-                                    worker: worker, link: nil)
+    /// Watches an accepted socket for its first request, within limits.handshakeTimeoutMs. The
+    /// admin listener's sockets speak plain HTTP to the management API.
+    static func accept(fd: Int32, worker: Worker, admin: Bool = false) {
+        let tls = admin ? nil : worker.tlsContext.map { TLSStream(context: $0, fd: fd) }
+        let connection = Connection(transport: Transport(fd: fd, tls: tls), worker: worker, link: nil, isAdmin: admin)
         connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
         guard connection.registration != .none else {
             Socket.close(fd)
@@ -85,8 +96,8 @@ final class Connection: IOHandler {
     func deadlinePassed(_ kind: Deadlines.Kind) {
         switch kind {
         case .request:
-            guard phase == .request else { return }
-            Log.debug("dropping a connection that sent no complete upgrade request within \(worker.config.handshakeTimeoutMs) ms")
+            guard phase == .request || phase == .requestBody else { return }
+            Log.debug("dropping a connection that sent no complete request within \(worker.config.handshakeTimeoutMs) ms")
             closeSocket()
         case .closeHandshake:
             tick(ping: 0, idle: 0)
@@ -221,6 +232,7 @@ final class Connection: IOHandler {
             result = transport.read(into: scratch.baseAddress!, count: scratch.count)
             if case .bytes(let n) = result {
                 session?.received(at: worker.loop.now)
+                info?.lastActive.store(worker.loop.now, ordering: .relaxed)
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<n])
                 let used = process(bytes)
                 if used < n && phase != .closed {
@@ -235,6 +247,7 @@ final class Connection: IOHandler {
             result = transport.read(into: p, count: room)
             if case .bytes(let n) = result {
                 session?.received(at: worker.loop.now)
+                info?.lastActive.store(worker.loop.now, ordering: .relaxed)
                 input.didWrite(n)
                 processInput()
                 return true
@@ -265,30 +278,89 @@ final class Connection: IOHandler {
 
     /// Handles as much of `bytes` as forms complete units; returns how many bytes were used.
     private func process(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
-        switch phase {
-        case .request:
-            // A TLS handshake record (0x16) where HTTP was expected: a wss:// client on the plain
-            // port. It would wait for the handshake timeout while holding a socket; drop it now.
-            if transport.tls == nil, bytes.first == 0x16 {
-                Log.info("TLS handshake on the plain port \(worker.listenPort): closed (use ws://, or configure tls)")
-                closeSocket()
+        var used = 0
+        while true {
+            switch phase {
+            case .request:
+                let rest = UnsafeMutableRawBufferPointer(rebasing: bytes[used...])
+                // A TLS handshake record (0x16) where HTTP was expected: a wss:// client on the plain
+                // port. It would wait for the handshake timeout while holding a socket; drop it now.
+                if transport.tls == nil, used == 0, rest.first == 0x16, !isAdmin {
+                    Log.info("TLS handshake on the plain port \(worker.listenPort): closed (use ws://, or configure tls)")
+                    closeSocket()
+                    return bytes.count
+                }
+                let limit = worker.config.maxRequestHeaderBytes
+                guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(rest)), end <= limit else {
+                    guard rest.count > limit else { return used }
+                    respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
+                    return bytes.count
+                }
+                let head = UnsafeRawBufferPointer(rebasing: rest[0..<end])
+                used += end
+                if isAdmin { worker.admin!.handleRequest(self, head: head) } else { worker.front.handleRequest(self, head: head) }
+                switch phase {
+                case .webSocket: return used + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[used...]))
+                case .requestBody: continue
+                default: return bytes.count
+                }
+            case .requestBody:
+                var consumed = used
+                switch incoming!.body.read(UnsafeRawBufferPointer(bytes), consumed: &consumed) {
+                case .needMore:
+                    return consumed
+                case .complete(let body):
+                    used = consumed
+                    phase = .responding
+                    worker.deadlines.clear(self)
+                    let request = incoming!
+                    switch request.handler {
+                    case .script(let script, let route, let parameters):
+                        worker.runner.runHTTPScript(self, script: script, request: request, route: route, parameters: parameters, body: body)
+                    case .admin:
+                        worker.admin!.handleBody(self, request: request, body: body)
+                    }
+                    // Answered at once, or the script waits (input is held until it answers).
+                    if phase != .request { return phase == .responding ? used : bytes.count }
+                case .failed(let error):
+                    Log.debug("bad request body: \(error)")
+                    respondAndClose(HTTPResponse.make(status: error.responseStatus, reason: HTTPResponse.reason(error.responseStatus),
+                                                      body: "\(error)\n"))
+                    return bytes.count
+                }
+            case .responding:
+                return used
+            case .webSocket:
+                return used + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[used...]))
+            case .finishing, .draining, .closed:
                 return bytes.count
             }
-            let limit = worker.config.maxRequestHeaderBytes
-            guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(bytes)), end <= limit else {
-                guard bytes.count > limit else { return 0 }
-                respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
-                return bytes.count
-            }
-            worker.front.handleRequest(self, head: UnsafeRawBufferPointer(rebasing: bytes[0..<end]))
-            guard phase == .webSocket else { return bytes.count }
-            return end + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[end...]))
-        case .webSocket:
-            return processFrames(bytes)
-        case .finishing, .draining, .closed:
-            return bytes.count
         }
     }
+
+    /// Reads the body of an HTTP request the front or the management API accepted, then hands it on.
+    func readRequest(_ request: IncomingRequest) {
+        incoming = request
+        phase = .requestBody
+    }
+
+    /// Answers the HTTP request being handled; a connection kept alive waits for the next request.
+    func respond(_ response: [UInt8], keepAlive: Bool) {
+        guard phase == .responding else { return }
+        incoming = nil
+        output.append(response)
+        if keepAlive {
+            phase = .request
+            worker.deadlines.set(self, .request, after: UInt64(worker.config.handshakeTimeoutMs) * 1_000_000)
+            scheduleFlush()
+        } else {
+            phase = .finishing
+            scheduleFlush()
+        }
+    }
+
+    /// The peer's IP address.
+    var remoteAddress: String { Socket.peerAddress(transport.fd) }
 
     private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
         guard let session else { return bytes.count }
@@ -382,6 +454,7 @@ final class Connection: IOHandler {
             return false
         }
         if session?.send(opcode, payload, output: &output) == true { queued() }
+        info?.lastActive.store(worker.loop.now, ordering: .relaxed)
         return true
     }
 
@@ -491,18 +564,19 @@ final class Connection: IOHandler {
 
     /// Input is neither read nor processed: throttled, or a run of the script waits (a socket
     /// that is closing still reads, to see the peer's end).
-    private var inputStopped: Bool { readPaused || (waitingRun != nil && phase == .webSocket) }
+    private var inputStopped: Bool { readPaused || phase == .responding || (waitingRun != nil && phase == .webSocket) }
 
     /// A run of this socket's script waits: its later events wait for it.
     func scriptWaits(_ run: ScriptRun) {
         waitingRun = run
-        if phase == .webSocket { updateInterest() }
+        if phase == .webSocket || phase == .responding { updateInterest() }
     }
 
-    /// The waiting run ended: buffered input is processed and reading goes on.
+    /// The waiting run ended (an HTTP request's script answered first): buffered input is processed
+    /// and reading goes on.
     func scriptEnded() {
         waitingRun = nil
-        guard phase == .webSocket else { return }
+        guard phase == .webSocket || phase == .request else { return }
         updateInterest()
         resumeInput()
     }

@@ -1,3 +1,5 @@
+import Reactor
+import Synchronization
 import WebSocketCodec
 
 /// What a connection's upgrade request established; immutable (but for the send-queue gauge it
@@ -17,8 +19,24 @@ final class ConnectionInfo: SendQueueGauge {
     let extensions: String
     /// Milliseconds since the Unix epoch when the upgrade was accepted.
     let openedAt: Int64
+    /// The client's IP address.
+    let remoteAddress: String
+    /// The claims the connect hook accepted the socket with, as a JSON object ("{}" for none).
+    let claimsJSON: String
+    /// When a message last went in or out, in the owning loop's monotonic nanoseconds.
+    let lastActive: Atomic<UInt64>
 
-    init(socketId: String, uri: String, route: String, request: HTTPRequestHead, parameters: [(name: String, value: String)], subprotocol: String, extensions: String, openedAt: Int64) {
+    /// `lastActive` in milliseconds since the Unix epoch.
+    var lastActiveMillis: Int64 {
+        let ago = EventLoop.monotonicNanos() &- lastActive.load(ordering: .relaxed)
+        return EventLoop.wallMillis() - Int64(ago / 1_000_000)
+    }
+
+    init(socketId: String, uri: String, route: String, request: HTTPRequestHead, parameters: [(name: String, value: String)], subprotocol: String,
+         extensions: String, openedAt: Int64, remoteAddress: String, claimsJSON: String = "{}", now: UInt64) {
+        self.remoteAddress = remoteAddress
+        self.claimsJSON = claimsJSON
+        lastActive = Atomic(now)
         self.socketId = socketId
         self.uri = uri
         self.route = route

@@ -1,0 +1,28 @@
+import WebSocketCodec
+
+/// An HTTP request that is not an upgrade, on a connection that may carry more: its head, its body
+/// as it arrives, and who answers it once the body is complete.
+struct IncomingRequest {
+    enum Handler {
+        /// An HTTP endpoint script (`NAME.http.lua`) and what routing found.
+        case script(EndpointScript, route: String, parameters: [(name: String, value: String)])
+        /// The management API, on the admin listener.
+        case admin
+    }
+
+    let head: HTTPRequestHead
+    var body: HTTPRequestBodyReader
+    let handler: Handler
+
+    init(head: HTTPRequestHead, maxBodyBytes: Int, handler: Handler) {
+        self.head = head
+        body = HTTPRequestBodyReader(head: head, maxBodyBytes: maxBodyBytes)
+        self.handler = handler
+    }
+
+    /// Whether the client lets the connection carry another request (RFC 9112 9.3).
+    var keepAlive: Bool {
+        if head.versionIs("HTTP/1.1") { return !head.headerContainsToken("connection", "close") }
+        return head.headerContainsToken("connection", "keep-alive")
+    }
+}
