@@ -188,7 +188,7 @@ def test_headers_have_lower_case_names(server):
 
 def test_pairs_lists_every_field_and_the_metatable_is_sealed(server):
     report = open_report(server.url("/keys?room=r9"), additional_headers={"User-Agent": "agent/1.0"})
-    assert report["keys"] == ["close", "extensions", "headers", "parameters", "route", "send", "socket_id",
+    assert report["keys"] == ["claims", "close", "extensions", "headers", "parameters", "route", "send", "socket_id",
                               "subprotocol", "timestamp", "type", "uri"]
     assert report["metatable"] == "false"
     assert report["replaced"] is False

@@ -16,6 +16,8 @@ final class HTTPFront {
     private var httpRouter = Router(routes: [])
     private var httpScripts: [EndpointScript] = []
     private var eventHandler: EndpointScript?
+    /// `_connect.lua`, run before every upgrade when present.
+    private var connectHook: EndpointScript?
     private var originPolicy: OriginPolicy
     private var socketCounter = 0
 
@@ -31,6 +33,7 @@ final class HTTPFront {
         httpRouter = Router(routes: routes.filter { $0.isHTTP && scripts[$0.file] != nil })
         httpScripts = httpRouter.routes.map { scripts[$0.file]! }
         eventHandler = scripts[Router.eventHandlerFile]
+        connectHook = scripts[Router.connectHookFile]
     }
 
     func configChanged(_ config: GatewayConfig) {
@@ -137,23 +140,69 @@ final class HTTPFront {
         let subprotocol = chooseSubprotocol(head)
         var extraHeaders = subprotocol.isEmpty ? [] : ["Sec-WebSocket-Protocol: \(subprotocol)"]
         let offers = head.fields.filter { head.isName($0, "sec-websocket-extensions") }.map { head.string($0.value) }.joined(separator: ", ")
-        var deflate: DeflateSession?
+        var deflate: DeflateSettings?
         var extensions = ""
         if worker.config.compressionEnabled, !offers.isEmpty,
            let (settings, response) = PerMessageDeflate.negotiate(offers: offers, policy: worker.config.deflatePolicy) {
-            deflate = DeflateSession(settings: settings, role: .server)
+            deflate = settings
             extensions = response
             extraHeaders.append("Sec-WebSocket-Extensions: \(response)")
         }
         let scheme = connection.isTLS ? "wss" : "ws"
-        let info = ConnectionInfo(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
-                                  route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
-                                  request: head, parameters: parameters, subprotocol: subprotocol,
-                                  extensions: extensions, openedAt: EventLoop.wallMillis(), remoteAddress: connection.remoteAddress,
-                                  now: worker.loop.now)
-        let session = WebSocketSession(role: .server, deflate: deflate, shared: worker.sessions, now: worker.loop.now)
-        connection.open(response: Handshake.switchingProtocols(key: key, extraHeaders: extraHeaders), session: session, info: info,
-                        script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler)
+        let pending = PendingUpgrade(socketId: socketId, uri: "\(scheme)://\(host)\(head.target)",
+                                     route: match.map { router.routes[$0.routeIndex].pattern } ?? head.path,
+                                     head: head, parameters: parameters, subprotocol: subprotocol, extensions: extensions,
+                                     key: key, extraHeaders: extraHeaders, deflate: deflate,
+                                     script: match.map { routeScripts[$0.routeIndex] } ?? eventHandler)
+        if let connectHook, !connectHook.removed {
+            connection.awaitGate()
+            worker.runner.runConnectHook(ConnectGate(connection: connection, upgrade: pending), script: connectHook)
+        } else {
+            completeUpgrade(connection, pending, claimsJSON: "{}", expiresAt: nil)
+        }
+    }
+
+    /// Sends the 101 and opens the socket: its info listed everywhere, its script's open event run.
+    /// `expiresAt` (Unix seconds) closes it with 4001 "expired" then.
+    func completeUpgrade(_ connection: Connection, _ pending: PendingUpgrade, claimsJSON: String, expiresAt: Double?) {
+        let info = ConnectionInfo(socketId: pending.socketId, uri: pending.uri, route: pending.route,
+                                  request: pending.head, parameters: pending.parameters, subprotocol: pending.subprotocol,
+                                  extensions: pending.extensions, openedAt: EventLoop.wallMillis(), remoteAddress: connection.remoteAddress,
+                                  claimsJSON: claimsJSON, now: worker.loop.now)
+        let session = WebSocketSession(role: .server, deflate: pending.deflate.map { DeflateSession(settings: $0, role: .server) },
+                                       shared: worker.sessions, now: worker.loop.now)
+        connection.open(response: Handshake.switchingProtocols(key: pending.key, extraHeaders: pending.extraHeaders), session: session,
+                        info: info, script: pending.script)
+        if let expiresAt {
+            let delay = max(0, expiresAt * 1000 - Double(EventLoop.wallMillis()))
+            worker.loop.schedule(after: UInt64(min(delay, 1e12)) * 1_000_000) { [weak connection] in
+                connection?.startClose(CloseCode(rawValue: 4001), reason: "expired")
+            }
+        }
         worker.opened(connection, info: info)
+    }
+
+    /// The connect hook ended: the upgrade goes on, or the client gets the hook's refusal (503 when
+    /// the hook failed: the gate fails closed).
+    func gateDecided(_ gate: ConnectGate, failure: String?) {
+        let connection = gate.connection
+        guard !connection.isClosed else { return }
+        let route = gate.upgrade.route
+        let refuse = { (why: String) in
+            Log.error("connect hook failed route=\(route) socket=\(gate.upgrade.socketId): \(why)")
+            connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "connection refused\n"))
+        }
+        if let failure { return refuse(failure) }
+        switch gate.decision {
+        case .reject(let status, let message):
+            Log.debug("connect hook rejected route=\(route) with \(status)")
+            connection.respondAndClose(HTTPResponse.make(status: status, reason: HTTPResponse.reason(status), body: message))
+        case .invalid(let why):
+            refuse(why)
+        case .accept(let claimsJSON, let expiresAt):
+            completeUpgrade(connection, gate.upgrade, claimsJSON: claimsJSON, expiresAt: expiresAt)
+        case nil:
+            completeUpgrade(connection, gate.upgrade, claimsJSON: "{}", expiresAt: nil)
+        }
     }
 }

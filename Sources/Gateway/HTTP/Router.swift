@@ -84,6 +84,9 @@ public struct Router {
     /// The file name of the optional catch-all event handler in the endpoints folder.
     public static let eventHandlerFile = "_websocket_info.lua"
 
+    /// The file name of the optional hook run before every upgrade (it may refuse it).
+    public static let connectHookFile = "_connect.lua"
+
     /// Every `.lua` file below `folder` as a route, sorted by file, except where the file or a folder
     /// on its path starts with "_" (the event handler and outbound connections' scripts live there).
     public static func discover(in folder: String) throws(ConfigError) -> [Route] {

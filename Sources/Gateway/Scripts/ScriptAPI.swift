@@ -50,7 +50,7 @@ enum ScriptAPI {
     // MARK: websocketInfo
 
     /// Sets every socket field `websocketInfo` builds on first read (uri, route, socket_id,
-    /// subprotocol, extensions, headers, parameters), all at once.
+    /// subprotocol, extensions, headers, parameters, claims), all at once.
     static func pushInfoFields(_ table: LuaTable, _ info: ConnectionInfo) {
         for (field, name) in WebsocketInfoView.socketFields.enumerated() {
             WebsocketInfoView.pushSocketField(table.L, field, info)

@@ -11,6 +11,8 @@ final class ScriptRun {
         case link(OutboundLink, OutboundEvent)
         /// An HTTP request to an endpoint script: its connection reads nothing more until it answers.
         case http(HTTPEndpointCall)
+        /// The connect hook for an upgrade: the 101 (or the refusal) waits for it.
+        case gate(ConnectGate)
     }
 
     let lua: LuaRun
@@ -51,6 +53,7 @@ final class ScriptRun {
         case .socket(let connection, _): return connection.info?.route ?? "-"
         case .link(let link, _): return "outbound:\(link.name)"
         case .http(let call): return call.route
+        case .gate(let gate): return gate.upgrade.route
         }
     }
 
@@ -59,6 +62,7 @@ final class ScriptRun {
         case .socket(let connection, _): return connection.socketId
         case .link(let link, _): return "outbound:\(link.name)"
         case .http: return "-"
+        case .gate(let gate): return gate.upgrade.socketId
         }
     }
 
@@ -67,6 +71,7 @@ final class ScriptRun {
         case .socket(_, let event): return event.name
         case .link(_, let event): return event.name
         case .http: return "http"
+        case .gate: return "connect"
         }
     }
 }

@@ -26,13 +26,41 @@ final class ScriptRunner {
     /// Compiled scripts by file relative to the endpoints folder.
     private(set) var scripts: [String: EndpointScript] = [:]
 
-    /// The connection and event type of the script run in progress.
-    private(set) var current: Connection?
-    private(set) var currentEvent = ScriptEvent.open
+    /// What the run in progress serves (nil between runs); set around every start and resume, and
+    /// restored after, since a run can start another (closing a socket of this loop runs its close
+    /// event at once).
+    private(set) var serving: ScriptRun.Subject?
+
+    /// The socket whose event is running, if it is one.
+    var current: Connection? {
+        if case .socket(let connection, _)? = serving { return connection }
+        return nil
+    }
+
+    /// The event running for `current`.
+    var currentEvent: ScriptEvent {
+        if case .socket(_, let event)? = serving { return event }
+        return .open
+    }
+
     /// The outbound connection whose script is running, if it is one.
-    private(set) var currentLink: OutboundLink?
+    var currentLink: OutboundLink? {
+        if case .link(let link, _)? = serving { return link }
+        return nil
+    }
+
     /// The HTTP request whose endpoint script is running, if it is one.
-    private(set) var currentCall: HTTPEndpointCall?
+    var currentCall: HTTPEndpointCall? {
+        if case .http(let call)? = serving { return call }
+        return nil
+    }
+
+    /// The upgrade whose connect hook is running, if it is one.
+    var currentGate: ConnectGate? {
+        if case .gate(let gate)? = serving { return gate }
+        return nil
+    }
+
     /// Scratch space for JSON and base64 text built for one call.
     var jsonScratch: [UInt8] = []
     var textScratch = ByteBuffer()
@@ -43,6 +71,8 @@ final class ScriptRunner {
     private let wsEventGlobal: LuaState.EventGlobal
     /// The global that brings HTTP endpoint scripts their request.
     private let requestGlobal: LuaState.EventGlobal
+    /// `websocketInfo` for the connect hook: a table of its own per upgrade.
+    private let connectGlobal: LuaState.EventGlobal
     /// The latest binary message a script was given: its base64 string, held in the registry so it
     /// cannot be collected and its memory reused, and its bytes. Sending that very string back
     /// (an echo, a relay) then sends the bytes without decoding anything.
@@ -60,6 +90,7 @@ final class ScriptRunner {
         websocketInfoGlobal = lua.eventGlobal(named: "websocketInfo", keepsValue: true)
         wsEventGlobal = lua.eventGlobal(named: "wsEvent", keepsValue: false)
         requestGlobal = lua.eventGlobal(named: "request", keepsValue: false)
+        connectGlobal = lua.eventGlobal(named: "websocketInfo", keepsValue: false)
         lua_pushboolean(lua.L, 0)
         binaryMessageRef = luaL_ref(lua.L, lua_registryIndex())
         lua.sealBaseEnvironment()
@@ -127,14 +158,12 @@ final class ScriptRunner {
             return
         }
         let startedAt = worker.loop.now
-        // Restored after the run: a run that closes another socket of this loop may run that
-        // socket's close event inside it.
-        let outer = (current, currentEvent, currentLink, currentCall)
-        (current, currentEvent, currentLink, currentCall) = (connection, event, nil, nil)
+        let outer = serving
+        serving = .socket(connection, event)
         let reusedView = infoView.push(event: event, message: message, binary: binary, runner: self)
         lua.pushEnvironment(for: websocketInfoGlobal)
         let outcome = lua.start(script.ref, in: websocketInfoGlobal, handler: script.isEventHandler ? Self.handlerFunction : nil)
-        (current, currentEvent, currentLink, currentCall) = outer
+        serving = outer
         switch outcome {
         case .finished(let failure):
             infoView.finish(reused: reusedView)
@@ -161,12 +190,12 @@ final class ScriptRunner {
             return
         }
         let startedAt = worker.loop.now
-        let outer = (current, currentEvent, currentLink, currentCall)
-        (current, currentEvent, currentLink, currentCall) = (nil, .open, link, nil)
+        let outer = serving
+        serving = .link(link, event)
         ScriptAPI.pushWsEvent(lua.L, runner: self, link: link, event: event, message: message, binary: binary)
         lua.pushEnvironment(for: wsEventGlobal)
         let outcome = lua.start(script.ref, in: wsEventGlobal)
-        (current, currentEvent, currentLink, currentCall) = outer
+        serving = outer
         switch outcome {
         case .finished(let failure):
             if let failure { report(failure, subject: .link(link, event)) }
@@ -188,20 +217,39 @@ final class ScriptRunner {
         }
         let L = lua.L
         let startedAt = worker.loop.now
-        let outer = (current, currentEvent, currentLink, currentCall)
-        (current, currentEvent, currentLink, currentCall) = (nil, .open, nil, call)
+        let outer = serving
+        serving = .http(call)
         let host = request.head.header("host") ?? "\(worker.config.host):\(worker.listenPort)"
         call.pushRequest(L, head: request.head, parameters: parameters, body: body, host: host)
         lua.pushEnvironment(for: requestGlobal)
         call.setResponse(L, in: lua_gettop(L))
         let outcome = lua.start(script.ref, in: requestGlobal)
-        (current, currentEvent, currentLink, currentCall) = outer
+        serving = outer
         switch outcome {
         case .finished(let failure):
             finished(.http(call), failure: failure)
         case .suspended(let lua):
             let run = ScriptRun(lua: lua, subject: .http(call), startedAt: startedAt)
             connection.scriptWaits(run)
+            waitBegan(run)
+        }
+    }
+
+    /// Runs `_connect.lua` for an upgrade; the 101 or the refusal follows when the run ends.
+    func runConnectHook(_ gate: ConnectGate, script: EndpointScript) {
+        let startedAt = worker.loop.now
+        let outer = serving
+        serving = .gate(gate)
+        ScriptAPI.pushConnectInfo(lua.L, gate)
+        lua.pushEnvironment(for: connectGlobal)
+        let outcome = lua.start(script.ref, in: connectGlobal)
+        serving = outer
+        switch outcome {
+        case .finished(let failure):
+            finished(.gate(gate), failure: failure)
+        case .suspended(let lua):
+            let run = ScriptRun(lua: lua, subject: .gate(gate), startedAt: startedAt)
+            gate.connection.scriptWaits(run)
             waitBegan(run)
         }
     }
@@ -257,44 +305,42 @@ final class ScriptRunner {
             }
             return
         }
-        let outer = (current, currentEvent, currentLink, currentCall)
-        switch run.subject {
-        case .socket(let connection, let event): (current, currentEvent, currentLink, currentCall) = (connection, event, nil, nil)
-        case .link(let link, _): (current, currentEvent, currentLink, currentCall) = (nil, .open, link, nil)
-        case .http(let call): (current, currentEvent, currentLink, currentCall) = (nil, .open, nil, call)
-        }
+        let outer = serving
+        serving = run.subject
         let outcome = lua.resume(run.lua, pushing: push)
-        (current, currentEvent, currentLink, currentCall) = outer
+        serving = outer
         switch outcome {
         case .finished(let failure):
-            finished(run.subject, failure: failure)
-            ended(run)
+            ended(run, failure: failure)
         case .suspended:
             waitBegan(run)
         }
     }
 
-    /// Ends a waiting run where it is, with its wait cancelled, and logs why. An HTTP request whose
-    /// script is abandoned is answered 504.
+    /// Ends a waiting run where it is, with its wait cancelled, and logs why.
     private func abandon(_ run: ScriptRun, why: String) {
         run.cancelWait?()
         lua.abandon(run.lua)
         Log.error("script run abandoned route=\(run.route) socket=\(run.socketId) event=\(run.eventName): \(why)")
-        if case .http(let call) = run.subject {
-            call.release(lua.L)
-            call.connection.respond(HTTPResponse.make(status: 504, headers: [("Content-Type", "text/plain; charset=utf-8")],
-                                                      body: HTTPEndpointCall.timeoutBody, keepAlive: call.keepAlive),
-                                    keepAlive: call.keepAlive)
-        }
-        ended(run)
+        ended(run, failure: nil, abandoned: "abandoned: \(why)")
     }
 
-    /// A run finished: a failure is logged, an HTTP request answered.
+    /// A run finished without waiting: its failure is logged, an HTTP request answered, an upgrade
+    /// decided.
     private func finished(_ subject: ScriptRun.Subject, failure: String?) {
-        guard case .http(let call) = subject else {
+        switch subject {
+        case .socket, .link:
             if let failure { report(failure, subject: subject) }
-            return
+        case .http(let call):
+            answer(call, failure: failure)
+        case .gate(let gate):
+            worker.front.gateDecided(gate, failure: failure)
         }
+    }
+
+    /// Answers an HTTP request from its script's `response`, or 500 when the run failed or the
+    /// table describes no valid answer.
+    private func answer(_ call: HTTPEndpointCall, failure: String?) {
         var answer = call.answer(lua.L)
         if let failure { answer = .invalid(failure) }
         switch answer {
@@ -308,16 +354,32 @@ final class ScriptRunner {
         }
     }
 
-    /// The socket or link of a run that ended gets its next events.
-    private func ended(_ run: ScriptRun) {
+    /// A run that waited has ended (`abandoned` says why, if it did not finish): what it was for
+    /// gets its outcome, then its socket or link its next events.
+    private func ended(_ run: ScriptRun, failure: String?, abandoned: String? = nil) {
         run.end()
         switch run.subject {
         case .socket(let connection, _):
+            if let failure { report(failure, subject: run.subject) }
             connection.scriptEnded()
             if run.closeDeferred { runScript(connection, event: .close, message: nil, binary: false) }
         case .http(let call):
+            if abandoned != nil {
+                call.release(lua.L)
+                call.connection.respond(HTTPResponse.make(status: 504, headers: [("Content-Type", "text/plain; charset=utf-8")],
+                                                          body: HTTPEndpointCall.timeoutBody, keepAlive: call.keepAlive),
+                                        keepAlive: call.keepAlive)
+            } else {
+                answer(call, failure: failure)
+            }
             call.connection.scriptEnded()
+        case .gate(let gate):
+            // The run lets go of the socket first: the open event the upgrade runs may wait in turn.
+            gate.connection.scriptEnded()
+            worker.front.gateDecided(gate, failure: abandoned ?? failure)
+            gate.connection.gateOpened()
         case .link(let link, _):
+            if let failure { report(failure, subject: run.subject) }
             link.scriptEnded()
             while link.waitingRun == nil, !link.deferredEvents.isEmpty {
                 runOutboundScript(link, event: link.deferredEvents.removeFirst(), message: nil, binary: false)
@@ -341,7 +403,7 @@ final class ScriptRunner {
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut, let connection = link.connection, connection.isOpen {
                 connection.pauseReading(for: lua.timeoutNanos)
             }
-        case .http:
+        case .http, .gate:
             break
         }
     }

@@ -9,7 +9,7 @@ import Reactor
 /// brings (type, timestamp, message, message_type) instead of a new table, its metatable and six
 /// fields, which were most of a small script's run.
 ///
-/// The socket's own fields (uri, route, socket_id, subprotocol, extensions, headers, parameters)
+/// The socket's own fields (uri, route, socket_id, subprotocol, extensions, headers, parameters, claims)
 /// are built from its `ConnectionInfo` on first read and cleared after the run; `pairs` builds them
 /// all first. The view's metatable is hidden, its data table unreachable (the `pairs` iterator
 /// holds it as an upvalue), so a pair nobody wrote to holds nothing of the run that used it. A run
@@ -51,7 +51,7 @@ final class WebsocketInfoView {
     }
 
     /// The fields built from the socket's `ConnectionInfo` when first read.
-    static let socketFields: [StaticString] = ["uri", "route", "socket_id", "subprotocol", "extensions", "headers", "parameters"]
+    static let socketFields: [StaticString] = ["uri", "route", "socket_id", "subprotocol", "extensions", "headers", "parameters", "claims"]
 
     /// Pushes the value of `socketFields[field]` for the socket `info` describes.
     static func pushSocketField(_ L: OpaquePointer, _ field: Int, _ info: ConnectionInfo) {
@@ -62,7 +62,10 @@ final class WebsocketInfoView {
         case 3: lua_pushswift(L, info.subprotocol)
         case 4: lua_pushswift(L, info.extensions)
         case 5: ScriptAPI.pushHeaders(L, info.request)
-        default: ScriptAPI.pushPairs(L, info.parameters)
+        case 6: ScriptAPI.pushPairs(L, info.parameters)
+        default:
+            var claims = info.claimsJSON
+            if claims.withUTF8({ JSONBridge.decode(L, UnsafeRawBufferPointer($0)) }) != nil { lua_createtable(L, 0, 0) }
         }
     }
 

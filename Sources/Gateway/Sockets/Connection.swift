@@ -302,6 +302,8 @@ final class Connection: IOHandler {
                 switch phase {
                 case .webSocket: return used + processFrames(UnsafeMutableRawBufferPointer(rebasing: bytes[used...]))
                 case .requestBody: continue
+                // The connect hook waits: what came behind the request waits for its decision.
+                case .responding: return used
                 default: return bytes.count
                 }
             case .requestBody:
@@ -336,6 +338,19 @@ final class Connection: IOHandler {
                 return bytes.count
             }
         }
+    }
+
+    /// The upgrade waits for the connect hook: nothing is read meanwhile.
+    func awaitGate() {
+        phase = .responding
+    }
+
+    /// The connect hook let the upgrade through after waiting: what the client sent meanwhile is
+    /// processed, unless the socket's open event waits in turn.
+    func gateOpened() {
+        guard phase == .webSocket, waitingRun == nil else { return }
+        updateInterest()
+        resumeInput()
     }
 
     /// Reads the body of an HTTP request the front or the management API accepted, then hands it on.
