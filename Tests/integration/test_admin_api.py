@@ -166,3 +166,24 @@ def test_an_admin_port_without_a_token_stops_start_up(tmp_path):
     assert code == 2 and "admin.tokenFile" in err
     code, err = run_until_exit(tmp_path / "c", config={"admin": {"port": 1, "token": TOKEN, "tokn": "x"}})
     assert code == 2 and "admin.tokn" in err
+
+
+def test_curl_pushes_with_the_token(server, admin_port):
+    import subprocess
+    import time
+
+    async def main():
+        async with connect(server.url("/room")) as ws:
+            socket_id = await recv(ws)
+            started = time.monotonic()
+            body = "p" * 999
+            # curl waits (a second) for "100 Continue" after sending this header.
+            proc = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST",
+                                   "-H", f"Authorization: Bearer {TOKEN}", "-H", "Expect: 100-continue", "--data-binary", body,
+                                   f"http://{HOST}:{admin_port}/@connections/{socket_id}"],
+                                  capture_output=True, text=True, timeout=10)
+            return proc.stdout, await recv(ws), time.monotonic() - started
+
+    code, message, elapsed = run(main())
+    assert code == "204" and message == "p" * 999
+    assert elapsed < 0.9, elapsed

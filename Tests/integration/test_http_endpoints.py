@@ -214,3 +214,16 @@ def test_a_run_past_wait_timeout_is_504(wsgate):
     status, _, _ = request(server, "GET", "/slow?ms=3000")
     assert status == 504
     server.wait_for_log("script run abandoned")
+
+
+def test_curl_posts_a_large_body_without_waiting_for_expect_continue(server):
+    # curl sends "Expect: 100-continue" with bodies over 1 KiB and waits a second for the answer.
+    import subprocess
+    started = time.monotonic()
+    proc = subprocess.run(["curl", "-sS", "-X", "POST", "-H", "Expect: 100-continue", "--data-binary", "z" * 999,
+                           "-w", "\\n%{http_code}", f"http://{HOST}:{server.port}/mirror/curl"],
+                          capture_output=True, text=True, timeout=10)
+    elapsed = time.monotonic() - started
+    body, _, code = proc.stdout.rpartition("\n")
+    assert code == "200" and len(json.loads(body)["body"]) == 999
+    assert elapsed < 0.9, elapsed

@@ -199,10 +199,18 @@ final class HTTPFront {
             connection.respondAndClose(HTTPResponse.make(status: status, reason: HTTPResponse.reason(status), body: message))
         case .invalid(let why):
             refuse(why)
-        case .accept(let claimsJSON, let expiresAt):
-            completeUpgrade(connection, gate.upgrade, claimsJSON: claimsJSON, expiresAt: expiresAt)
-        case nil:
-            completeUpgrade(connection, gate.upgrade, claimsJSON: "{}", expiresAt: nil)
+        case .accept, nil:
+            // The hook may have waited while the gateway began to shut down.
+            guard !worker.shuttingDown else {
+                connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n",
+                                                             headers: ["Retry-After: 5"]))
+                return
+            }
+            if case .accept(let claimsJSON, let expiresAt) = gate.decision {
+                completeUpgrade(connection, gate.upgrade, claimsJSON: claimsJSON, expiresAt: expiresAt)
+            } else {
+                completeUpgrade(connection, gate.upgrade, claimsJSON: "{}", expiresAt: nil)
+            }
         }
     }
 }

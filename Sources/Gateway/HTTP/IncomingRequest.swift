@@ -20,6 +20,12 @@ struct IncomingRequest {
         self.handler = handler
     }
 
+    /// The client waits for "100 Continue" before it sends the body (curl does, for a second, with
+    /// bodies over 1 KiB).
+    var expectsContinue: Bool {
+        head.versionIs("HTTP/1.1") && head.headerContainsToken("expect", "100-continue")
+    }
+
     /// Whether the client lets the connection carry another request (RFC 9112 9.3).
     var keepAlive: Bool {
         if head.versionIs("HTTP/1.1") { return !head.headerContainsToken("connection", "close") }

@@ -357,7 +357,13 @@ final class Connection: IOHandler {
     func readRequest(_ request: IncomingRequest) {
         incoming = request
         phase = .requestBody
+        if request.expectsContinue {
+            output.append(Connection.continueResponse)
+            scheduleFlush()
+        }
     }
+
+    private static let continueResponse = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
 
     /// Answers the HTTP request being handled; a connection kept alive waits for the next request.
     func respond(_ response: [UInt8], keepAlive: Bool) {
