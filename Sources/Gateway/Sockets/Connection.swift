@@ -387,7 +387,8 @@ final class Connection: IOHandler {
         guard let session else { return bytes.count }
         var consumed = 0
         // Once the bytes are used up, one more call lets the session release a delivered message's buffer.
-        while phase == .webSocket && !inputStopped && (consumed < bytes.count || session.holdsMessage) {
+        // In the .webSocket phase input stops for throttling or for a waiting run (`inputStopped`).
+        while phase == .webSocket && !readPaused && waitingRun == nil && (consumed < bytes.count || session.holdsMessage) {
             let queuedBefore = output.count
             let event = session.next(bytes, consumed: &consumed, output: &output, admit: { self.admit($0) })
             // The session queued a pong or a close, or changed state (a script's sends are handled as they happen).
