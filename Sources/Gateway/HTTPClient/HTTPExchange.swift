@@ -1,17 +1,15 @@
-import Glibc
 import Reactor
 import WebSocketCodec
 
-/// One `Http.request` on a loop: a connection (an idle one from the loop's pool, else a new one:
-/// the name resolved on the resolver threads, each address tried with a non-blocking connect, TLS
-/// for https), the request written, the response read by `HTTPResponseReader`. A connection that
-/// may carry another request goes back to the pool. Exactly one outcome is reported, unless
-/// `cancel()` comes first.
+/// One `Http.request` on a loop: a connection (an idle one from the loop's pool, else a new one
+/// from a `Connector`), the request written, the response read by `HTTPResponseReader`. A
+/// connection that may carry another request goes back to the pool. Exactly one outcome is
+/// reported, unless `cancel()` comes first.
 final class HTTPExchange: IOHandler {
     typealias Completion = (Result<HTTPResponseReader.Response, ServiceFailure>) -> Void
 
     private enum Phase {
-        case resolving, connecting, tls, sending, receiving, finished
+        case connecting, sending, receiving, finished
     }
 
     /// A response head larger than this is refused as malformed.
@@ -21,10 +19,8 @@ final class HTTPExchange: IOHandler {
     private let request: HTTPClientRequest
     private let maxBodyBytes: Int
     private let completion: Completion
-    private var phase = Phase.resolving
-    private var addresses: [SocketAddress] = []
-    private var nextAddress = 0
-    private var lastConnectError = ""
+    private var phase = Phase.connecting
+    private var connector: Connector?
     private var transport = Transport(fd: -1, tls: nil)
     private var registration = EventLoop.Registration.none
     private var sent = 0
@@ -52,43 +48,66 @@ final class HTTPExchange: IOHandler {
             adopt(idle)
             return
         }
-        resolve()
+        connect()
     }
 
     /// Stops without reporting anything; the connection is closed.
     func cancel() {
         guard phase != .finished else { return }
         phase = .finished
+        connector?.cancel()
         closeSocket()
     }
 
     private var phaseDescription: String {
         switch phase {
-        case .resolving: return "resolving the name"
-        case .connecting: return "connecting"
-        case .tls: return "in the TLS handshake"
+        case .connecting: return connector?.phaseDescription ?? "connecting"
         case .sending: return "sending the request"
         case .receiving: return "waiting for the response"
         case .finished: return "finished"
         }
     }
 
-    private func resolve() {
-        phase = .resolving
-        Resolver.resolve(host: request.url.host, port: request.url.port, on: worker.loop) { [weak self] result in
-            guard let self, self.phase == .resolving else { return }
-            switch result {
-            case .success(let found):
-                self.addresses = found
-                self.connectNext()
-            case .failure(let error):
-                self.finish(.failure(.badGateway("cannot resolve \(self.request.url.host): \(error.message)")))
+    private func connect() {
+        phase = .connecting
+        let url = request.url
+        var tls: TLSClientContext?
+        if url.secure {
+            do {
+                tls = try worker.shared.tlsClientContext(caFile: request.caFile)
+            } catch {
+                finish(.failure(.badRequest(error.message)))
+                return
             }
+        }
+        let connector = Connector(loop: worker.loop, target: Connector.Target(host: url.host, port: url.port, tls: tls,
+                                                                              isIPLiteral: url.isIPLiteral, verify: !request.insecure)) { [weak self] result in
+            self?.connected(result)
+        }
+        self.connector = connector
+        connector.start()
+    }
+
+    private func connected(_ result: Result<Transport, Connector.Failure>) {
+        connector = nil
+        let host = request.url.hostHeader
+        switch result {
+        case .success(let stream):
+            adopt(stream)
+        case .failure(.resolve(let why)):
+            finish(.failure(.badGateway("cannot resolve \(request.url.host): \(why)")))
+        case .failure(.connect(let why)):
+            finish(.failure(.badGateway("cannot connect to \(host): \(why)")))
+        case .failure(.closedDuringTLS):
+            finish(.failure(.badGateway("\(host) closed the connection during the TLS handshake")))
+        case .failure(.tls(let why)):
+            finish(.failure(.badGateway(why.hasPrefix("TLS") ? why : "TLS handshake with \(host) failed: \(why)")))
         }
     }
 
-    private func adopt(_ idle: Transport) {
-        transport = idle
+    /// Watches an open connection (new or pooled) and sends the request on it.
+    private func adopt(_ stream: Transport) {
+        transport = stream
         registration = worker.loop.register(fd: transport.fd, events: IOEvents.writable, handler: self)
         guard registration != .none else {
             closeSocket()
@@ -99,76 +118,11 @@ final class HTTPExchange: IOHandler {
         send()
     }
 
-    private func connectNext() {
-        while nextAddress < addresses.count {
-            let address = addresses[nextAddress]
-            nextAddress += 1
-            switch Socket.connect(address) {
-            case .success(let fd):
-                phase = .connecting
-                transport = Transport(fd: fd, tls: nil)
-                registration = worker.loop.register(fd: fd, events: IOEvents.writable, handler: self)
-                if registration != .none { return }
-                Socket.close(fd)
-                transport = Transport(fd: -1, tls: nil)
-                lastConnectError = "cannot watch the socket"
-            case .failure(let error):
-                lastConnectError = "\(String(cString: strerror(error.errno))) (\(address))"
-            }
-        }
-        finish(.failure(.badGateway("cannot connect to \(request.url.hostHeader): \(lastConnectError.isEmpty ? "no address" : lastConnectError)")))
-    }
-
     func ioReady(_ events: UInt32) {
         switch phase {
-        case .connecting:
-            let error = Socket.pendingError(transport.fd)
-            guard error == 0 else {
-                lastConnectError = "\(String(cString: strerror(error))) (\(addresses[nextAddress - 1]))"
-                closeSocket()
-                connectNext()
-                return
-            }
-            if request.url.secure {
-                let context: TLSClientContext
-                do {
-                    context = try worker.shared.tlsClientContext(caFile: request.caFile)
-                } catch {
-                    finish(.failure(.badRequest(error.message)))
-                    return
-                }
-                phase = .tls
-                transport.tls = TLSStream(client: context, fd: transport.fd, serverName: request.url.host,
-                                          isIPLiteral: request.url.isIPLiteral, verify: !request.insecure)
-                continueTLS()
-            } else {
-                phase = .sending
-                send()
-            }
-        case .tls:
-            continueTLS()
-        case .sending:
-            send()
-        case .receiving:
-            receive()
-        case .resolving, .finished:
-            break
-        }
-    }
-
-    private func continueTLS() {
-        switch transport.tls!.handshake() {
-        case .done:
-            phase = .sending
-            send()
-        case .wantRead:
-            watch(IOEvents.readable)
-        case .wantWrite:
-            watch(IOEvents.writable)
-        case .closed:
-            finish(.failure(.badGateway("\(request.url.hostHeader) closed the connection during the TLS handshake")))
-        case .failed(let why):
-            finish(.failure(.badGateway(why.hasPrefix("TLS") ? why : "TLS handshake with \(request.url.hostHeader) failed: \(why)")))
+        case .sending: send()
+        case .receiving: receive()
+        case .connecting, .finished: break
         }
     }
 
@@ -248,7 +202,7 @@ final class HTTPExchange: IOHandler {
         closeSocket()
         sent = 0
         reader = HTTPResponseReader(maxHeadBytes: HTTPExchange.maxHeadBytes, maxBodyBytes: maxBodyBytes, requestMethod: request.method)
-        resolve()
+        connect()
     }
 
     private func complete(_ response: HTTPResponseReader.Response, reusable: Bool) {
@@ -271,6 +225,8 @@ final class HTTPExchange: IOHandler {
     private func finish(_ result: Result<HTTPResponseReader.Response, ServiceFailure>) {
         guard phase != .finished else { return }
         phase = .finished
+        connector?.cancel()
+        connector = nil
         closeSocket()
         completion(result)
     }

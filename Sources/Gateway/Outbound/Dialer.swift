@@ -1,11 +1,10 @@
-import Glibc
 import Reactor
 import WebSocketCodec
 
-/// Opens one client WebSocket connection on a loop: the name is resolved off the loop, each address
-/// is tried in turn with a non-blocking connect, then TLS (for wss://), the upgrade request and the
-/// check of the server's 101. Redirects are not followed. Exactly one of the outcomes is reported,
-/// unless `cancel()` comes first.
+/// Opens one client WebSocket connection on a loop: a stream (`Connector`: the name resolved off
+/// the loop, each address tried in turn, TLS for wss://), then the upgrade request and the check of
+/// the server's 101. Redirects are not followed. Exactly one of the outcomes is reported, unless
+/// `cancel()` comes first.
 final class Dialer: IOHandler {
     struct Target {
         let url: WebSocketURL
@@ -28,7 +27,7 @@ final class Dialer: IOHandler {
     }
 
     private enum Phase {
-        case resolving, connecting, tls, upgrade, finished
+        case connecting, upgrade, finished
     }
 
     /// A response head larger than this is not a WebSocket server talking.
@@ -37,10 +36,8 @@ final class Dialer: IOHandler {
     private let loop: EventLoop
     private let target: Target
     private let completion: (Result<Established, DialError>) -> Void
-    private var phase = Phase.resolving
-    private var addresses: [SocketAddress] = []
-    private var nextAddress = 0
-    private var lastConnectError = ""
+    private var phase = Phase.connecting
+    private var connector: Connector?
     private var transport = Transport(fd: -1, tls: nil)
     private var registration = EventLoop.Registration.none
     private var request: [UInt8] = []
@@ -57,96 +54,56 @@ final class Dialer: IOHandler {
             guard let self, self.phase != .finished else { return }
             self.finish(.failure(DialError("timeout after \(timeoutNanos / 1_000_000) ms while \(self.phaseDescription)")))
         }
-        Resolver.resolve(host: target.url.host, port: target.url.port, on: loop) { [weak self] result in
-            guard let self, self.phase == .resolving else { return }
-            switch result {
-            case .success(let found):
-                self.addresses = found
-                self.connectNext()
-            case .failure(let error):
-                self.finish(.failure(DialError("cannot resolve \(target.url.host): \(error.message)")))
-            }
+        let connector = Connector(loop: loop, target: Connector.Target(host: target.url.host, port: target.url.port, tls: target.tls,
+                                                                       isIPLiteral: target.url.isIPLiteral, verify: target.verify)) { [weak self] result in
+            self?.connected(result)
         }
+        self.connector = connector
+        connector.start()
     }
 
     /// Stops dialing without reporting anything.
     func cancel() {
         guard phase != .finished else { return }
         phase = .finished
+        connector?.cancel()
         closeSocket()
     }
 
     private var phaseDescription: String {
         switch phase {
-        case .resolving: return "resolving \(target.url.host)"
-        case .connecting: return "connecting"
-        case .tls: return "in the TLS handshake"
+        case .connecting: return connector?.phaseDescription ?? "connecting"
         case .upgrade: return "waiting for the upgrade response"
         case .finished: return "finished"
         }
     }
 
-    private func connectNext() {
-        while nextAddress < addresses.count {
-            let address = addresses[nextAddress]
-            nextAddress += 1
-            switch Socket.connect(address) {
-            case .success(let fd):
-                phase = .connecting
-                transport = Transport(fd: fd, tls: nil)
-                registration = loop.register(fd: fd, events: IOEvents.writable, handler: self)
-                if registration != .none { return }
-                Socket.close(fd)
-                lastConnectError = "cannot watch the socket"
-            case .failure(let error):
-                lastConnectError = "\(String(cString: strerror(error.errno))) (\(address))"
+    private func connected(_ result: Result<Transport, Connector.Failure>) {
+        switch result {
+        case .success(let stream):
+            connector = nil
+            transport = stream
+            registration = loop.register(fd: transport.fd, events: IOEvents.writable, handler: self)
+            guard registration != .none else {
+                finish(.failure(DialError("cannot watch the socket")))
+                return
             }
+            phase = .upgrade
+            sendRequest()
+        case .failure(.resolve(let why)):
+            finish(.failure(DialError("cannot resolve \(target.url.host): \(why)")))
+        case .failure(.connect(let why)):
+            finish(.failure(DialError(why)))
+        case .failure(.closedDuringTLS):
+            finish(.failure(DialError("the server closed the connection during the TLS handshake")))
+        case .failure(.tls(let why)):
+            finish(.failure(DialError(why.hasPrefix("TLS") ? why : "TLS handshake failed: \(why)")))
         }
-        finish(.failure(DialError(lastConnectError.isEmpty ? "no address to connect to" : lastConnectError)))
     }
 
     func ioReady(_ events: UInt32) {
-        switch phase {
-        case .connecting:
-            let error = Socket.pendingError(transport.fd)
-            guard error == 0 else {
-                lastConnectError = "\(String(cString: strerror(error))) (\(addresses[nextAddress - 1]))"
-                closeSocket()
-                connectNext()
-                return
-            }
-            if let context = target.tls {
-                phase = .tls
-                transport.tls = TLSStream(client: context, fd: transport.fd, serverName: target.url.host,
-                                          isIPLiteral: target.url.isIPLiteral, verify: target.verify)
-                continueTLS()
-            } else {
-                phase = .upgrade
-                sendRequest()
-            }
-        case .tls:
-            continueTLS()
-        case .upgrade:
-            if requestSent < request.count { sendRequest() } else { readResponse() }
-        case .resolving, .finished:
-            break
-        }
-    }
-
-    private func continueTLS() {
-        switch transport.tls!.handshake() {
-        case .done:
-            phase = .upgrade
-            sendRequest()
-        case .wantRead:
-            watch(IOEvents.readable)
-        case .wantWrite:
-            watch(IOEvents.writable)
-        case .closed:
-            finish(.failure(DialError("the server closed the connection during the TLS handshake")))
-        case .failed(let why):
-            finish(.failure(DialError(why.hasPrefix("TLS") ? why : "TLS handshake failed: \(why)")))
-        }
+        guard phase == .upgrade else { return }
+        if requestSent < request.count { sendRequest() } else { readResponse() }
     }
 
     private func sendRequest() {
@@ -233,13 +190,15 @@ final class Dialer: IOHandler {
     private func finish(_ result: Result<Established, DialError>) {
         guard phase != .finished else { return }
         phase = .finished
+        connector?.cancel()
+        connector = nil
         closeSocket()
         completion(result)
     }
 
     private func closeSocket() {
         guard transport.fd >= 0 else { return }
-        loop.deregister(fd: transport.fd, registration: registration)
+        if registration != .none { loop.deregister(fd: transport.fd, registration: registration) }
         registration = .none
         transport.tls = nil
         Socket.close(transport.fd)
