@@ -27,7 +27,7 @@ public final class Gateway {
         do { (scripts, problems) = try ScriptSet.load(folder: config.endpoints, previous: nil) } catch { throw StartupError(message: error.message) }
         if let first = problems.first { throw StartupError(message: first.message) }
         self.scripts = scripts
-        shared = SharedState(endpointsFolder: config.endpoints)
+        shared = SharedState(endpointsFolder: config.endpoints, keystoreMaxBytes: config.keystoreMaxBytes)
 
         Socket.ignoreBrokenPipes()
         var listeners: [Int32] = []
@@ -159,7 +159,9 @@ public final class Gateway {
         live.endpoints = config.endpoints
         live.workers = config.workers
         live.scriptMemoryBytes = config.scriptMemoryBytes
+        (live.adminHost, live.adminPort, live.adminToken, live.adminTokenFile) = (config.adminHost, config.adminPort, config.adminToken, config.adminTokenFile)
         config = live
+        shared.keystore.maxBytes = live.keystoreMaxBytes
         Log.level = live.logLevel
         for worker in shared.workers { worker.loop.post { worker.update(live) } }
         Log.info("config reloaded")

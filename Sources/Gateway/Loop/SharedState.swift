@@ -12,13 +12,16 @@ final class SharedState {
     let socketIdPrefix: String
     var workers: [Worker] = []
     let outbound = OutboundRegistry()
+    /// The `Keystore` service's store: survives script reloads and SIGHUP, not a restart.
+    let keystore: Keystore
     /// TLS client contexts by CA file ("" for the system trust store): loading a trust store is
     /// slow, and a context serves any number of connections on any loop.
     private var tlsClientContexts: [String: TLSClientContext] = [:]
     private let tlsClientLock = Lock()
 
-    init(endpointsFolder: String) {
+    init(endpointsFolder: String, keystoreMaxBytes: Int) {
         self.endpointsFolder = endpointsFolder
+        keystore = Keystore(maxBytes: keystoreMaxBytes)
         var random = SystemRandomNumberGenerator()
         socketIdPrefix = String(random.next() & 0xFFFF_FFFF_FFFF, radix: 36)
     }

@@ -53,6 +53,15 @@ final class Worker {
             adminListener = Listener(worker: self, fd: adminListenFd, admin: true)
         }
         scheduleSweep()
+        if index == 0 { scheduleKeystoreSweep() }
+    }
+
+    /// Expired keys leave the shared keystore on time; one loop does it for all.
+    private func scheduleKeystoreSweep() {
+        loop.schedule(after: Keystore.sweepNanos) { [unowned self] in
+            self.shared.keystore.sweep(now: EventLoop.monotonicNanos())
+            self.scheduleKeystoreSweep()
+        }
     }
 
     func start() {

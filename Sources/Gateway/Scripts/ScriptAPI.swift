@@ -3,7 +3,8 @@ import LuaRuntime
 import Reactor
 import WebSocketCodec
 
-/// The Lua API scripts see: `websocketInfo`, the `Websocket` service, `jwt`, `to_json`, `from_json`, `print`.
+/// The Lua API scripts see: `websocketInfo`, the `Websocket` and `Keystore` services, `Http`, `sleep`,
+/// `jwt`, `to_json`, `from_json`, `print`.
 /// Every function finds its worker through the Lua state's extra space, so none allocates a closure.
 enum ScriptAPI {
     static func install(in lua: LuaState) {
@@ -23,6 +24,7 @@ enum ScriptAPI {
         installJWT(in: lua)
         installSleep(in: lua)
         installHTTP(in: lua)
+        installKeystore(in: lua)
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
         // print converts its arguments in Lua, where a failing __tostring is an ordinary script error.

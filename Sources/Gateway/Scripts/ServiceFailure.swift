@@ -13,6 +13,8 @@ enum ServiceFailure: Error {
     case badGateway(String)
     /// An upstream did not answer in time.
     case gatewayTimeout(String)
+    /// The keystore would pass keystore.maxBytes.
+    case insufficientStorage(String)
 
     var status: Int {
         switch self {
@@ -23,6 +25,7 @@ enum ServiceFailure: Error {
         case .unavailable: return 503
         case .badGateway: return 502
         case .gatewayTimeout: return 504
+        case .insufficientStorage: return 507
         }
     }
 
@@ -35,13 +38,14 @@ enum ServiceFailure: Error {
         case .unavailable: return "ServiceUnavailable"
         case .badGateway: return "BadGateway"
         case .gatewayTimeout: return "GatewayTimeout"
+        case .insufficientStorage: return "InsufficientStorage"
         }
     }
 
     var message: String {
         switch self {
         case .badRequest(let m), .notFound(let m), .conflict(let m), .tooManyRequests(let m), .unavailable(let m),
-             .badGateway(let m), .gatewayTimeout(let m): return m
+             .badGateway(let m), .gatewayTimeout(let m), .insufficientStorage(let m): return m
         }
     }
 }

@@ -54,6 +54,8 @@ public struct GatewayConfig: Equatable {
     public var adminTokenFile: String?
     /// The largest request body an HTTP endpoint script gets; a larger one is answered 413.
     public var maxHttpBodyBytes = 1 << 20
+    /// The most the Keystore may hold (keys, values and 64 bytes per entry).
+    public var keystoreMaxBytes = 64 << 20
     /// Outbound connections opened at start-up.
     var outbound: [OutboundSpec] = []
     public var outboundInitialDelayMs = 500
@@ -232,6 +234,13 @@ extension GatewayConfig {
                         config.adminToken = token
                     case "tokenFile": config.adminTokenFile = try r.string(value, "admin." + key)
                     default: throw r.unknown("admin." + key)
+                    }
+                }
+            case "keystore":
+                try r.object(value, prefix: "keystore.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "maxBytes": config.keystoreMaxBytes = try r.int(value, "keystore." + key, 0...(1 << 40))
+                    default: throw r.unknown("keystore." + key)
                     }
                 }
             case "outbound":

@@ -20,7 +20,7 @@ final class Loops {
         config.endpoints = folder.path
         let (set, problems) = try ScriptSet.load(folder: folder.path, previous: nil)
         XCTAssertTrue(problems.isEmpty)
-        let shared = SharedState(endpointsFolder: folder.path)
+        let shared = SharedState(endpointsFolder: folder.path, keystoreMaxBytes: 1 << 20)
         workers = try (0..<count).map { index in
             Worker(index: index, shared: shared, config: config, scripts: set,
                    listenFd: try Socket.listen(host: "127.0.0.1", port: 0), tls: nil)
