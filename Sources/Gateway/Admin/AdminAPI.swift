@@ -3,7 +3,8 @@ import Reactor
 import WebSocketCodec
 
 /// The management API, modelled on AWS API Gateway's `@connections` API, on the admin listener
-/// (one SO_REUSEPORT socket per loop): backends push to, inspect and close sockets by id. Every
+/// (one SO_REUSEPORT socket per loop): backends push to, inspect and close sockets by id, and
+/// publish to topics. Every
 /// request needs `Authorization: Bearer <token>`; every operation on a socket goes through the
 /// owner path, so a socket on another loop is reached through that loop's mailbox.
 final class AdminAPI {
@@ -16,6 +17,7 @@ final class AdminAPI {
     }
 
     private static let prefix = "/@connections"
+    private static let topics = "/@topics"
 
     /// A request head: refused at once (closing) when unauthorized or malformed; else its body is
     /// read, up to limits.maxMessageBytes (a POST's body is one message).
@@ -70,18 +72,27 @@ final class AdminAPI {
             let ids = worker.shared.registry.all().map { AdminAPI.json($0.info.socketId) }.sorted()
             return json("[" + ids.joined(separator: ",") + "]")
         }
+        if path.hasPrefix(AdminAPI.topics + "/") {
+            let topic = URLComponentsDecoding.percentDecode(path.dropFirst(AdminAPI.topics.count + 1), plusAsSpace: false)
+            guard head.methodIs("POST") else { return methodNotAllowed("POST") }
+            if case .failure(let failure) = ScriptAPI.checkedTopic(topic) { return failed(failure) }
+            switch message(head, body) {
+            case .failure(let failure): return failed(failure)
+            case .success(let opcode):
+                let delivered = body.withUnsafeBytes { worker.owners.publish(topic, opcode, $0) }
+                return json("{\"delivered\":\(delivered)}")
+            }
+        }
         guard path.hasPrefix(AdminAPI.prefix + "/") else { return text(404, "no such path\n") }
         let id = URLComponentsDecoding.percentDecode(path.dropFirst(AdminAPI.prefix.count + 1), plusAsSpace: false)
         guard !id.isEmpty, !id.contains("/") else { return text(404, "no such path\n") }
         if head.methodIs("POST") {
-            let binary = head.header("content-type").map { $0.lowercased().hasPrefix("application/octet-stream") } ?? false
-            let failure = body.withUnsafeBytes { bytes -> ServiceFailure? in
-                if !binary && !UTF8Validator.isValid(bytes) {
-                    return .badRequest("the body is not valid UTF-8: send bytes with Content-Type: application/octet-stream")
-                }
-                return worker.owners.send(to: .socket(id), binary ? .binary : .text, bytes)
+            switch message(head, body) {
+            case .failure(let failure): return failed(failure)
+            case .success(let opcode):
+                let failure = body.withUnsafeBytes { worker.owners.send(to: .socket(id), opcode, $0) }
+                return failure.map(failed) ?? (204, [], [])
             }
-            return failure.map(failed) ?? (204, [], [])
         }
         if head.methodIs("GET") {
             switch worker.owners.info(id) {
@@ -93,6 +104,16 @@ final class AdminAPI {
             return worker.owners.close(.socket(id)).map(failed) ?? (204, [], [])
         }
         return methodNotAllowed("GET, POST, DELETE")
+    }
+
+    /// A POST's body as a message: binary with Content-Type: application/octet-stream, else text,
+    /// which must be UTF-8.
+    private func message(_ head: HTTPRequestHead, _ body: [UInt8]) -> Result<Opcode, ServiceFailure> {
+        if head.header("content-type").map({ $0.lowercased().hasPrefix("application/octet-stream") }) == true { return .success(.binary) }
+        guard body.withUnsafeBytes({ UTF8Validator.isValid($0) }) else {
+            return .failure(.badRequest("the body is not valid UTF-8: send bytes with Content-Type: application/octet-stream"))
+        }
+        return .success(.text)
     }
 
     /// A service failure as the management API answers it: a socket that is not open is 410 Gone.

@@ -12,6 +12,8 @@ final class SharedState {
     let socketIdPrefix: String
     var workers: [Worker] = []
     let outbound = OutboundRegistry()
+    /// Topic subscriptions of every loop's sockets.
+    let topics = Topics()
     /// The `Keystore` service's store: survives script reloads and SIGHUP, not a restart.
     let keystore: Keystore
     /// TLS client contexts by CA file ("" for the system trust store): loading a trust store is

@@ -10,7 +10,7 @@ enum ScriptAPI {
     static func install(in lua: LuaState) {
         let L = lua.L
         lua.setBaseGlobal("Websocket") {
-            let service = LuaTable(pushedOn: L, fields: 9)
+            let service = LuaTable(pushedOn: L, fields: 14)
             service.set("list", websocketList)
             service.set("info", websocketInfo)
             service.set("send", websocketSend)
@@ -20,6 +20,11 @@ enum ScriptAPI {
             service.set("disconnect", websocketDisconnect)
             service.set("reset", websocketReset)
             service.set("outbound", websocketOutbound)
+            service.set("subscribe", websocketSubscribe)
+            service.set("unsubscribe", websocketUnsubscribe)
+            service.set("publish", websocketPublish)
+            service.set("subscriptions", websocketSubscriptions)
+            service.set("subscribers", websocketSubscribers)
         }
         installJWT(in: lua)
         installSleep(in: lua)
@@ -134,16 +139,38 @@ enum ScriptAPI {
         case "data-text":
             return send(text: message, to: ref, from: worker)
         case "data-binary":
-            let runner = worker.runner
-            if let original = runner.binaryMessage(encodedAs: message) {
-                return worker.owners.send(to: ref, .binary, original)
+            switch withBinary(message, runner: worker.runner, { worker.owners.send(to: ref, .binary, $0) }) {
+            case .success(let failure): return failure
+            case .failure(let failure): return failure
             }
-            let p = runner.textScratch.reserveWritable(Base64.decodedCapacity(message.count))
-            defer { runner.textScratch.clear(keepingUpTo: 1 << 20) }
-            guard let count = Base64.decode(message, into: p) else { return .badRequest("message is not valid base64") }
-            return worker.owners.send(to: ref, .binary, UnsafeRawBufferPointer(start: p, count: count))
         default:
             return .badRequest("type must be \"data-text\" or \"data-binary\"")
+        }
+    }
+
+    /// Hands `body` the bytes of a binary message given as base64: the kept message itself when
+    /// `message` is its very string, else decoded into the runner's scratch buffer.
+    static func withBinary<T>(_ message: UnsafeRawBufferPointer, runner: ScriptRunner, _ body: (UnsafeRawBufferPointer) -> T) -> Result<T, ServiceFailure> {
+        if let original = runner.binaryMessage(encodedAs: message) { return .success(body(original)) }
+        let p = runner.textScratch.reserveWritable(Base64.decodedCapacity(message.count))
+        defer { runner.textScratch.clear(keepingUpTo: 1 << 20) }
+        guard let count = Base64.decode(message, into: p) else { return .failure(.badRequest("message is not valid base64")) }
+        return .success(body(UnsafeRawBufferPointer(start: p, count: count)))
+    }
+
+    /// Hands `body` a message of `type` as it goes out: text checked for UTF-8, binary decoded.
+    static func decodedMessage<T>(type: String, message: UnsafeRawBufferPointer, runner: ScriptRunner,
+                                  _ body: (Opcode, UnsafeRawBufferPointer) -> T) -> Result<T, ServiceFailure> {
+        switch type {
+        case "data-text":
+            guard UTF8Validator.isValid(message) else {
+                return .failure(.badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64"))
+            }
+            return .success(body(.text, message))
+        case "data-binary":
+            return withBinary(message, runner: runner) { body(.binary, $0) }
+        default:
+            return .failure(.badRequest("type must be \"data-text\" or \"data-binary\""))
         }
     }
 

@@ -463,6 +463,7 @@ final class Connection: IOHandler {
         guard listed, let info else { return }
         listed = false
         worker.shared.registry.remove(info.socketId)
+        if info.subscribed.load(ordering: .relaxed) { worker.shared.topics.removeAll(info.socketId) }
     }
 
     // MARK: Sending

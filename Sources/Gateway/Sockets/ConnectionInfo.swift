@@ -25,6 +25,8 @@ final class ConnectionInfo: SendQueueGauge {
     let claimsJSON: String
     /// When a message last went in or out, in the owning loop's monotonic nanoseconds.
     let lastActive: Atomic<UInt64>
+    /// Set by a first subscription: only then does closing the socket clear its topics.
+    let subscribed = Atomic<Bool>(false)
 
     /// `lastActive` in milliseconds since the Unix epoch.
     var lastActiveMillis: Int64 {

@@ -1,0 +1,183 @@
+"""Topics: subscribe, unsubscribe, publish (text and binary), subscriptions, subscribers; across
+loops; a socket leaves its topics when it closes; a slow subscriber is skipped without slowing the
+others; the management API's POST /@topics/{topic}."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+
+import pytest
+
+from wsgate_support import HOST, RawClient, connect, free_port, recv, recv_json, run
+
+# Data messages are Lua expressions evaluated with `me` (this socket's id); the reply is the result as JSON.
+EVAL = """
+local w = websocketInfo
+if w.type == "open" then w.send(w.socket_id) return end
+if w.type ~= "data" then return end
+local chunk = load("local me = ... return " .. w.message)
+local results = table.pack(chunk(w.socket_id))
+local out = {}
+for i = 1, results.n do out[i] = results[i] == nil and "<nil>" or results[i] end
+w.send(to_json{n = results.n, r = out})
+"""
+
+TOKEN = "topics-token"
+
+
+@pytest.fixture(scope="module")
+def admin_port():
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(wsgate_module, admin_port):
+    return wsgate_module({"eval.lua": EVAL}, {"rateLimit": {"messagesPerSecond": 0},
+                                              "admin": {"port": admin_port, "token": TOKEN}}, workers=2)
+
+
+async def ask(ws, expression):
+    await ws.send(expression)
+    reply = await recv_json(ws)
+    if reply["n"] == 0:
+        return "<nil>"
+    return reply["r"][0] if reply["n"] == 1 else reply["r"]
+
+
+async def open_sockets(server, n):
+    sockets = [await connect(server.url("/eval")) for _ in range(n)]
+    ids = [await recv(ws) for ws in sockets]
+    return sockets, ids
+
+
+def test_publish_reaches_subscribers_on_every_loop(server):
+    async def main():
+        sockets, ids = await open_sockets(server, 6)
+        try:
+            for ws in sockets[:4]:
+                assert await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"
+            assert await ask(sockets[0], 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"  # twice: harmless
+            subscribers = await ask(sockets[5], 'Websocket.subscribers{topic = "news"}')
+            count = await ask(sockets[5], 'Websocket.publish{topic = "news", message = "hello all"}')
+            got = [await recv(ws) for ws in sockets[:4]]
+            binary = await ask(sockets[5], 'Websocket.publish{topic = "news", type = "data-binary", message = "%s"}'
+                               % base64.b64encode(b"\x00\x01bin").decode())
+            got_binary = [await recv(ws) for ws in sockets[:4]]
+            nobody = await ask(sockets[5], 'Websocket.publish{topic = "nobody-listens", message = "x"}')
+            return ids, subscribers, count, got, binary, got_binary, nobody
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    ids, subscribers, count, got, binary, got_binary, nobody = run(main())
+    assert sorted(subscribers) == sorted(ids[:4])
+    assert len({i.rsplit("-", 2)[1] for i in ids[:4]}) == 2, "subscribers on both loops"
+    assert count == 4 and got == ["hello all"] * 4
+    assert binary == 4 and got_binary == [b"\x00\x01bin"] * 4
+    assert nobody == 0
+
+
+def test_subscriptions_unsubscribe_and_leaving_on_close(server):
+    async def main():
+        sockets, ids = await open_sockets(server, 2)
+        a, b = sockets
+        await ask(a, 'Websocket.subscribe{socket_id = me, topic = "t2"}')
+        await ask(a, 'Websocket.subscribe{socket_id = me, topic = "t1"}')
+        mine = await ask(a, 'Websocket.subscriptions{socket_id = me}')
+        await ask(a, 'Websocket.unsubscribe{socket_id = me, topic = "t2"}')
+        after = await ask(a, 'Websocket.subscriptions{socket_id = me}')
+        # b subscribes a (any script may subscribe any socket), then a closes.
+        await ask(b, f'Websocket.subscribe{{socket_id = "{ids[0]}", topic = "t3"}}')
+        await a.close()
+        await asyncio.sleep(0.2)
+        left = [await ask(b, f'Websocket.subscribers{{topic = "{t}"}}') for t in ("t1", "t3")]
+        gone = await ask(b, f'Websocket.subscriptions{{socket_id = "{ids[0]}"}}.status')
+        await b.close()
+        return mine, after, left, gone
+
+    mine, after, left, gone = run(main())
+    assert mine == ["t1", "t2"] and after == ["t1"]
+    assert left == [{}, {}]  # empty lists: to_json writes {} for an empty table
+    assert gone == 404
+
+
+@pytest.mark.parametrize("call, status, fragment", [
+    ('Websocket.subscribe{socket_id = "no-such", topic = "t"}', 404, "not open"),
+    ('Websocket.subscribe{socket_id = me, topic = ""}', 400, "topic must be"),
+    ('Websocket.subscribe{socket_id = me, topic = string.rep("x", 257)}', 400, "topic must be"),
+    ('Websocket.subscribe{topic = "t"}', 400, "socket_id is required"),
+    ('Websocket.unsubscribe{socket_id = me}', 400, "topic is required"),
+    ('Websocket.publish{topic = "t", message = "\\xff"}', 400, "UTF-8"),
+    ('Websocket.publish{topic = "t", message = {}}', 400, "message must be a string"),
+    ('Websocket.publish{topic = "t", message = "x", type = "data-binary"}', 400, "base64"),
+    ('Websocket.subscribers{}', 400, "topic is required"),
+])
+def test_errors(server, call, status, fragment):
+    async def main():
+        sockets, _ = await open_sockets(server, 1)
+        try:
+            return await ask(sockets[0], f'(function() local e = {call} return e.status .. "|" .. e.error end)()')
+        finally:
+            await sockets[0].close()
+
+    got_status, message = run(main()).split("|", 1)
+    assert int(got_status) == status and fragment in message
+
+
+def test_a_slow_subscriber_is_skipped_and_does_not_slow_the_others(wsgate):
+    server = wsgate({"eval.lua": EVAL}, {"rateLimit": {"messagesPerSecond": 0},
+                                         "limits": {"maxMessageBytes": 65536, "sendQueueBytes": 262144}}, workers=2)
+    slow = RawClient(server.port, "/eval", rcvbuf=4096)
+    slow_id = slow.recv_text()
+
+    async def main():
+        sockets, ids = await open_sockets(server, 3)
+        publisher = sockets[0]
+        for ws in sockets[1:]:
+            await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "firehose"}')
+        await ask(publisher, f'Websocket.subscribe{{socket_id = "{slow_id}", topic = "firehose"}}')
+        counts = []
+        fast_received = 0
+        for _ in range(60):
+            counts.append(await ask(publisher, 'Websocket.publish{topic = "firehose", message = string.rep("m", 60000)}'))
+            for ws in sockets[1:]:
+                assert len(await recv(ws)) == 60000
+                fast_received += 1
+        for ws in sockets:
+            await ws.close()
+        return counts, fast_received
+
+    try:
+        counts, fast_received = run(main())
+    finally:
+        slow.sock.close()
+    assert fast_received == 120
+    assert counts[0] == 3 and counts[-1] == 2, counts  # the slow one is skipped once its queue is past half
+    assert all(c in (2, 3) for c in counts)
+
+
+def test_the_management_api_publishes(server, admin_port):
+    async def main():
+        sockets, ids = await open_sockets(server, 3)
+        try:
+            for ws in sockets:
+                await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "ops/alerts"}')
+            conn = http.client.HTTPConnection(HOST, admin_port, timeout=5)
+            conn.request("POST", "/@topics/ops%2Falerts", body=b"disk full", headers={"Authorization": f"Bearer {TOKEN}"})
+            response = conn.getresponse()
+            answer = (response.status, json.loads(response.read()))
+            conn.request("POST", "/@topics/empty-topic", body=b"x", headers={"Authorization": f"Bearer {TOKEN}"})
+            response = conn.getresponse()
+            empty = (response.status, json.loads(response.read()))
+            conn.close()
+            return answer, empty, [await recv(ws) for ws in sockets]
+        finally:
+            for ws in sockets:
+                await ws.close()
+
+    answer, empty, got = run(main())
+    assert answer == (200, {"delivered": 3}) and empty == (200, {"delivered": 0})
+    assert got == ["disk full"] * 3
