@@ -2,7 +2,8 @@
 # shellcheck disable=SC2034  # results are read by the sourcing scripts
 # Shared helpers of the benchmark harnesses bench/run.sh (ws://) and
 # bench/run-tls.sh (wss://), also used by bench/compare.sh (alternating
-# rounds, ratios of medians) and bench/churn-memory.sh. Sourced, never run;
+# rounds, ratios of medians), bench/churn-memory.sh, bench/push.sh and
+# bench/waiting-latency.sh. Sourced, never run;
 # the caller sets `set -euo pipefail` and BENCH_DIR / ROOT first.
 #
 # What lives here: tunables common to both harnesses, installing what they
@@ -46,6 +47,13 @@ LOADGEN=$WSLOAD
 HEALTH_SCHEME=http
 # wsgate's config file contents (JSON), written by start_wsgate.
 WSGATE_CONFIG='{"rateLimit": {"messagesPerSecond": 0}}'
+# The endpoints folder start_wsgate passes to wsgate; harnesses with their
+# own scripts (bench/push.sh, bench/waiting-latency.sh) point it at a folder
+# in their temp dir.
+WSGATE_ENDPOINTS=$ROOT/Endpoints
+# Pids of the harness's own helpers (a WebSocket sink, a stub HTTP server)
+# that measured_run leaves out of "other%", like the server and itself.
+OTHER_EXCLUDE_PIDS=""
 # When set (a directory holding cert.pem and key.pem), nginx is started with
 # TLS: see start_nginx.
 NGINX_TLS_DIR=""
@@ -99,7 +107,8 @@ busy_ticks() { awk '/^cpu / { printf "%d", $2 + $3 + $4 + $7 + $8 + $9; exit }' 
 
 # Snapshot "pid ppid own_ticks reaped_children_ticks" of every process.
 proc_snapshot() {
-  cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+  # A process that exits between the glob and the read makes cat fail: not an error here.
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
     pid = $1; line = $0; sub(/^.*\) /, "", line); split(line, f, " ");
     print pid, f[2], f[12] + f[13], f[14] + f[15] }' >"$1"
 }
@@ -273,6 +282,19 @@ build_loadgen() {
   mv -f "$tmp" "$WSLOAD"
 }
 
+# Build another of the bench's C tools (libc only unless libraries are
+# given), the same way: build_c_tool SRC BIN [LIBS...] builds SRC into BIN
+# when BIN is missing or older than SRC, through a temporary name.
+build_c_tool() {
+  local src=$1 bin=$2; shift 2
+  [[ -x $bin && ! $src -nt $bin ]] && return 0
+  command -v cc >/dev/null || apt_install gcc libc6-dev
+  log "building $bin from $src"
+  local tmp=$bin.$$.tmp
+  cc -O2 -Wall -Wextra -o "$tmp" "$src" "$@" || { rm -f "$tmp"; die "cannot build $src"; }
+  mv -f "$tmp" "$bin"
+}
+
 # Client sockets in the load generator and as many in the server. Ask for
 # 65536; without CAP_SYS_RESOURCE (e.g. in some containers) the hard limit
 # cannot be raised, so fall back to it as long as it still covers the idle
@@ -371,7 +393,7 @@ start_wsgate() {
   [[ -n $WSGATE_HOST ]] && host_arg=(--host "$WSGATE_HOST")
   # Run from the temp dir so nothing the server might write lands in the repo.
   (cd "$dir" && exec taskset -c "$SERVER_CPU" "$WSGATE_BIN" --config "$dir/wsgate.json" \
-       --workers 1 --port "$port" --endpoints "$ROOT/Endpoints" "${host_arg[@]}") >"$SERVER_LOG" 2>&1 &
+       --workers 1 --port "$port" --endpoints "$WSGATE_ENDPOINTS" "${host_arg[@]}") >"$SERVER_LOG" 2>&1 &
   SERVER_PID=$!
 }
 
@@ -443,7 +465,7 @@ measured_run() {
   RUN_SRV_PCT=$(awk -v c="$RUN_SRV_TICKS" -v hz="$CLK_TCK" -v s="$RUN_SECS" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
   RUN_LOAD_PCT=$(awk -v c="$(( l1 - l0 ))" -v hz="$CLK_TCK" -v s="$RUN_SECS" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
   # shellcheck disable=SC2086
-  RUN_OTHER_PCT=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$RUN_SECS" $srv_pids)
+  RUN_OTHER_PCT=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$RUN_SECS" $srv_pids $OTHER_EXCLUDE_PIDS)
 }
 
 # Unreported warm-up: ECHO_CONNS connections echoing for WARMUP_SECS.

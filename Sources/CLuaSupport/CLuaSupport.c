@@ -93,13 +93,13 @@ int cls_raise_timeout(lua_State *L, cls_control *c, int level) {
     return lua_error(L);
 }
 
-void cls_arm_timeout(lua_State *L, uint64_t remaining_ns, uint64_t timeout_ns) {
+void cls_arm_timeout(lua_State *L, uint64_t start_ns, uint64_t remaining_ns, uint64_t timeout_ns) {
     void *ud = NULL;
     lua_getallocf(L, &ud);
     cls_control *c = ud;
     c->timeout_ns = timeout_ns;
     c->timed_out = 0;
-    c->deadline = cls_now_ns() + remaining_ns;
+    c->deadline = start_ns + remaining_ns;
     lua_sethook(L, cls_hook, LUA_MASKCOUNT, CLS_HOOK_COUNT);
 }
 

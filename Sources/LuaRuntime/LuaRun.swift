@@ -11,7 +11,8 @@ public final class LuaRun {
     fileprivate let global: LuaState.EventGlobal
     /// The function to call once the chunk is done, if it has not been called yet.
     fileprivate var handler: String?
-    fileprivate var executedNanos: UInt64
+    /// Time executed in the slices so far.
+    public fileprivate(set) var executedNanos: UInt64
     fileprivate var environmentWritten: Int32
 
     fileprivate init(thread: OpaquePointer, threadRef: Int32, global: LuaState.EventGlobal, handler: String?,
@@ -28,8 +29,9 @@ public final class LuaRun {
 extension LuaState {
     /// How a start or a resume left the run.
     public enum RunOutcome {
-        /// Done; the error message with its traceback if it failed (see `lastRunTimedOut`).
-        case finished(failure: String?)
+        /// Done; the error message with its traceback if it failed (see `lastRunTimedOut`), and the
+        /// time the run executed (its slices, waits excluded).
+        case finished(failure: String?, executedNanos: UInt64)
         /// Waiting: the run's waiting function arranged its resumption.
         case suspended(LuaRun)
     }
@@ -63,7 +65,7 @@ extension LuaState {
     /// Ends a suspended run where it is: its pending to-be-closed variables are closed (within what
     /// is left of its time) and its environment is dropped.
     public func abandon(_ run: LuaRun) {
-        beginSlice(run.thread, executedNanos: run.executedNanos)
+        beginSlice(run.thread, executedNanos: run.executedNanos, now: cls_now_ns())
         let outerThread = control.pointee.run_thread
         control.pointee.run_thread = run.thread
         _ = lua_resetthread(run.thread)
@@ -95,7 +97,8 @@ extension LuaState {
         let outerThread = control.pointee.run_thread
         control.pointee.env_written = environmentWritten
         control.pointee.run_thread = thread
-        beginSlice(thread, executedNanos: executedNanos)
+        let sliceStart = cls_now_ns()
+        beginSlice(thread, executedNanos: executedNanos, now: sliceStart)
         var handler = handler
         var results: Int32 = 0
         var status = lua_resume(thread, outerThread ?? L, arguments, &results)
@@ -113,7 +116,7 @@ extension LuaState {
                 status = LUA_ERRRUN
             }
         }
-        let executed = status == LUA_YIELD ? executedNanos + executedInSlice() : 0
+        let executed = executedNanos + (cls_now_ns() &- sliceStart)
         endSlice(thread)
         let written = control.pointee.env_written
         control.pointee.env_written = outerWritten
@@ -137,7 +140,7 @@ extension LuaState {
             if written == 0 { keepIfFresh(environment: environment, global: global) }
             lua_settop(L, environment - 1)
             recycle(thread, threadRef)
-            return .finished(failure: nil)
+            return .finished(failure: nil, executedNanos: executed)
         default:
             // The coroutine's stack is where the error left it: the traceback starts at the
             // function that raised. A memory error gets none, as from a message handler: there is
@@ -156,23 +159,14 @@ extension LuaState {
 
             // Not reused: an error raised by the timeout hook leaves the thread with hooks off.
             luaL_unref(L, lua_registryIndex(), threadRef)
-            return .finished(failure: failure)
+            return .finished(failure: failure, executedNanos: executed)
         }
-    }
-
-    /// How long the slice armed by `beginSlice` has executed, from its deadline.
-    private func executedInSlice() -> UInt64 {
-        guard timeoutArmed, runDepth == 1 else { return 0 }
-        let deadline = cls_deadline(L)
-        let now = cls_now_ns()
-        let remaining = deadline > now ? deadline - now : 0
-        return timeoutNanos > remaining ? timeoutNanos - remaining : 0
     }
 
     /// Limits what `thread` does from now: the memory limit, and the run's deadline (what is left of
     /// `timeoutNanos` after `executedNanos`); a run nested in another shares the other's.
     @inline(__always)
-    private func beginSlice(_ thread: OpaquePointer, executedNanos: UInt64) {
+    private func beginSlice(_ thread: OpaquePointer, executedNanos: UInt64, now: UInt64) {
         runDepth += 1
         guard runDepth == 1 else {
             cls_hook_thread(thread)
@@ -180,7 +174,7 @@ extension LuaState {
         }
         control.pointee.enforcing = 1
         if timeoutNanos > 0 {
-            cls_arm_timeout(thread, timeoutNanos > executedNanos ? timeoutNanos - executedNanos : 0, timeoutNanos)
+            cls_arm_timeout(thread, now, timeoutNanos > executedNanos ? timeoutNanos - executedNanos : 0, timeoutNanos)
             timeoutArmed = true
         } else {
             cls_hook_thread(thread)

@@ -44,7 +44,7 @@ final class LuaRunTests: XCTestCase {
     }
 
     private func failure(_ outcome: LuaState.RunOutcome) -> String? {
-        if case .finished(let failure) = outcome { return failure }
+        if case .finished(let failure, _) = outcome { return failure }
         return "still waiting"
     }
 

@@ -53,10 +53,10 @@ int cls_seal_globals(lua_State *L);
    read-only proxy, or the value itself when it is not a table. */
 int cls_seal_value(lua_State *L);
 
-/* Starts a deadline `remaining_ns` from now: installs a count hook on L that raises
-   "script timed out after N ms" (N from `timeout_ns`, the whole budget) once it passes, and at
-   every instruction from then on. */
-void cls_arm_timeout(lua_State *L, uint64_t remaining_ns, uint64_t timeout_ns);
+/* Starts a deadline `remaining_ns` after `start_ns` (cls_now_ns): installs a count hook on L that
+   raises "script timed out after N ms" (N from `timeout_ns`, the whole budget) once it passes,
+   and at every instruction from then on. */
+void cls_arm_timeout(lua_State *L, uint64_t start_ns, uint64_t remaining_ns, uint64_t timeout_ns);
 
 /* Gives the thread L the count hook of the deadline armed now (for a run nested in another,
    which shares its deadline), or removes L's hook when none is armed. */

@@ -54,6 +54,10 @@ final class AdminAPI {
 
     /// An authorized request whose body has arrived.
     func handleBody(_ connection: Connection, request: IncomingRequest, body: [UInt8]) {
+        if request.head.path == "/metrics" && (request.head.methodIs("GET") || request.head.methodIs("HEAD")) {
+            MetricsScrape.answer(connection, keepAlive: request.keepAlive, on: worker)
+            return
+        }
         let (status, headers, payload) = answer(request.head, body: body)
         connection.respond(HTTPResponse.make(status: status, headers: headers, body: payload, keepAlive: request.keepAlive),
                            keepAlive: request.keepAlive)

@@ -67,6 +67,10 @@ final class HTTPFront {
             return
         }
         let evaluation = Handshake.evaluate(head)
+        if path == "/metrics", worker.config.metricsPublic, case .notUpgrade = evaluation {
+            connection.readRequest(IncomingRequest(head: head, maxBodyBytes: 0, handler: .metrics))
+            return
+        }
         if case .notUpgrade = evaluation, let match = httpRouter.match(path: path) {
             var parameters = match.parameters
             for item in URLComponentsDecoding.queryItems(head.query) where !parameters.contains(where: { $0.name == item.name }) {
@@ -87,18 +91,23 @@ final class HTTPFront {
             connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", body: "This is a WebSocket endpoint.\n",
                                                          headers: ["Upgrade: websocket", "Sec-WebSocket-Version: 13"]))
         case .badRequest(let why):
+            worker.metrics.reject(.handshake)
             Log.debug("rejected upgrade on \(path): \(why)")
             connection.respondAndClose(HTTPResponse.make(status: 400, reason: "Bad Request", body: why + "\n"))
         case .upgradeRequired:
+            worker.metrics.reject(.handshake)
             connection.respondAndClose(HTTPResponse.make(status: 426, reason: "Upgrade Required", headers: ["Sec-WebSocket-Version: 13"]))
         case .upgrade(let key):
             let origin = originPolicy.allowsEveryOrigin ? nil : head.header("origin")
             if !originPolicy.allowsEveryOrigin && !originPolicy.allows(origin: origin) {
+                worker.metrics.reject(.origin)
                 Log.warn("refused upgrade on \(path) from origin \(origin.map { "\"\($0)\"" } ?? "(none)"): not in websocket.approvedSocketDomains")
                 connection.respondAndClose(HTTPResponse.make(status: 403, reason: "Forbidden", body: "origin not allowed\n"))
             } else if worker.shuttingDown {
+                worker.metrics.reject(.limit)
                 connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n", headers: ["Retry-After: 5"]))
             } else if worker.shared.registry.count >= worker.config.maxConnections {
+                worker.metrics.reject(.limit)
                 Log.warn("refused upgrade on \(path): limits.maxConnections (\(worker.config.maxConnections)) reached")
                 connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "too many connections\n", headers: ["Retry-After: 5"]))
             } else {
@@ -168,7 +177,7 @@ final class HTTPFront {
         let info = ConnectionInfo(socketId: pending.socketId, uri: pending.uri, route: pending.route,
                                   request: pending.head, parameters: pending.parameters, subprotocol: pending.subprotocol,
                                   extensions: pending.extensions, openedAt: EventLoop.wallMillis(), remoteAddress: connection.remoteAddress,
-                                  claimsJSON: claimsJSON, now: worker.loop.now)
+                                  metricsRoute: pending.script?.metricsRoute ?? pending.route, claimsJSON: claimsJSON, now: worker.loop.now)
         let session = WebSocketSession(role: .server, deflate: pending.deflate.map { DeflateSession(settings: $0, role: .server) },
                                        shared: worker.sessions, now: worker.loop.now)
         connection.open(response: Handshake.switchingProtocols(key: pending.key, extraHeaders: pending.extraHeaders), session: session,
@@ -188,13 +197,15 @@ final class HTTPFront {
         let connection = gate.connection
         guard !connection.isClosed else { return }
         let route = gate.upgrade.route
-        let refuse = { (why: String) in
+        let refuse = { [worker] (why: String) in
+            worker.metrics.reject(.connectHook)
             Log.error("connect hook failed route=\(route) socket=\(gate.upgrade.socketId): \(why)")
             connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "connection refused\n"))
         }
         if let failure { return refuse(failure) }
         switch gate.decision {
         case .reject(let status, let message):
+            worker.metrics.reject(.connectHook)
             Log.debug("connect hook rejected route=\(route) with \(status)")
             connection.respondAndClose(HTTPResponse.make(status: status, reason: HTTPResponse.reason(status), body: message))
         case .invalid(let why):

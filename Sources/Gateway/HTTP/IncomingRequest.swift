@@ -8,6 +8,8 @@ struct IncomingRequest {
         case script(EndpointScript, route: String, parameters: [(name: String, value: String)])
         /// The management API, on the admin listener.
         case admin
+        /// `GET /metrics` on the main listener (`metrics.public`).
+        case metrics
     }
 
     let head: HTTPRequestHead

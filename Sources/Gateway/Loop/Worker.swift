@@ -24,6 +24,8 @@ final class Worker {
     private(set) var connections: [String: Connection] = [:]
     /// The outbound connections opened on this loop, by name.
     private(set) var links: [String: OutboundLink] = [:]
+    /// This loop's counters for /metrics.
+    var metrics = LoopMetrics()
     /// Connections with output queued during this loop iteration.
     var flushList: [Connection] = []
     private(set) lazy var deadlines = Deadlines(loop: loop)
@@ -135,6 +137,7 @@ final class Worker {
     /// An upgraded socket of a route: listed everywhere, then its script's `open` event.
     func opened(_ connection: Connection, info: ConnectionInfo) {
         connections[info.socketId] = connection
+        metrics.accepted += 1
         shared.registry.add(info, worker: index)
         shared.liveSockets.add(1, ordering: .relaxed)
         Log.debug("socket \(info.socketId) opened on \(info.route)")
@@ -142,6 +145,8 @@ final class Worker {
     }
 
     func dispatchData(_ connection: Connection, _ payload: UnsafeRawBufferPointer, binary: Bool) {
+        metrics.messagesReceived += 1
+        metrics.bytesReceived += payload.count
         if let link = connection.link {
             runner.runOutboundScript(link, event: .data, message: payload, binary: binary)
         } else {
@@ -156,6 +161,7 @@ final class Worker {
         }
         guard let info = connection.info else { return }
         connections.removeValue(forKey: info.socketId)
+        metrics.disconnections[connection.closeCode ?? 1006, default: 0] += 1
         shared.liveSockets.subtract(1, ordering: .relaxed)
         Log.debug("socket \(info.socketId) closed")
         runner.runScript(connection, event: .close, message: nil, binary: false)
@@ -190,6 +196,11 @@ final class Worker {
         links[spec.name] = link
         link.start()
         return nil
+    }
+
+    /// What /metrics gathers from this loop.
+    func metricsSnapshot() -> MetricsScrape.Snapshot {
+        MetricsScrape.Snapshot(metrics: metrics, scripts: runner.scripts.values.map { ($0.metricsRoute, $0.runs, $0.errors) })
     }
 
     /// Forgets a disconnected link whose name a new connection took.

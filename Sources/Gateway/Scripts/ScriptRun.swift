@@ -17,6 +17,7 @@ final class ScriptRun {
 
     let lua: LuaRun
     let subject: Subject
+    let script: EndpointScript
     /// Loop time when the run started, for `scripts.waitTimeoutMs`.
     let startedAt: UInt64
     /// Numbers the run's waits: an answer resumes the run only while its wait is the current one.
@@ -27,9 +28,10 @@ final class ScriptRun {
     /// The socket closed while the run waited: its close event runs once the run has ended.
     var closeDeferred = false
 
-    init(lua: LuaRun, subject: Subject, startedAt: UInt64) {
+    init(lua: LuaRun, subject: Subject, script: EndpointScript, startedAt: UInt64) {
         self.lua = lua
         self.subject = subject
+        self.script = script
         self.startedAt = startedAt
     }
 

@@ -1,6 +1,7 @@
 import CLua
 import Foundation
 import LuaRuntime
+import Reactor
 import WebSocketCodec
 
 /// The event a socket's script runs for.
@@ -165,13 +166,14 @@ final class ScriptRunner {
         let outcome = lua.start(script.ref, in: websocketInfoGlobal, handler: script.isEventHandler ? Self.handlerFunction : nil)
         serving = outer
         switch outcome {
-        case .finished(let failure):
+        case .finished(let failure, let executed):
             infoView.finish(reused: reusedView)
+            tally(script, executed: executed, failed: failure != nil)
             if let failure { report(failure, subject: .socket(connection, event)) }
         case .suspended(let lua):
             // The pair goes with the waiting run; the next run gets a new one to reuse.
             if reusedView { infoView.detach() }
-            let run = ScriptRun(lua: lua, subject: .socket(connection, event), startedAt: startedAt)
+            let run = ScriptRun(lua: lua, subject: .socket(connection, event), script: script, startedAt: startedAt)
             connection.scriptWaits(run)
             waitBegan(run)
         }
@@ -197,10 +199,11 @@ final class ScriptRunner {
         let outcome = lua.start(script.ref, in: wsEventGlobal)
         serving = outer
         switch outcome {
-        case .finished(let failure):
+        case .finished(let failure, let executed):
+            tally(script, executed: executed, failed: failure != nil)
             if let failure { report(failure, subject: .link(link, event)) }
         case .suspended(let lua):
-            let run = ScriptRun(lua: lua, subject: .link(link, event), startedAt: startedAt)
+            let run = ScriptRun(lua: lua, subject: .link(link, event), script: script, startedAt: startedAt)
             link.scriptWaits(run)
             waitBegan(run)
         }
@@ -226,10 +229,11 @@ final class ScriptRunner {
         let outcome = lua.start(script.ref, in: requestGlobal)
         serving = outer
         switch outcome {
-        case .finished(let failure):
+        case .finished(let failure, let executed):
+            tally(script, executed: executed, failed: failure != nil)
             finished(.http(call), failure: failure)
         case .suspended(let lua):
-            let run = ScriptRun(lua: lua, subject: .http(call), startedAt: startedAt)
+            let run = ScriptRun(lua: lua, subject: .http(call), script: script, startedAt: startedAt)
             connection.scriptWaits(run)
             waitBegan(run)
         }
@@ -245,10 +249,11 @@ final class ScriptRunner {
         let outcome = lua.start(script.ref, in: connectGlobal)
         serving = outer
         switch outcome {
-        case .finished(let failure):
+        case .finished(let failure, let executed):
+            tally(script, executed: executed, failed: failure != nil)
             finished(.gate(gate), failure: failure)
         case .suspended(let lua):
-            let run = ScriptRun(lua: lua, subject: .gate(gate), startedAt: startedAt)
+            let run = ScriptRun(lua: lua, subject: .gate(gate), script: script, startedAt: startedAt)
             gate.connection.scriptWaits(run)
             waitBegan(run)
         }
@@ -310,8 +315,8 @@ final class ScriptRunner {
         let outcome = lua.resume(run.lua, pushing: push)
         serving = outer
         switch outcome {
-        case .finished(let failure):
-            ended(run, failure: failure)
+        case .finished(let failure, let executed):
+            ended(run, failure: failure, executed: executed)
         case .suspended:
             waitBegan(run)
         }
@@ -322,7 +327,7 @@ final class ScriptRunner {
         run.cancelWait?()
         lua.abandon(run.lua)
         Log.error("script run abandoned route=\(run.route) socket=\(run.socketId) event=\(run.eventName): \(why)")
-        ended(run, failure: nil, abandoned: "abandoned: \(why)")
+        ended(run, failure: nil, executed: run.lua.executedNanos, abandoned: "abandoned: \(why)")
     }
 
     /// A run finished without waiting: its failure is logged, an HTTP request answered, an upgrade
@@ -356,8 +361,9 @@ final class ScriptRunner {
 
     /// A run that waited has ended (`abandoned` says why, if it did not finish): what it was for
     /// gets its outcome, then its socket or link its next events.
-    private func ended(_ run: ScriptRun, failure: String?, abandoned: String? = nil) {
+    private func ended(_ run: ScriptRun, failure: String?, executed: UInt64, abandoned: String? = nil) {
         run.end()
+        tally(run.script, executed: executed, failed: failure != nil || abandoned != nil)
         switch run.subject {
         case .socket(let connection, _):
             if let failure { report(failure, subject: run.subject) }
@@ -386,6 +392,14 @@ final class ScriptRunner {
             }
             if link.waitingRun == nil { link.connection?.scriptEnded() }
         }
+    }
+
+    /// Counts a run that ended, for /metrics: `executed` is the time it ran, waits excluded.
+    @inline(__always)
+    private func tally(_ script: EndpointScript, executed: UInt64, failed: Bool) {
+        script.runs += 1
+        if failed { script.errors += 1 }
+        worker.metrics.scriptDuration.observe(nanos: executed)
     }
 
     /// Logs a failed run; one that used up its time has its socket read no more for a while.

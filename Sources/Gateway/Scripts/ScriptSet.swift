@@ -60,12 +60,20 @@ final class EndpointScript {
     var source: [UInt8]
     var ref: Int32
     var removed = false
+    /// Runs started and runs that failed, on this loop (for /metrics).
+    var runs = 0
+    var errors = 0
+    /// The `route` label of its metrics: the route pattern, or the file of a script that is no route.
+    let metricsRoute: String
+
+    /// The catch-all event handler (read for every event: compared once).
+    let isEventHandler: Bool
 
     init(file: String, source: [UInt8], ref: Int32) {
         self.file = file
         self.source = source
         self.ref = ref
+        metricsRoute = Router.isPrivate(file) ? file : Route(file: file).pattern
+        isEventHandler = file == Router.eventHandlerFile
     }
-
-    var isEventHandler: Bool { file == Router.eventHandlerFile }
 }

@@ -54,6 +54,8 @@ public struct GatewayConfig: Equatable {
     public var adminTokenFile: String?
     /// The largest request body an HTTP endpoint script gets; a larger one is answered 413.
     public var maxHttpBodyBytes = 1 << 20
+    /// GET /metrics answers on the main listener too, without a token.
+    public var metricsPublic = false
     /// The most the Keystore may hold (keys, values and 64 bytes per entry).
     public var keystoreMaxBytes = 64 << 20
     /// Outbound connections opened at start-up.
@@ -234,6 +236,13 @@ extension GatewayConfig {
                         config.adminToken = token
                     case "tokenFile": config.adminTokenFile = try r.string(value, "admin." + key)
                     default: throw r.unknown("admin." + key)
+                    }
+                }
+            case "metrics":
+                try r.object(value, prefix: "metrics.") { (key, value, r) throws(ConfigError) in
+                    switch key {
+                    case "public": config.metricsPublic = try r.bool(value, "metrics." + key)
+                    default: throw r.unknown("metrics." + key)
                     }
                 }
             case "keystore":

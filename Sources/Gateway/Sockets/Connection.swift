@@ -201,6 +201,7 @@ final class Connection: IOHandler {
         case .closed:
             closeSocket()
         case .failed(let why):
+            worker.metrics.reject(.tls)
             Log.info("TLS handshake failed on port \(worker.listenPort): \(why)")
             if why.contains("http request") {
                 // A plain HTTP client: tell it in its own language, best effort, before closing.
@@ -293,6 +294,7 @@ final class Connection: IOHandler {
                 let limit = worker.config.maxRequestHeaderBytes
                 guard let end = HTTPRequestParser.headEnd(UnsafeRawBufferPointer(rest)), end <= limit else {
                     guard rest.count > limit else { return used }
+                    if !isAdmin { worker.metrics.reject(.handshake) }
                     respondAndClose(HTTPResponse.make(status: 431, reason: "Request Header Fields Too Large"))
                     return bytes.count
                 }
@@ -321,6 +323,8 @@ final class Connection: IOHandler {
                         worker.runner.runHTTPScript(self, script: script, request: request, route: route, parameters: parameters, body: body)
                     case .admin:
                         worker.admin!.handleBody(self, request: request, body: body)
+                    case .metrics:
+                        MetricsScrape.answer(self, keepAlive: request.keepAlive, on: worker)
                     }
                     // Answered at once, or the script waits (input is held until it answers).
                     if phase != .request { return phase == .responding ? used : bytes.count }
@@ -417,13 +421,16 @@ final class Connection: IOHandler {
         if bucket.take(now: now, rate: config.messagesPerSecond, burst: config.burst) { return .accept }
         switch config.onExceed {
         case .throttle:
+            worker.metrics.rateLimited[LoopMetrics.RateLimitAction.throttle.rawValue] += 1
             pauseReading(for: bucket.nanosUntilToken(now: now, rate: config.messagesPerSecond, burst: config.burst))
             return .hold
         case .drop:
+            worker.metrics.rateLimited[LoopMetrics.RateLimitAction.drop.rawValue] += 1
             droppedMessages += 1
             if droppedMessages == 1 { Log.warn("rate limit: dropping messages on socket \(socketId) route=\(info?.route ?? "-")") }
             return .discard
         case .close:
+            worker.metrics.rateLimited[LoopMetrics.RateLimitAction.close.rawValue] += 1
             return .fail(.policyViolation, "rate limit exceeded")
         }
     }
@@ -478,10 +485,13 @@ final class Connection: IOHandler {
         }
         if session?.send(opcode, payload, output: &output) == true { queued() }
         info?.lastActive.store(worker.loop.now, ordering: .relaxed)
+        worker.metrics.messagesSent += 1
+        worker.metrics.bytesSent += payload.count
         return true
     }
 
     func refuse(_ bytes: Int) {
+        worker.metrics.sendQueueRejections += 1
         refusedBytes += bytes
         if output.count + refusedBytes > worker.config.sendQueueBytes { abandonSlowReader() }
     }

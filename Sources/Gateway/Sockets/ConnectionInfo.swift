@@ -21,6 +21,9 @@ final class ConnectionInfo: SendQueueGauge {
     let openedAt: Int64
     /// The client's IP address.
     let remoteAddress: String
+    /// The `route` label of its metrics: the route pattern, or the event handler's file for the
+    /// sockets it serves (whose `route` is their path, as many as there are paths).
+    let metricsRoute: String
     /// The claims the connect hook accepted the socket with, as a JSON object ("{}" for none).
     let claimsJSON: String
     /// When a message last went in or out, in the owning loop's monotonic nanoseconds.
@@ -35,7 +38,8 @@ final class ConnectionInfo: SendQueueGauge {
     }
 
     init(socketId: String, uri: String, route: String, request: HTTPRequestHead, parameters: [(name: String, value: String)], subprotocol: String,
-         extensions: String, openedAt: Int64, remoteAddress: String, claimsJSON: String = "{}", now: UInt64) {
+         extensions: String, openedAt: Int64, remoteAddress: String, metricsRoute: String, claimsJSON: String = "{}", now: UInt64) {
+        self.metricsRoute = metricsRoute
         self.remoteAddress = remoteAddress
         self.claimsJSON = claimsJSON
         lastActive = Atomic(now)
