@@ -30,6 +30,7 @@ public final class Gateway {
         shared = SharedState(endpointsFolder: config.endpoints, keystoreMaxBytes: config.keystoreMaxBytes)
 
         Socket.ignoreBrokenPipes()
+        Gateway.checkOpenFilesLimit(config)
         var listeners: [Int32] = []
         var port = config.port
         for _ in 0..<config.effectiveWorkers {
@@ -81,6 +82,19 @@ public final class Gateway {
         if scripts.hasEventHandler { Log.info("event handler \(Router.eventHandlerFile) serves every other path") }
     }
 
+    /// Raises the open-files limit as far as it goes and says when it cannot hold
+    /// limits.maxConnections: past it, new connections are refused (see Listener).
+    private static func checkOpenFilesLimit(_ config: GatewayConfig) {
+        guard let limit = ServiceManager.raiseOpenFilesLimit() else { return }
+        // Listeners (two per loop with the admin port), epoll and eventfd per loop, outbound
+        // connections, Http.request's pool, the resolver, logs and TLS files: a margin.
+        let own = 4 * config.effectiveWorkers + config.outbound.count + 256
+        Log.info("open files limit \(limit == Int.max ? "unlimited" : String(limit))")
+        if limit < config.maxConnections + own {
+            Log.warn("the open files limit (\(limit)) cannot hold limits.maxConnections (\(config.maxConnections)) and the gateway's own descriptors (about \(own)): connections past it are refused; raise it (LimitNOFILE= in the systemd unit, ulimit -n) or lower limits.maxConnections")
+        }
+    }
+
     private static func loadTLS(_ config: GatewayConfig) throws(StartupError) -> TLSServerContext? {
         guard let certificate = config.tlsCertificate, let key = config.tlsPrivateKey else { return nil }
         do {
@@ -100,6 +114,7 @@ public final class Gateway {
             }
         }
         Log.info("wsgate listening on \(config.host):\(port) (\(config.tlsCertificate == nil ? "ws" : "wss")) with \(shared.workers.count) loops")
+        ServiceManager.notify("READY=1\nSTATUS=listening on \(config.host):\(port)")
         let supervisor = Supervisor(gateway: self)
         supervisor.run()
         return 0
@@ -168,6 +183,7 @@ public final class Gateway {
     }
 
     fileprivate func beginShutdown() {
+        ServiceManager.notify("STOPPING=1")
         for worker in shared.workers { worker.loop.post { worker.beginShutdown() } }
     }
 

@@ -5,6 +5,8 @@ public struct SocketError: Error, CustomStringConvertible {
     public let operation: String
     public let errno: Int32
     public var description: String { "\(operation): \(String(cString: strerror(errno)))" }
+    /// The process (EMFILE) or the system (ENFILE) has no descriptor left.
+    public var isOutOfDescriptors: Bool { errno == EMFILE || errno == ENFILE }
 }
 
 /// Thin wrappers over the socket calls the gateway needs, with errno turned into results.
@@ -17,6 +19,9 @@ public enum Socket {
     }
 
     public static func localPort(_ fd: Int32) -> Int { Int(cs_local_port(fd)) }
+
+    /// A descriptor to keep in reserve (/dev/null), or -1.
+    public static func openReserve() -> Int32 { Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC) }
 
     /// The peer's IP address as text, or "" when the socket has none.
     public static func peerAddress(_ fd: Int32) -> String {

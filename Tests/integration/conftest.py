@@ -37,11 +37,11 @@ class _Factory:
         self.servers = []
 
     def __call__(self, scripts=None, config=None, *, endpoints=None, workers=2,
-                 extra_args=None, tls=None):
+                 extra_args=None, tls=None, env=None, nofile=None):
         workdir = self.base / f"server{len(self.servers)}"
         server = start_server(workdir, scripts=scripts, config=config,
                               endpoints=endpoints, workers=workers,
-                              extra_args=extra_args, tls=tls)
+                              extra_args=extra_args, tls=tls, env=env, nofile=nofile)
         self.servers.append(server)
         return server
 

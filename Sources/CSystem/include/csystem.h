@@ -56,6 +56,14 @@ int cs_local_port(int fd);
 /* The peer's IP address as text (IPv4 dotted, IPv6 without brackets; an IPv4-mapped IPv6 address
    as IPv4) into `out` (at least 46 bytes); 0, or -1 when the socket has no peer. */
 int cs_peer_address(int fd, char *out, size_t out_len);
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit in force afterwards
+   (-1 when it cannot be read; RLIM_INFINITY as LONG_MAX). */
+long cs_raise_nofile(void);
+
+/* Sends `state` (e.g. "READY=1") to systemd's notify socket named by NOTIFY_SOCKET (a path, or
+   an abstract name starting with '@'). 0 when sent or when not started by systemd, else -errno. */
+int cs_sd_notify(const char *state);
 /* Disable SIGPIPE process-wide so writes to closed sockets return EPIPE. */
 void cs_ignore_sigpipe(void);
 /* Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and threads it creates later). */

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -159,14 +160,16 @@ class Server:
 def start_server(workdir: Path, scripts: dict[str, str] | None = None,
                  config: dict | str | None = None, endpoints: Path | None = None,
                  workers: int = 2, extra_args: list[str] | None = None,
-                 tls: bool | None = None) -> Server:
+                 tls: bool | None = None, env: dict[str, str] | None = None,
+                 nofile: int | None = None) -> Server:
     """Start wsgate in ``workdir`` and wait until the health check answers.
 
     ``scripts`` are written to ``workdir/endpoints`` unless an existing
     ``endpoints`` folder is given. ``extra_args`` go on the command line after
     the usual flags. ``tls`` says the port speaks TLS, so the readiness probe
     uses https (without checking the certificate); by default it is guessed
-    from ``--tls-cert`` in ``extra_args`` or a ``tls`` key in ``config``.
+    from ``--tls-cert`` in ``extra_args`` or a ``tls`` key in ``config``. ``env`` adds
+    environment variables; ``nofile`` sets the process's open-files limit (soft and hard).
     """
     if tls is None:
         tls = _speaks_tls(config, extra_args)
@@ -177,7 +180,8 @@ def start_server(workdir: Path, scripts: dict[str, str] | None = None,
         proc = subprocess.Popen(
             command(config_path, endpoints, port, workers, extra_args),
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            cwd=workdir,
+            cwd=workdir, env={**os.environ, **(env or {})},
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None,
         )
     server = Server(proc, port, log_path, endpoints, config_path)
     server.tls = tls
