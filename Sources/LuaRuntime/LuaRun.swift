@@ -47,7 +47,7 @@ extension LuaState {
     /// environment's metatable hidden), so such an environment is as fresh as a new one. A run
     /// that is abandoned never gives its environment back.
     public func start(_ ref: Int32, in global: EventGlobal, handler: String? = nil) -> RunOutcome {
-        let (thread, threadRef) = spareThreads.popLast() ?? newThread()
+        let (thread, threadRef) = takeThread()
         lua_xmove(L, thread, 1)
         lua_rawgeti(thread, lua_registryIndex(), lua_Integer(ref))
         lua_pushvalue(thread, 1)
@@ -74,14 +74,24 @@ extension LuaState {
         luaL_unref(L, lua_registryIndex(), run.threadRef)
     }
 
-    private func newThread() -> (OpaquePointer, Int32) {
+    /// A finished run's coroutine, or a new one.
+    @inline(__always)
+    private func takeThread() -> (OpaquePointer, Int32) {
+        if let spare = spareThread {
+            spareThread = nil
+            return spare
+        }
+        if let spare = spareThreads.popLast() { return spare }
         let thread = lua_newthread(L)!
         return (thread, luaL_ref(L, lua_registryIndex()))
     }
 
+    @inline(__always)
     private func recycle(_ thread: OpaquePointer, _ ref: Int32) {
-        // Enough for the runs that are usually in progress at once; the rest are collected.
-        if spareThreads.count < 64 {
+        if spareThread == nil {
+            spareThread = (thread, ref)
+        } else if spareThreads.count < 64 {
+            // Enough for the runs that are usually in progress at once; the rest are collected.
             spareThreads.append((thread, ref))
         } else {
             luaL_unref(L, lua_registryIndex(), ref)

@@ -60,7 +60,10 @@ public final class LuaState {
     var runDepth = 0
     var timeoutArmed = false
     private var sealed = false
-    /// Finished runs' coroutines with their registry slots, for the next runs.
+    /// Finished runs' coroutines with their registry slots, for the next runs: one in a slot of
+    /// its own (one run at a time is the common case, and an array costs a uniqueness check and a
+    /// length update each way), more while runs wait.
+    var spareThread: (thread: OpaquePointer, ref: Int32)?
     var spareThreads: [(thread: OpaquePointer, ref: Int32)] = []
 
     /// Longest time one run may execute (`start`, including its handler, and every `resume`

@@ -132,7 +132,9 @@ def test_relay_forwards_an_upstream_feed_both_ways(wsgate):
         async with connect(server.url("/feed")) as subscriber:
             # Before the upstream exists, a subscriber's message is refused with 503.
             await subscriber.send("too early")
-            refused = await recv_json(subscriber)
+            # The link's failed attempts are broadcast too ({"event": "error"} without a status).
+            refused, _ = await recv_until(subscriber, lambda m: "status" in (parse(m) or {}))
+            refused = parse(refused)
             async with serve(handler, "127.0.0.1", port):
                 await recv_until(subscriber, lambda m: parse(m) == {"event": "open", "upstream": "feed"})
                 await upstream[0].send("tick 1")

@@ -27,21 +27,34 @@ final class ScriptRunner {
     /// Compiled scripts by file relative to the endpoints folder.
     private(set) var scripts: [String: EndpointScript] = [:]
 
-    /// What the run in progress serves (nil between runs); set around every start and resume, and
-    /// restored after, since a run can start another (closing a socket of this loop runs its close
-    /// event at once).
+    /// What the run in progress serves, unless it is a socket's event (nil between runs); set
+    /// around every start and resume, and restored after, since a run can start another (closing
+    /// a socket of this loop runs its close event at once).
     private(set) var serving: ScriptRun.Subject?
 
-    /// The socket whose event is running, if it is one.
-    var current: Connection? {
-        if case .socket(let connection, _)? = serving { return connection }
-        return nil
+    /// The socket whose event is running, if it is one. Unchecked and kept apart from `serving`:
+    /// it is read by every `websocketInfo.send`, and set and restored around every message's run,
+    /// where the retains and releases of an enum holding it cost more than the rest of that
+    /// bookkeeping; the socket outlives its run (the worker and the caller hold it).
+    private(set) unowned(unsafe) var current: Connection?
+    /// The event running for `current`.
+    private(set) var currentEvent = ScriptEvent.open
+
+    /// Sets what a run serves (a resumed run's subject, or the one around it, restored).
+    private func serve(_ subject: ScriptRun.Subject?) {
+        if case .socket(let connection, let event)? = subject {
+            serving = nil
+            (current, currentEvent) = (connection, event)
+        } else {
+            serving = subject
+            (current, currentEvent) = (nil, .open)
+        }
     }
 
-    /// The event running for `current`.
-    var currentEvent: ScriptEvent {
-        if case .socket(_, let event)? = serving { return event }
-        return .open
+    /// What the run in progress serves, socket events included.
+    private var subject: ScriptRun.Subject? {
+        if let current { return .socket(current, currentEvent) }
+        return serving
     }
 
     /// The outbound connection whose script is running, if it is one.
@@ -159,12 +172,16 @@ final class ScriptRunner {
             return
         }
         let startedAt = worker.loop.now
+        // Usually nothing runs around this run: then nothing is retained to be restored.
         let outer = serving
-        serving = .socket(connection, event)
+        if outer != nil { serving = nil }
+        let (outerSocket, outerEvent) = (current, currentEvent)
+        (current, currentEvent) = (connection, event)
         let reusedView = infoView.push(event: event, message: message, binary: binary, runner: self)
         lua.pushEnvironment(for: websocketInfoGlobal)
         let outcome = lua.start(script.ref, in: websocketInfoGlobal, handler: script.isEventHandler ? Self.handlerFunction : nil)
-        serving = outer
+        (current, currentEvent) = (outerSocket, outerEvent)
+        if outer != nil { serving = outer }
         switch outcome {
         case .finished(let failure, let executed):
             infoView.finish(reused: reusedView)
@@ -192,12 +209,12 @@ final class ScriptRunner {
             return
         }
         let startedAt = worker.loop.now
-        let outer = serving
-        serving = .link(link, event)
+        let outer = subject
+        serve(.link(link, event))
         ScriptAPI.pushWsEvent(lua.L, runner: self, link: link, event: event, message: message, binary: binary)
         lua.pushEnvironment(for: wsEventGlobal)
         let outcome = lua.start(script.ref, in: wsEventGlobal)
-        serving = outer
+        serve(outer)
         switch outcome {
         case .finished(let failure, let executed):
             tally(script, executed: executed, failed: failure != nil)
@@ -220,14 +237,14 @@ final class ScriptRunner {
         }
         let L = lua.L
         let startedAt = worker.loop.now
-        let outer = serving
-        serving = .http(call)
+        let outer = subject
+        serve(.http(call))
         let host = request.head.header("host") ?? "\(worker.config.host):\(worker.listenPort)"
         call.pushRequest(L, head: request.head, parameters: parameters, body: body, host: host)
         lua.pushEnvironment(for: requestGlobal)
         call.setResponse(L, in: lua_gettop(L))
         let outcome = lua.start(script.ref, in: requestGlobal)
-        serving = outer
+        serve(outer)
         switch outcome {
         case .finished(let failure, let executed):
             tally(script, executed: executed, failed: failure != nil)
@@ -242,12 +259,12 @@ final class ScriptRunner {
     /// Runs `_connect.lua` for an upgrade; the 101 or the refusal follows when the run ends.
     func runConnectHook(_ gate: ConnectGate, script: EndpointScript) {
         let startedAt = worker.loop.now
-        let outer = serving
-        serving = .gate(gate)
+        let outer = subject
+        serve(.gate(gate))
         ScriptAPI.pushConnectInfo(lua.L, gate)
         lua.pushEnvironment(for: connectGlobal)
         let outcome = lua.start(script.ref, in: connectGlobal)
-        serving = outer
+        serve(outer)
         switch outcome {
         case .finished(let failure, let executed):
             tally(script, executed: executed, failed: failure != nil)
@@ -310,10 +327,10 @@ final class ScriptRunner {
             }
             return
         }
-        let outer = serving
-        serving = run.subject
+        let outer = subject
+        serve(run.subject)
         let outcome = lua.resume(run.lua, pushing: push)
-        serving = outer
+        serve(outer)
         switch outcome {
         case .finished(let failure, let executed):
             ended(run, failure: failure, executed: executed)
