@@ -9,7 +9,8 @@ import re
 
 import pytest
 
-from wsgate_support import HOST, RawClient, close_code, connect, free_port, recv, run, run_until_exit
+from wsgate_support import (HOST, RawClient, close_code, connect, connect_on_every_loop, free_port, recv, run,
+                            run_until_exit, socket_loop)
 
 TOKEN = "s3cret-admin-token"
 
@@ -120,9 +121,8 @@ def test_gone_sockets_are_410(server, admin):
 
 def test_posts_reach_sockets_on_every_loop_over_one_connection(server, admin):
     async def main():
-        sockets = [await connect(server.url("/room")) for _ in range(8)]
+        sockets, ids = await connect_on_every_loop(server.url("/room"), 4)
         try:
-            ids = [await recv(ws) for ws in sockets]
             for i, socket_id in enumerate(ids):
                 for n in range(3):
                     assert admin("POST", f"/@connections/{socket_id}", body=f"{i}:{n}".encode())[0] == 204
@@ -133,7 +133,7 @@ def test_posts_reach_sockets_on_every_loop_over_one_connection(server, admin):
 
     received, ids = run(main())
     assert received == [[f"{i}:{n}" for n in range(3)] for i in range(8)]
-    assert len({socket_id.rsplit("-", 2)[1] for socket_id in ids}) == 2, "the sockets should be on both loops"
+    assert len({socket_loop(socket_id) for socket_id in ids}) == 2, "the sockets should be on both loops"
 
 
 def test_a_socket_that_does_not_read_is_429(wsgate):

@@ -37,6 +37,7 @@ from wsgate_support import (
     parse_server_frame,
     raise_nofile,
     report,
+    socket_loop,
     ws_close_frame,
     ws_frame,
 )
@@ -46,12 +47,6 @@ NO_RATE_LIMIT = {"messagesPerSecond": 0}
 COUNT_SCRIPT = """
 if websocketInfo.type == "data" then websocketInfo.send(tostring(#Websocket.list())) end
 """
-
-
-def socket_loop(socket_id: str):
-    """The event loop index inside a socket id (``prefix-loop-counter``), or None."""
-    parts = socket_id.split("-")
-    return parts[1] if len(parts) == 3 else None
 
 
 # --- slowloris ---------------------------------------------------------------

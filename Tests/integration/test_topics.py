@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from wsgate_support import HOST, RawClient, connect, free_port, recv, recv_json, run
+from wsgate_support import (HOST, RawClient, connect, connect_on_every_loop, free_port, recv, recv_json, run,
+                            socket_loop)
 
 # Data messages are Lua expressions evaluated with `me` (this socket's id); the reply is the result as JSON.
 EVAL = """
@@ -55,7 +56,10 @@ async def open_sockets(server, n):
 
 def test_publish_reaches_subscribers_on_every_loop(server):
     async def main():
-        sockets, ids = await open_sockets(server, 6)
+        # Two subscribers on each loop and a publisher on each: loop-major order from the helper.
+        spread, spread_ids = await connect_on_every_loop(server.url("/eval"), 3)
+        order = [0, 1, 3, 4, 2, 5]
+        sockets, ids = [spread[i] for i in order], [spread_ids[i] for i in order]
         try:
             for ws in sockets[:4]:
                 assert await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"
@@ -74,7 +78,7 @@ def test_publish_reaches_subscribers_on_every_loop(server):
 
     ids, subscribers, count, got, binary, got_binary, nobody = run(main())
     assert sorted(subscribers) == sorted(ids[:4])
-    assert len({i.rsplit("-", 2)[1] for i in ids[:4]}) == 2, "subscribers on both loops"
+    assert len({socket_loop(i) for i in ids[:4]}) == 2, "subscribers on both loops"
     assert count == 4 and got == ["hello all"] * 4
     assert binary == 4 and got_binary == [b"\x00\x01bin"] * 4
     assert nobody == 0

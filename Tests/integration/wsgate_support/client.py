@@ -25,6 +25,38 @@ def connect(url: str, **kwargs):
     return _ws_connect(url, **kwargs)
 
 
+def socket_loop(socket_id: str):
+    """The event loop index inside a socket id (``prefix-loop-counter``), or None."""
+    parts = socket_id.split("-")
+    return parts[1] if len(parts) == 3 else None
+
+
+async def connect_on_every_loop(url: str, per_loop: int, loops: int = 2, attempts: int = 200):
+    """``per_loop`` sockets on each of ``loops`` event loops, for a route whose first message is the
+    socket id: returns (sockets, ids), sockets grouped loop by loop.
+
+    The kernel spreads connections over the loops' SO_REUSEPORT sockets by a hash of the client's
+    port, so a fixed number of connections can all land on one loop; connect until every loop has
+    its share and close the surplus.
+    """
+    by_loop: dict[str, list] = {}
+    surplus = []
+    try:
+        for _ in range(attempts):
+            ws = await connect(url)
+            socket_id = await recv(ws)
+            placed = by_loop.setdefault(socket_loop(socket_id), [])
+            (placed if len(placed) < per_loop else surplus).append((ws, socket_id))
+            if len(by_loop) == loops and all(len(p) == per_loop for p in by_loop.values()):
+                chosen = [pair for key in sorted(by_loop) for pair in by_loop[key]]
+                return [ws for ws, _ in chosen], [i for _, i in chosen]
+    finally:
+        for ws, _ in surplus:
+            await ws.close()
+    raise AssertionError(f"{attempts} connections did not give {per_loop} on each of {loops} loops: "
+                         f"{ {k: len(v) for k, v in by_loop.items()} }")
+
+
 async def recv(ws, timeout: float = STEP_TIMEOUT):
     try:
         return await asyncio.wait_for(ws.recv(), timeout)
