@@ -342,6 +342,25 @@ public final class WebSocketSession {
         return true
     }
 
+    /// Queues a message encoded once for many sessions (server role only): its frame as it is, or
+    /// its shared compressed frame when this session compresses without context takeover; with
+    /// context takeover the payload goes through this session's own stream.
+    @discardableResult
+    public func send(_ message: PreparedMessage, output: inout ByteBuffer) -> Bool {
+        guard _state == .open else { return false }
+        precondition(role == .server, "prepared frames are unmasked")
+        guard let deflate, message.payloadCount >= shared.compressionMinBytes else {
+            output.append(message.frame)
+            return true
+        }
+        let (bits, noTakeover) = deflate.settings.sending(as: role)
+        if noTakeover {
+            output.append(message.compressedFrame(windowBits: bits, shared: shared))
+            return true
+        }
+        return message.withPayload { send(message.opcode, $0, output: &output) }
+    }
+
     /// Starts the closing handshake; false when it has started already.
     @discardableResult
     public func close(_ code: CloseCode, reason: String = "", now: UInt64, output: inout ByteBuffer) -> Bool {

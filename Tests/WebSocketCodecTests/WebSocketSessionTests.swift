@@ -345,6 +345,40 @@ final class WebSocketSessionTests: XCTestCase {
         XCTAssertEqual(server.sent().map(\.rsv1), [false, true])
     }
 
+    /// A message prepared once for many server sessions: plain sessions get its frame byte for
+    /// byte, sessions without context takeover share one compressed frame per window size, a
+    /// session with takeover compresses through its own stream; every client reads the text back.
+    func testPreparedMessageIsEncodedOncePerVariant() {
+        let text = String(repeating: "to every subscriber ", count: 40)
+        let message = Array(text.utf8).withUnsafeBytes { PreparedMessage(.text, $0) }
+        let noTakeover15 = DeflateSettings(serverNoContextTakeover: true, serverMaxWindowBits: 15)
+        let noTakeover9 = DeflateSettings(serverNoContextTakeover: true, serverMaxWindowBits: 9)
+        let takeover = DeflateSettings(serverNoContextTakeover: false)
+        let cases: [DeflateSettings?] = [nil, noTakeover15, noTakeover15, noTakeover9, takeover, nil]
+        var wires: [[UInt8]] = []
+        for settings in cases {
+            let server = Harness(.server, deflate: settings)
+            let client = Harness(.client, deflate: settings)
+            for _ in 0..<2 { XCTAssertTrue(server.session.send(message, output: &server.output)) }
+            let wire = Array(UnsafeRawBufferPointer(server.output.readable))
+            XCTAssertEqual(client.feed(wire), [.text(text), .text(text)])
+            wires.append(wire)
+        }
+        XCTAssertEqual(wires[0], FrameEncoder.frame(.text, payload: Array(text.utf8)) + FrameEncoder.frame(.text, payload: Array(text.utf8)))
+        XCTAssertEqual(wires[5], wires[0])
+        XCTAssertEqual(wires[1], wires[2], "one compressed frame for every session with the same window")
+        XCTAssertLessThan(wires[4].count, wires[1].count, "with takeover the second message refers to the first")
+        XCTAssertEqual(message.compressedVariantCount, 2, "windows 15 and 9")
+
+        // Below compressionMinBytes the plain frame goes out; a closed session takes nothing.
+        let server = Harness(.server, deflate: noTakeover15)
+        server.shared.compressionMinBytes = message.payloadCount + 1
+        XCTAssertTrue(server.session.send(message, output: &server.output))
+        XCTAssertEqual(server.sent().map(\.rsv1), [false])
+        XCTAssertTrue(server.session.close(.normal, now: 1_000, output: &server.output))
+        XCTAssertFalse(server.session.send(message, output: &server.output))
+    }
+
     func testCompressedFragmentsAndBadCompressedData() {
         let deflater = MessageDeflater(windowBits: 15)
         let compressed = deflater.compress(Array(String(repeating: "fragmented ", count: 50).utf8), resetAfter: true)

@@ -10,6 +10,7 @@ import http.client
 import json
 
 import pytest
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 from wsgate_support import (HOST, RawClient, connect, connect_on_every_loop, free_port, recv, recv_json, run,
                             socket_loop)
@@ -82,6 +83,36 @@ def test_publish_reaches_subscribers_on_every_loop(server):
     assert count == 4 and got == ["hello all"] * 4
     assert binary == 4 and got_binary == [b"\x00\x01bin"] * 4
     assert nobody == 0
+
+
+def test_compressed_and_plain_subscribers_on_both_loops_get_the_same_message(server):
+    # Half the subscribers negotiate permessage-deflate (the gateway's default: no context takeover,
+    # so one compressed frame serves them all), half do not; some ask for a smaller window.
+    async def main():
+        plain, plain_ids = await connect_on_every_loop(server.url("/eval"), 2, compression=None)
+        deflate, deflate_ids = await connect_on_every_loop(server.url("/eval"), 2)
+        small = await connect(server.url("/eval"), extensions=[ClientPerMessageDeflateFactory(client_max_window_bits=True,
+                                                                                              server_max_window_bits=9)])
+        publisher = await connect(server.url("/eval"))
+        await recv(small), await recv(publisher)
+        subscribers = plain + deflate + [small]
+        try:
+            for ws in subscribers:
+                await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "big"}')
+            extensions = [ws.protocol.extensions for ws in subscribers]
+            texts = ["%d %s" % (n, "a compressible line of text. " * 40) for n in range(3)]
+            counts = [await ask(publisher, 'Websocket.publish{topic = "big", message = "%s"}' % t) for t in texts]
+            got = [[await recv(ws) for _ in texts] for ws in subscribers]
+            return extensions, texts, counts, got, plain_ids + deflate_ids
+        finally:
+            for ws in subscribers + [publisher]:
+                await ws.close()
+
+    extensions, texts, counts, got, ids = run(main())
+    assert [len(e) for e in extensions] == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    assert len({socket_loop(i) for i in ids}) == 2
+    assert counts == [9, 9, 9]
+    assert got == [texts] * 9
 
 
 def test_subscriptions_unsubscribe_and_leaving_on_close(server):

@@ -479,15 +479,30 @@ final class Connection: IOHandler {
     /// limits.sendQueueBytes the message is refused (false, the caller answers 429), and once queued
     /// plus refused bytes pass the limit the connection is closed with 1008.
     func offer(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) -> Bool {
-        if output.count > worker.config.sendQueueBytes / 2 {
-            refuse(payload.count)
-            return false
-        }
+        guard admits(payload.count) else { return false }
         if session?.send(opcode, payload, output: &output) == true { queued() }
+        countSent(payload.count)
+        return true
+    }
+
+    /// The same for a message encoded once for many sockets (a topic's).
+    func offer(_ message: PreparedMessage) -> Bool {
+        guard admits(message.payloadCount) else { return false }
+        if session?.send(message, output: &output) == true { queued() }
+        countSent(message.payloadCount)
+        return true
+    }
+
+    private func admits(_ bytes: Int) -> Bool {
+        guard output.count > worker.config.sendQueueBytes / 2 else { return true }
+        refuse(bytes)
+        return false
+    }
+
+    private func countSent(_ bytes: Int) {
         info?.lastActive.store(worker.loop.now, ordering: .relaxed)
         worker.metrics.messagesSent += 1
-        worker.metrics.bytesSent += payload.count
-        return true
+        worker.metrics.bytesSent += bytes
     }
 
     func refuse(_ bytes: Int) {

@@ -83,20 +83,22 @@ struct OwnerPath {
         }
     }
 
-    /// Queues a message on every subscriber of `topic`, one mailbox job (and one copy of the
-    /// payload) per other loop. A subscriber whose send queue is past half of limits.sendQueueBytes
-    /// is skipped, as `send` would answer it 429, and the slow-reader rules go on for it. Returns
-    /// how many sockets the message was queued to.
+    /// Queues a message on every subscriber of `topic`: the frame is built once (and compressed
+    /// once per window size for the sockets without context takeover) and one mailbox job per other
+    /// loop carries it. A subscriber whose send queue is past half of limits.sendQueueBytes is
+    /// skipped, as `send` would answer it 429, and the slow-reader rules go on for it. Returns how
+    /// many sockets the message was queued to.
     func publish(_ topic: String, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer) -> Int {
         let subscribers = worker.shared.topics.subscribers(of: topic)
         guard !subscribers.isEmpty else { return 0 }
+        let message = PreparedMessage(opcode, payload)
         let half = worker.config.sendQueueBytes / 2
         let count = payload.count
         var delivered = 0
         var elsewhere = [[String]](repeating: [], count: worker.shared.workers.count)
         for subscriber in subscribers {
             if subscriber.worker == worker.index {
-                if let connection = worker.connection(.socket(subscriber.info.socketId)), connection.offer(opcode, payload) { delivered += 1 }
+                if let connection = worker.connection(.socket(subscriber.info.socketId)), connection.offer(message) { delivered += 1 }
                 continue
             }
             let owner = worker.shared.workers[subscriber.worker]
@@ -110,11 +112,8 @@ struct OwnerPath {
         }
         for (index, ids) in elsewhere.enumerated() where !ids.isEmpty {
             let owner = worker.shared.workers[index]
-            let bytes = Array(payload)
             owner.loop.post {
-                bytes.withUnsafeBytes { payload in
-                    for id in ids { _ = owner.connection(.socket(id))?.offer(opcode, payload) }
-                }
+                for id in ids { _ = owner.connection(.socket(id))?.offer(message) }
             }
         }
         return delivered

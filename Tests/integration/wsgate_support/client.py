@@ -31,9 +31,9 @@ def socket_loop(socket_id: str):
     return parts[1] if len(parts) == 3 else None
 
 
-async def connect_on_every_loop(url: str, per_loop: int, loops: int = 2, attempts: int = 200):
+async def connect_on_every_loop(url: str, per_loop: int, loops: int = 2, attempts: int = 200, **kwargs):
     """``per_loop`` sockets on each of ``loops`` event loops, for a route whose first message is the
-    socket id: returns (sockets, ids), sockets grouped loop by loop.
+    socket id: returns (sockets, ids), sockets grouped loop by loop. ``kwargs`` go to ``connect``.
 
     The kernel spreads connections over the loops' SO_REUSEPORT sockets by a hash of the client's
     port, so a fixed number of connections can all land on one loop; connect until every loop has
@@ -43,7 +43,7 @@ async def connect_on_every_loop(url: str, per_loop: int, loops: int = 2, attempt
     surplus = []
     try:
         for _ in range(attempts):
-            ws = await connect(url)
+            ws = await connect(url, **kwargs)
             socket_id = await recv(ws)
             placed = by_loop.setdefault(socket_loop(socket_id), [])
             (placed if len(placed) < per_loop else surplus).append((ws, socket_id))
