@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
@@ -29,14 +30,17 @@ let package = Package(
         .target(name: "Reactor", dependencies: ["CSystem", "CTLS", "COpenSSL"], swiftSettings: hotPath),
         .target(name: "CLuaSupport", dependencies: ["CLua"]),
         .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport"], swiftSettings: hotPath),
-        .target(name: "Gateway", dependencies: ["WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSignature"], swiftSettings: hotPath),
+        .target(name: "Gateway", dependencies: [
+            "WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSignature",
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: hotPath),
         .executableTarget(name: "wsgate", dependencies: [
             "Gateway",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec", "CBase64"]),
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "CLua"]),
-        .testTarget(name: "GatewayTests", dependencies: ["Gateway"]),
+        .testTarget(name: "GatewayTests", dependencies: ["Gateway", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTLS", "COpenSSL"]),
     ],
     swiftLanguageModes: [.v5]

@@ -21,6 +21,7 @@ public final class Gateway {
     /// Loads routes and scripts, compiles every script once to report errors, and binds the port.
     public init(config: GatewayConfig, reloadConfig: @escaping () throws -> GatewayConfig) throws(StartupError) {
         Log.level = config.logLevel
+        Log.format = config.logFormat
         self.config = config
         self.reloadConfig = reloadConfig
         let (scripts, problems): (ScriptSet, [ScriptSet.Problem])
@@ -178,6 +179,7 @@ public final class Gateway {
         config = live
         shared.keystore.maxBytes = live.keystoreMaxBytes
         Log.level = live.logLevel
+        Log.format = live.logFormat
         for worker in shared.workers { worker.loop.post { worker.update(live) } }
         Log.info("config reloaded")
     }

@@ -199,14 +199,14 @@ final class HTTPFront {
         let route = gate.upgrade.route
         let refuse = { [worker] (why: String) in
             worker.metrics.reject(.connectHook)
-            Log.error("connect hook failed route=\(route) socket=\(gate.upgrade.socketId): \(why)")
+            Log.error("connect hook failed: \(why)", socket: gate.upgrade.socketId, route: route)
             connection.respondAndClose(HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "connection refused\n"))
         }
         if let failure { return refuse(failure) }
         switch gate.decision {
         case .reject(let status, let message):
             worker.metrics.reject(.connectHook)
-            Log.debug("connect hook rejected route=\(route) with \(status)")
+            Log.debug("connect hook rejected with \(status)", socket: gate.upgrade.socketId, route: route)
             connection.respondAndClose(HTTPResponse.make(status: status, reason: HTTPResponse.reason(status), body: message))
         case .invalid(let why):
             refuse(why)

@@ -140,7 +140,7 @@ final class Worker {
         metrics.accepted += 1
         shared.registry.add(info, worker: index)
         shared.liveSockets.add(1, ordering: .relaxed)
-        Log.debug("socket \(info.socketId) opened on \(info.route)")
+        Log.debug("socket opened", socket: info.socketId, route: info.route)
         runner.runScript(connection, event: .open, message: nil, binary: false)
     }
 
@@ -163,7 +163,7 @@ final class Worker {
         connections.removeValue(forKey: info.socketId)
         metrics.disconnections[connection.closeCode ?? 1006, default: 0] += 1
         shared.liveSockets.subtract(1, ordering: .relaxed)
-        Log.debug("socket \(info.socketId) closed")
+        Log.debug("socket closed", socket: info.socketId, route: info.route)
         runner.runScript(connection, event: .close, message: nil, binary: false)
     }
 

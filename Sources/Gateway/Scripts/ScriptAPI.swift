@@ -358,9 +358,9 @@ enum ScriptAPI {
             if let link = worker.runner.currentLink {
                 Log.info("script print outbound=\(link.name): \(text)")
             } else if let call = worker.runner.currentCall {
-                Log.info("script print route=\(call.route) http: \(text)")
+                Log.info("script print http: \(text)", route: call.route)
             } else {
-                Log.info("script print route=\(worker.runner.current?.info?.route ?? "-") socket=\(worker.runner.current?.socketId ?? "-"): \(text)")
+                Log.info("script print: \(text)", socket: worker.runner.current?.socketId, route: worker.runner.current?.info?.route)
             }
             return 0
         }

@@ -50,28 +50,29 @@ final class ScriptRun {
     /// Whether the answer to wait `number` may resume the run.
     func accepts(_ number: Int) -> Bool { !ended && wait == number }
 
-    var route: String {
+    /// The route and socket a log line about this run names (an outbound link has neither).
+    var route: String? {
         switch subject {
-        case .socket(let connection, _): return connection.info?.route ?? "-"
-        case .link(let link, _): return "outbound:\(link.name)"
+        case .socket(let connection, _): return connection.info?.route
+        case .link: return nil
         case .http(let call): return call.route
         case .gate(let gate): return gate.upgrade.route
         }
     }
 
-    var socketId: String {
+    var socketId: String? {
         switch subject {
         case .socket(let connection, _): return connection.socketId
-        case .link(let link, _): return "outbound:\(link.name)"
-        case .http: return "-"
+        case .link, .http: return nil
         case .gate(let gate): return gate.upgrade.socketId
         }
     }
 
-    var eventName: String {
+    /// What ran: "event=data", "outbound=name event=open", "http", "connect".
+    var what: String {
         switch subject {
-        case .socket(_, let event): return event.name
-        case .link(_, let event): return event.name
+        case .socket(_, let event): return "event=\(event.name)"
+        case .link(let link, let event): return "outbound=\(link.name) event=\(event.name)"
         case .http: return "http"
         case .gate: return "connect"
         }

@@ -343,7 +343,7 @@ final class ScriptRunner {
     private func abandon(_ run: ScriptRun, why: String) {
         run.cancelWait?()
         lua.abandon(run.lua)
-        Log.error("script run abandoned route=\(run.route) socket=\(run.socketId) event=\(run.eventName): \(why)")
+        Log.error("script run abandoned \(run.what): \(why)", socket: run.socketId, route: run.route)
         ended(run, failure: nil, executed: run.lua.executedNanos, abandoned: "abandoned: \(why)")
     }
 
@@ -369,7 +369,7 @@ final class ScriptRunner {
         case .response(let bytes):
             call.connection.respond(bytes, keepAlive: call.keepAlive)
         case .invalid(let why):
-            Log.error("script error route=\(call.route) http: \(why)")
+            Log.error("script error http: \(why)", route: call.route)
             call.connection.respond(HTTPResponse.make(status: 500, headers: [("Content-Type", "text/plain; charset=utf-8")],
                                                       body: HTTPEndpointCall.errorBody, keepAlive: call.keepAlive),
                                     keepAlive: call.keepAlive)
@@ -423,7 +423,7 @@ final class ScriptRunner {
     private func report(_ failure: String, subject: ScriptRun.Subject) {
         switch subject {
         case .socket(let connection, let event):
-            Log.error("script error route=\(connection.info?.route ?? "-") socket=\(connection.socketId) event=\(event.name): \(failure)")
+            Log.error("script error event=\(event.name): \(failure)", socket: connection.socketId, route: connection.info?.route)
             if lua.timeoutNanos > 0 && lua.lastRunTimedOut && connection.isOpen {
                 // The loop just spent a whole timeout on this socket: serve the others before its
                 // next message.

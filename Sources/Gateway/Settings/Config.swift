@@ -15,6 +15,7 @@ public struct GatewayConfig: Equatable {
     /// 0 means one loop per core.
     public var workers = 0
     public var logLevel = LogLevel.info
+    public var logFormat = LogFormat.text
     public var maxMessageBytes = 1 << 20
     /// The largest response body Http.request accepts.
     public var httpResponseBytes = 8 << 20
@@ -148,6 +149,9 @@ extension GatewayConfig {
                     throw r.error(key, "must be one of debug, info, warn, error")
                 }
                 config.logLevel = level
+            case "logFormat":
+                guard let format = LogFormat(rawValue: try r.string(value, key)) else { throw r.error(key, "must be text or json") }
+                config.logFormat = format
             case "limits":
                 try r.object(value, prefix: "limits.") { (key, value, r) throws(ConfigError) in
                     switch key {

@@ -1,4 +1,4 @@
-import Glibc
+import Logging
 
 public enum LogLevel: Int, Comparable, CaseIterable {
     case debug, info, warn, error
@@ -13,41 +13,52 @@ public enum LogLevel: Int, Comparable, CaseIterable {
         case .error: return "ERROR"
         }
     }
+
+    fileprivate var loggerLevel: Logger.Level {
+        switch self {
+        case .debug: return .debug
+        case .info: return .info
+        case .warn: return .warning
+        case .error: return .error
+        }
+    }
 }
 
-/// One line per event on stderr: UTC timestamp, level, message. Multi-line messages (tracebacks)
-/// are folded onto the line so log collectors keep them together.
+/// The gateway's log, one line per event on stderr through swift-log (`LineLogHandler`). The
+/// level is checked here first, so a disabled line costs no message, and both the level and the
+/// format change on SIGHUP. Events about one socket or route say which, as fields of their own.
 public enum Log {
-    /// Set once at start-up, before any loop runs.
+    /// Set at start-up and on reload, before loops read them.
     public nonisolated(unsafe) static var level = LogLevel.info
+    public nonisolated(unsafe) static var format = LogFormat.text
+
+    private static let logger = Logger(label: "wsgate") { _ in LineLogHandler() }
 
     @inline(__always)
     public static func enabled(_ l: LogLevel) -> Bool { l >= level }
 
-    public static func debug(_ message: @autoclosure () -> String) { write(.debug, message) }
-    public static func info(_ message: @autoclosure () -> String) { write(.info, message) }
-    public static func warn(_ message: @autoclosure () -> String) { write(.warn, message) }
-    public static func error(_ message: @autoclosure () -> String) { write(.error, message) }
-
-    private static func write(_ l: LogLevel, _ message: () -> String) {
-        guard l >= level else { return }
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        var tm = tm()
-        var seconds = ts.tv_sec
-        gmtime_r(&seconds, &tm)
-        let stamp = String(format4: Int(tm.tm_year) + 1900) + "-" + pad2(tm.tm_mon + 1) + "-" + pad2(tm.tm_mday)
-            + "T" + pad2(tm.tm_hour) + ":" + pad2(tm.tm_min) + ":" + pad2(tm.tm_sec)
-            + "." + pad3(Int(ts.tv_nsec / 1_000_000)) + "Z"
-        let body = message().split(separator: "\n", omittingEmptySubsequences: false).joined(separator: " | ")
-        var line = stamp + " " + l.label + " " + body + "\n"
-        line.withUTF8 { buffer in _ = Glibc.write(2, buffer.baseAddress, buffer.count) }
+    public static func debug(_ message: @autoclosure () -> String, socket: String? = nil, route: String? = nil) {
+        write(.debug, message, socket, route)
+    }
+    public static func info(_ message: @autoclosure () -> String, socket: String? = nil, route: String? = nil) {
+        write(.info, message, socket, route)
+    }
+    public static func warn(_ message: @autoclosure () -> String, socket: String? = nil, route: String? = nil) {
+        write(.warn, message, socket, route)
+    }
+    public static func error(_ message: @autoclosure () -> String, socket: String? = nil, route: String? = nil) {
+        write(.error, message, socket, route)
     }
 
-    private static func pad2(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
-    private static func pad3(_ v: Int) -> String { v < 10 ? "00\(v)" : (v < 100 ? "0\(v)" : "\(v)") }
-}
-
-private extension String {
-    init(format4 v: Int) { self = String(v) }
+    private static func write(_ l: LogLevel, _ message: () -> String, _ socket: String?, _ route: String?) {
+        guard l >= level else { return }
+        var metadata: Logger.Metadata?
+        if socket != nil || route != nil {
+            var fields = Logger.Metadata()
+            if let socket { fields["socket_id"] = .string(socket) }
+            if let route { fields["route"] = .string(route) }
+            metadata = fields
+        }
+        logger.log(level: l.loggerLevel, "\(message())", metadata: metadata)
+    }
 }

@@ -261,10 +261,10 @@ final class Connection: IOHandler {
             readWaitsForWritable = true
             setWantsWrite(true)
         case .closed:
-            if isOpen { Log.debug("socket \(socketId) closed by peer without a close frame") }
+            if isOpen { Log.debug("closed by peer without a close frame", socket: socketId) }
             closeSocket()
         case .failed(let why):
-            Log.debug("read failed on socket \(socketId): \(why)")
+            Log.debug("read failed: \(why)", socket: socketId)
             closeSocket()
         }
         return false
@@ -405,7 +405,7 @@ final class Connection: IOHandler {
             case .closed:
                 return bytes.count
             case .failed(let failure):
-                Log.info("closing socket \(socketId) with \(failure.code.rawValue): \(failure.reason)")
+                Log.info("closing with \(failure.code.rawValue): \(failure.reason)", socket: socketId, route: info?.route)
                 return bytes.count
             }
         }
@@ -427,7 +427,7 @@ final class Connection: IOHandler {
         case .drop:
             worker.metrics.rateLimited[LoopMetrics.RateLimitAction.drop.rawValue] += 1
             droppedMessages += 1
-            if droppedMessages == 1 { Log.warn("rate limit: dropping messages on socket \(socketId) route=\(info?.route ?? "-")") }
+            if droppedMessages == 1 { Log.warn("rate limit: dropping messages", socket: socketId, route: info?.route) }
             return .discard
         case .close:
             worker.metrics.rateLimited[LoopMetrics.RateLimitAction.close.rawValue] += 1
@@ -515,7 +515,7 @@ final class Connection: IOHandler {
     /// giving the close frame a second to get out.
     private func abandonSlowReader() {
         guard let session, phase == .webSocket else { return }
-        Log.warn("closing socket \(socketId): send queue over limits.sendQueueBytes (\(worker.config.sendQueueBytes)); the client is not reading")
+        Log.warn("closing: send queue over limits.sendQueueBytes (\(worker.config.sendQueueBytes)); the client is not reading", socket: socketId, route: info?.route)
         session.abandon(.policyViolation, reason: "send queue full", output: &output)
         unlist()
         sendQueue?.bytes.store(0, ordering: .relaxed)
@@ -547,7 +547,7 @@ final class Connection: IOHandler {
         case .wrote:
             sessionChanged()
         case .expired:
-            Log.debug("socket \(socketId) did not answer our close frame")
+            Log.debug("no answer to our close frame", socket: socketId)
             closeSocket()
         }
     }
@@ -661,7 +661,7 @@ final class Connection: IOHandler {
         input.release()
         output.release()
         if droppedMessages > 0 {
-            Log.info("socket \(socketId) dropped \(droppedMessages) messages over the rate limit")
+            Log.info("dropped \(droppedMessages) messages over the rate limit", socket: socketId, route: info?.route)
         }
         worker.connectionClosed(self)
     }
