@@ -1,7 +1,7 @@
 # Build the release binary in the Swift image, run it as a non-root user on Debian.
 FROM swift:6.3-bookworm AS build
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        pkg-config liblua5.4-dev libssl-dev zlib1g-dev && rm -rf /var/lib/apt/lists/*
+        pkg-config liblua5.4-dev libssl-dev zlib1g-dev libhiredis-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Package.swift ./
 COPY Sources ./Sources
@@ -10,7 +10,7 @@ RUN swift build -c release --product wsgate --static-swift-stdlib \
 
 FROM debian:bookworm-slim
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        liblua5.4-0 libssl3 zlib1g ca-certificates && rm -rf /var/lib/apt/lists/* \
+        liblua5.4-0 libssl3 zlib1g libhiredis0.14 ca-certificates && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /app --shell /usr/sbin/nologin wsgate
 WORKDIR /app
 COPY --from=build /usr/local/bin/wsgate /usr/local/bin/wsgate

@@ -22,12 +22,15 @@ let package = Package(
         .systemLibrary(name: "CLua", pkgConfig: "lua5.4", providers: [.apt(["liblua5.4-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // No pkgConfig: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM refuses with a warning; the headers are under /usr/include/hiredis.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(name: "CSystem"),
         .target(name: "CBase64"),
         .target(name: "CSignature", dependencies: ["COpenSSL"]),
         .target(name: "WebSocketCodec", dependencies: ["CBase64", "COpenSSL", "CZlib"], swiftSettings: hotPath),
         .target(name: "CTLS", dependencies: ["COpenSSL"]),
         .target(name: "Reactor", dependencies: ["CSystem", "CTLS", "COpenSSL"], swiftSettings: hotPath),
+        .target(name: "Redis", dependencies: ["CHiredis", "Reactor"]),
         .target(name: "CLuaSupport", dependencies: ["CLua"]),
         .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport"], swiftSettings: hotPath),
         .target(name: "Gateway", dependencies: [
@@ -42,6 +45,7 @@ let package = Package(
         .testTarget(name: "LuaRuntimeTests", dependencies: ["LuaRuntime", "CLua"]),
         .testTarget(name: "GatewayTests", dependencies: ["Gateway", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "ReactorTests", dependencies: ["Reactor", "CTLS", "COpenSSL"]),
+        .testTarget(name: "RedisTests", dependencies: ["Redis", "Reactor"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -30,7 +30,7 @@ ensure_swift() {
 }
 
 build_release() {
-    ensure_packages pkg-config liblua5.4-dev libssl-dev zlib1g-dev
+    ensure_packages pkg-config liblua5.4-dev libssl-dev zlib1g-dev libhiredis-dev
     ensure_swift
     echo "==> swift build -c release --product wsgate"
     swift build -c release --product wsgate
