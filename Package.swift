@@ -34,11 +34,11 @@ let package = Package(
         .target(name: "CLuaSupport", dependencies: ["CLua"]),
         .target(name: "LuaRuntime", dependencies: ["CLua", "CLuaSupport"], swiftSettings: hotPath),
         .target(name: "Gateway", dependencies: [
-            "WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSignature",
+            "WebSocketCodec", "Reactor", "LuaRuntime", "CLua", "CSignature", "Redis",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: hotPath),
         .executableTarget(name: "wsgate", dependencies: [
-            "Gateway",
+            "Gateway", "Redis",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "WebSocketCodecTests", dependencies: ["WebSocketCodec", "CBase64"]),

@@ -28,7 +28,19 @@ public final class Gateway {
         do { (scripts, problems) = try ScriptSet.load(folder: config.endpoints, previous: nil) } catch { throw StartupError(message: error.message) }
         if let first = problems.first { throw StartupError(message: first.message) }
         self.scripts = scripts
-        shared = SharedState(endpointsFolder: config.endpoints, keystoreMaxBytes: config.keystoreMaxBytes)
+        var cluster: ClusterState?
+        if let settings = config.cluster {
+            do {
+                cluster = ClusterState(settings: settings, password: try settings.resolvedPassword(),
+                                       nodeId: settings.nodeId ?? SharedState.randomNodeId())
+            } catch {
+                throw StartupError(message: error.message)
+            }
+        }
+        shared = SharedState(endpointsFolder: config.endpoints, keystoreMaxBytes: config.keystoreMaxBytes, cluster: cluster)
+        if let cluster {
+            Log.info("cluster: node \(cluster.nodeId), Redis \(cluster.settings.redis), prefix \(cluster.settings.prefix)")
+        }
 
         Socket.ignoreBrokenPipes()
         Gateway.checkOpenFilesLimit(config)

@@ -11,6 +11,14 @@ public struct SocketAddress: CustomStringConvertible {
         withUnsafePointer(to: raw) { cs_address_text($0, &text, text.count) }
         return String(cString: text)
     }
+
+    /// The address alone: "1.2.3.4" or "::1".
+    public var host: String {
+        let text = description
+        guard let colon = text.lastIndex(of: ":") else { return text }
+        let address = text[..<colon]
+        return address.hasPrefix("[") ? String(address.dropFirst().dropLast()) : String(address)
+    }
 }
 
 public struct ResolveError: Error, CustomStringConvertible {

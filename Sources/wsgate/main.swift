@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import Redis
 
 struct WSGate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -43,6 +44,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("admin-token-file"), help: "File holding the management API's bearer token (overrides the config's admin.tokenFile).")
     var adminTokenFile: String?
 
+    @Option(help: "Join a cluster on this Redis, redis://host[:port][/db] (sets the config's cluster.redis).")
+    var redis: String?
+
     /// The config file (or the defaults) with the command line's overrides on top; read again on SIGHUP.
     func settings() throws(ConfigError) -> GatewayConfig {
         var settings = GatewayConfig()
@@ -67,6 +71,14 @@ struct Serve: ParsableCommand {
             settings.adminToken = nil
         }
         _ = try settings.resolvedAdminToken()
+        if let redis {
+            switch RedisEndpoint.parse(redis) {
+            case .success(let endpoint):
+                if settings.cluster == nil { settings.cluster = ClusterSettings(redis: endpoint) } else { settings.cluster!.redis = endpoint }
+            case .failure(let problem): throw ConfigError(message: "--redis \(problem.message)")
+            }
+        }
+        _ = try settings.cluster?.resolvedPassword()
         if let workers {
             guard (0...1024).contains(workers) else { throw ConfigError(message: "--workers must be between 0 and 1024") }
             settings.workers = workers

@@ -13,6 +13,8 @@
 * ``upstream``: function-scoped factory of Python ``websockets`` servers on a
   background thread (``Upstream``: what wsgate's outbound connections and
   ``wsgate probe`` talk to); all are stopped after the test.
+* ``redis``: function-scoped factory ``redis(password=None)`` of throw-away
+  ``redis-server`` processes (``RedisServer``), stopped after the test.
 * ``throwaway_ca``: session-scoped ``TestPKI`` with a ``good`` leaf (localhost,
   127.0.0.1) and an ``other`` leaf (other.example only), for wss:// upstreams.
 
@@ -28,7 +30,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wsgate_support import LIVE_SERVERS, REPO_ROOT, TestPKI, Upstream, start_server  # noqa: E402
+from wsgate_support import LIVE_SERVERS, REPO_ROOT, RedisServer, TestPKI, Upstream, start_server  # noqa: E402
 
 
 class _Factory:
@@ -102,3 +104,17 @@ def pytest_runtest_makereport(item, call):
                 (f"wsgate log, port {server.port}{exit_note}", server.log_tail(80))
             )
     return report
+
+
+@pytest.fixture
+def redis(tmp_path):
+    started = []
+
+    def factory(password: str | None = None) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(started)}", password=password).start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()

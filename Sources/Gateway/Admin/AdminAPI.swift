@@ -69,7 +69,7 @@ final class AdminAPI {
         let path = head.path
         if path == HTTPFront.healthPath {
             guard head.methodIs("GET") || head.methodIs("HEAD") else { return methodNotAllowed("GET") }
-            return text(worker.shuttingDown ? 503 : 200, worker.shuttingDown ? "shutting down\n" : "OK")
+            return worker.unhealthy.map { text(503, $0) } ?? text(200, "OK")
         }
         if path == AdminAPI.prefix {
             guard head.methodIs("GET") else { return methodNotAllowed("GET") }

@@ -52,14 +52,15 @@ final class HTTPFront {
         let path = head.path
         if path == HTTPFront.healthPath {
             let response: [UInt8]
-            if !worker.shuttingDown, case .upgrade(let key) = Handshake.evaluate(head) {
+            let unhealthy = worker.unhealthy
+            if unhealthy == nil, case .upgrade(let key) = Handshake.evaluate(head) {
                 answerHealthUpgrade(connection, key: key)
                 return
             }
             if !head.methodIs("GET") && !head.methodIs("HEAD") {
                 response = HTTPResponse.make(status: 405, reason: "Method Not Allowed", headers: ["Allow: GET"])
-            } else if worker.shuttingDown {
-                response = HTTPResponse.make(status: 503, reason: "Service Unavailable", body: "shutting down\n")
+            } else if let unhealthy {
+                response = HTTPResponse.make(status: 503, reason: "Service Unavailable", body: unhealthy)
             } else {
                 response = HTTPResponse.make(status: 200, reason: "OK", body: "OK")
             }

@@ -8,7 +8,7 @@ final class SharedState {
     /// what shutdown waits for.
     let liveSockets = Atomic<Int>(0)
     let endpointsFolder: String
-    /// Makes socket ids unique across restarts: random per process.
+    /// The node's id: makes socket ids unique across restarts and names the node that owns one.
     let socketIdPrefix: String
     var workers: [Worker] = []
     let outbound = OutboundRegistry()
@@ -21,11 +21,20 @@ final class SharedState {
     private var tlsClientContexts: [String: TLSClientContext] = [:]
     private let tlsClientLock = Lock()
 
-    init(endpointsFolder: String, keystoreMaxBytes: Int) {
+    /// Set when this node is one of a cluster.
+    let cluster: ClusterState?
+
+    init(endpointsFolder: String, keystoreMaxBytes: Int, cluster: ClusterState? = nil) {
         self.endpointsFolder = endpointsFolder
         keystore = Keystore(maxBytes: keystoreMaxBytes)
+        self.cluster = cluster
+        socketIdPrefix = cluster?.nodeId ?? SharedState.randomNodeId()
+    }
+
+    /// Random per process, so socket ids stay unique across restarts.
+    static func randomNodeId() -> String {
         var random = SystemRandomNumberGenerator()
-        socketIdPrefix = String(random.next() & 0xFFFF_FFFF_FFFF, radix: 36)
+        return String(random.next() & 0xFFFF_FFFF_FFFF, radix: 36)
     }
 }
 

@@ -19,6 +19,10 @@ final class Worker {
     private(set) var admin: AdminAPI?
     /// Set by `beginShutdown`: upgrades and the health route answer 503.
     private(set) var shuttingDown = false
+    /// This loop's command connection to the cluster's Redis.
+    private(set) var redis: RedisLink?
+    /// Loop 0 keeps the node in the cluster.
+    private var membership: Membership?
 
     /// Upgraded sockets by id.
     private(set) var connections: [String: Connection] = [:]
@@ -56,6 +60,24 @@ final class Worker {
         }
         scheduleSweep()
         if index == 0 { scheduleKeystoreSweep() }
+        if let cluster = shared.cluster {
+            let link = RedisLink(loop: loop, settings: cluster.settings, password: cluster.password)
+            link.observe = { [unowned self] op, nanos, failed in
+                self.metrics.clusterRequests[op, default: 0] += 1
+                if failed { self.metrics.clusterErrors[op, default: 0] += 1 }
+                self.metrics.clusterDuration.observe(nanos: nanos)
+            }
+            redis = link
+            if index == 0 { membership = Membership(cluster: cluster, link: link, loop: loop) }
+        }
+    }
+
+    /// Why the health route answers 503, or nil when it answers 200: shutting down, or Redis
+    /// unreachable while cluster.required.
+    var unhealthy: String? {
+        if shuttingDown { return "shutting down\n" }
+        if let cluster = shared.cluster, cluster.settings.required, !cluster.up.load(ordering: .relaxed) { return "Redis unreachable\n" }
+        return nil
     }
 
     /// Expired keys leave the shared keystore on time; one loop does it for all.
@@ -67,7 +89,11 @@ final class Worker {
     }
 
     func start() {
-        let thread = Thread { [self] in loop.run() }
+        let thread = Thread { [self] in
+            membership?.start()
+            redis?.start()
+            loop.run()
+        }
         thread.name = "wsgate-loop-\(index)"
         thread.stackSize = 8 << 20
         thread.start()
@@ -108,6 +134,7 @@ final class Worker {
 
     func beginShutdown() {
         shuttingDown = true
+        membership?.leave()
         for connection in connections.values { connection.startClose(.goingAway, reason: "server shutting down") }
         for link in links.values where !link.stopped { link.disconnect(.goingAway) }
     }

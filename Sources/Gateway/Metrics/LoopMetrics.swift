@@ -40,6 +40,10 @@ struct LoopMetrics {
     var rateLimited = [Int](repeating: 0, count: RateLimitAction.allCases.count)
     var sendQueueRejections = 0
     var scriptDuration = Histogram()
+    /// Requests to Redis (the cluster), by operation.
+    var clusterRequests: [String: Int] = [:]
+    var clusterErrors: [String: Int] = [:]
+    var clusterDuration = Histogram()
 
     mutating func reject(_ reason: Rejection) { rejected[reason.rawValue] += 1 }
 
@@ -55,6 +59,9 @@ struct LoopMetrics {
         for i in rateLimited.indices { rateLimited[i] += other.rateLimited[i] }
         sendQueueRejections += other.sendQueueRejections
         scriptDuration.add(other.scriptDuration)
+        for (op, n) in other.clusterRequests { clusterRequests[op, default: 0] += n }
+        for (op, n) in other.clusterErrors { clusterErrors[op, default: 0] += n }
+        clusterDuration.add(other.clusterDuration)
     }
 }
 

@@ -82,6 +82,15 @@ final class MetricsScrape {
         var links: [String: Int] = ["connecting": 0, "open": 0, "closed": 0]
         for (_, entry) in shared.outbound.all() { links[entry.state.rawValue, default: 0] += 1 }
         out.family("wsgate_outbound_connections", "gauge", "Outbound connections, by state.", links.sorted { $0.key < $1.key }.map { (["state": $0.key], Double($0.value)) })
+        if let cluster = shared.cluster {
+            out.family("wsgate_cluster_up", "gauge", "1 while this node's link to Redis is up.", [([:], cluster.up.load(ordering: .relaxed) ? 1 : 0)])
+            out.family("wsgate_cluster_nodes", "gauge", "Live nodes, this one included, as of the last heartbeat.", [([:], Double(cluster.nodes.count))])
+            out.family("wsgate_cluster_requests_total", "counter", "Requests to Redis, by operation.",
+                       total.clusterRequests.sorted { $0.key < $1.key }.map { (["op": $0.key], Double($0.value)) })
+            out.family("wsgate_cluster_errors_total", "counter", "Requests to Redis that failed (unreachable, timed out, refused), by operation.",
+                       total.clusterErrors.sorted { $0.key < $1.key }.map { (["op": $0.key], Double($0.value)) })
+            out.histogram("wsgate_cluster_request_duration_seconds", "Time from a request to Redis to its answer.", total.clusterDuration)
+        }
         out.family("wsgate_build_info", "gauge", "The gateway's version.", [(["version": MetricsScrape.version], 1)])
         return out.text
     }

@@ -7,7 +7,8 @@ import WebSocketCodec
 /// `jwt`, `to_json`, `from_json`, `print`.
 /// Every function finds its worker through the Lua state's extra space, so none allocates a closure.
 enum ScriptAPI {
-    static func install(in lua: LuaState) {
+    /// In a cluster the `Keystore` functions wait for Redis.
+    static func install(in lua: LuaState, cluster: Bool) {
         let L = lua.L
         lua.setBaseGlobal("Websocket") {
             let service = LuaTable(pushedOn: L, fields: 14)
@@ -29,7 +30,7 @@ enum ScriptAPI {
         installJWT(in: lua)
         installSleep(in: lua)
         installHTTP(in: lua)
-        installKeystore(in: lua)
+        installKeystore(in: lua, waiting: cluster)
         lua.setBaseGlobal("to_json") { lua_pushcfunction(L, toJSON) }
         lua.setBaseGlobal("from_json") { lua_pushcfunction(L, fromJSON) }
         // print converts its arguments in Lua, where a failing __tostring is an ordinary script error.

@@ -99,7 +99,7 @@ final class ScriptRunner {
         lua = LuaState(memoryLimit: config.scriptMemoryBytes)
         lua.timeoutNanos = UInt64(config.scriptTimeoutMs) * 1_000_000
         lua.setOwner(worker)
-        ScriptAPI.install(in: lua)
+        ScriptAPI.install(in: lua, cluster: worker.shared.cluster != nil)
         infoView = WebsocketInfoView(lua.L)
         websocketInfoGlobal = lua.eventGlobal(named: "websocketInfo", keepsValue: true)
         wsEventGlobal = lua.eventGlobal(named: "wsEvent", keepsValue: false)

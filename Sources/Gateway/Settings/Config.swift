@@ -1,4 +1,5 @@
 import Foundation
+import Redis
 import WebSocketCodec
 
 /// What to do with a message that arrives when the connection's token bucket is empty.
@@ -63,6 +64,8 @@ public struct GatewayConfig: Equatable {
     var outbound: [OutboundSpec] = []
     public var outboundInitialDelayMs = 500
     public var outboundMaxDelayMs = 30_000
+    /// Several nodes as one, on Redis; nil runs one node on its own.
+    public var cluster: ClusterSettings?
 
     public init() {}
 
@@ -71,7 +74,8 @@ public struct GatewayConfig: Equatable {
         [("host", host), ("port", "\(port)"), ("endpoints", endpoints), ("workers", "\(workers)"),
          ("admin", adminPort == 0 ? "off" : "\(adminHost):\(adminPort)"),
          ("scripts.memoryBytes", "\(scriptMemoryBytes)"), ("tls", tlsCertificate == nil ? "off" : "on"),
-         ("outbound", outbound.map { "\($0.name)=\($0.url)" }.joined(separator: ","))]
+         ("outbound", outbound.map { "\($0.name)=\($0.url)" }.joined(separator: ",")),
+         ("cluster", cluster.map { "\($0.redis) prefix \($0.prefix)" } ?? "off")]
     }
 
     public var effectiveWorkers: Int {
@@ -258,6 +262,8 @@ extension GatewayConfig {
                 }
             case "outbound":
                 config.outbound = try r.outbound(value)
+            case "cluster":
+                config.cluster = try r.cluster(value)
             case "outboundReconnect":
                 try r.object(value, prefix: "outboundReconnect.") { (key, value, r) throws(ConfigError) in
                     switch key {
@@ -381,6 +387,46 @@ private struct Reader {
             }
         }
         return specs
+    }
+
+    /// The `cluster` object: `redis` is required; the timings must leave room for each other.
+    func cluster(_ value: JSONValue) throws(ConfigError) -> ClusterSettings {
+        var endpoint: RedisEndpoint?
+        var settings = ClusterSettings(redis: RedisEndpoint(host: "127.0.0.1"))
+        try object(value, prefix: "cluster.") { (key, value, r) throws(ConfigError) in
+            let name = "cluster." + key
+            switch key {
+            case "redis":
+                switch RedisEndpoint.parse(try r.string(value, name)) {
+                case .success(let parsed): endpoint = parsed
+                case .failure(let problem): throw r.error(name, problem.message)
+                }
+            case "passwordFile": settings.passwordFile = try r.string(value, name)
+            case "nodeId":
+                let id = try r.string(value, name)
+                guard ClusterSettings.validNodeId(id) else {
+                    throw r.error(name, "must be 1 to \(ClusterSettings.maxNodeIdBytes) lower-case letters and digits")
+                }
+                settings.nodeId = id
+            case "prefix":
+                let prefix = try r.string(value, name)
+                guard !prefix.isEmpty, prefix.utf8.count <= 64, !prefix.contains(where: { $0 == " " || $0 == "*" || $0 == "?" || $0 == "[" }) else {
+                    throw r.error(name, "must be 1 to 64 bytes without spaces or glob characters")
+                }
+                settings.prefix = prefix
+            case "heartbeatMs": settings.heartbeatMs = try r.int(value, name, 100...60_000)
+            case "nodeTimeoutMs": settings.nodeTimeoutMs = try r.int(value, name, 300...600_000)
+            case "requestTimeoutMs": settings.requestTimeoutMs = try r.int(value, name, 10...60_000)
+            case "required": settings.required = try r.bool(value, name)
+            default: throw r.unknown(name)
+            }
+        }
+        guard let endpoint else { throw error("cluster.redis", "is required (a redis:// URL)") }
+        settings.redis = endpoint
+        guard settings.nodeTimeoutMs >= 2 * settings.heartbeatMs else {
+            throw error("cluster.nodeTimeoutMs", "must be at least twice cluster.heartbeatMs (\(2 * settings.heartbeatMs))")
+        }
+        return settings
     }
 
     func number(_ value: JSONValue, _ key: String, _ range: ClosedRange<Double>) throws(ConfigError) -> Double {

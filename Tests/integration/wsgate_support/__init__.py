@@ -13,6 +13,7 @@ package (``from wsgate_support import X``); the modules are:
 * ``resources``: RSS, open descriptors, the RSS watchdog, the open-files limit
 * ``pki``: throw-away certificates made with ``openssl`` and TLS contexts
 * ``upstream``: ``websockets`` servers for outbound connections, and a silent listener
+* ``redis``: a throw-away ``redis-server`` and its faults, for the cluster tests
 """
 
 from .bystander import Bystander, report
@@ -26,6 +27,7 @@ from .http import (RawResponse, accept_for, build_request, http_get, https_get, 
 from .pki import TestPKI, peer_serial, tls_server_context
 from .process import (LIVE_SERVERS, Server, command, free_port, require_binary, run_until_exit, start_server,
                       wait_exit, write_config, write_endpoints, wsgate_bin)
+from .redis import RedisServer
 from .resources import RssWatchdog, open_fds, raise_nofile, rss_kib
 from .upstream import SilentListener, Upstream, UpstreamPeer
 from .waiting import wait_until
@@ -42,6 +44,7 @@ __all__ = [
     "TestPKI", "peer_serial", "tls_server_context",
     "LIVE_SERVERS", "Server", "command", "free_port", "require_binary", "run_until_exit", "start_server",
     "wait_exit", "write_config", "write_endpoints", "wsgate_bin",
+    "RedisServer",
     "RssWatchdog", "open_fds", "raise_nofile", "rss_kib",
     "SilentListener", "Upstream", "UpstreamPeer",
     "wait_until",

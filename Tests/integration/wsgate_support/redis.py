@@ -1,0 +1,95 @@
+"""A throw-away ``redis-server`` for the cluster tests: a free loopback port, no persistence, and
+the faults the tests need (stop and continue, kill, restart empty on the same port)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .constants import HOST, READY_TIMEOUT
+from .process import free_port
+
+
+class RedisServer:
+    def __init__(self, workdir: Path, password: str | None = None):
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
+            pytest.skip("redis-server is not installed (scripts/test installs it: apt-get install redis-server)")
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.password = password
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    def start(self) -> "RedisServer":
+        args = [self.binary, "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--dir", str(self.workdir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.log = open(self.workdir / "redis.log", "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-2000:]}")
+            if self.command("PING") in (b"+PONG", b"-NOAUTH Authentication required."):
+                return self
+            time.sleep(0.02)
+        raise AssertionError(f"redis-server did not answer on port {self.port}")
+
+    def command(self, *args: str) -> bytes | None:
+        """One command over a fresh connection (AUTH first when there is a password); the reply's
+        first line, or None when nothing answers."""
+        parts = ([("AUTH", self.password)] if self.password and args[0] != "PING" else []) + [args]
+        payload = b"".join(b"*%d\r\n" % len(p) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in p)
+                           for p in parts)
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1) as sock:
+                sock.sendall(payload)
+                data = b""
+                while data.count(b"\r\n") < len(parts):
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                return data.split(b"\r\n")[len(parts) - 1]
+        except OSError:
+            return None
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def restart_empty(self):
+        """Kill it and start a fresh one, with nothing in it, on the same port."""
+        self.kill()
+        self.start()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
