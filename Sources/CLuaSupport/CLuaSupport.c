@@ -128,7 +128,20 @@ void cls_disarm_timeout(lua_State *L) {
 /* MARK: Functions that wait */
 
 /* Upvalues: 1 = the host's prepare function, 2 = the function's name for errors. */
+int cls_may_wait(lua_State *L) {
+    cls_control *c = cls_control_of(L);
+    return c != NULL && L == c->run_thread && lua_isyieldable(L);
+}
+
+/* The prepare function answers at once (n >= 0) or asks to wait (-1); only the second needs the
+   run's own thread in a yieldable place, so a call answered at once works anywhere. A wait that
+   cannot happen is an error before anything started: the host starts a wait once the run has
+   suspended. */
 static int waiting_call(lua_State *L) {
+    lua_CFunction prepare = lua_tocfunction(L, lua_upvalueindex(1));
+    int n = prepare(L);
+    if (n >= 0) return n;
+    if (n != -1) return lua_error(L);
     cls_control *c = cls_control_of(L);
     if (c == NULL || L != c->run_thread)
         return luaL_error(L, "%s cannot wait inside a coroutine the script created; call it from the script itself",
@@ -136,11 +149,7 @@ static int waiting_call(lua_State *L) {
     if (!lua_isyieldable(L))
         return luaL_error(L, "%s cannot wait here (inside a metamethod, an iterator or a function called from C)",
                           lua_tostring(L, lua_upvalueindex(2)));
-    lua_CFunction prepare = lua_tocfunction(L, lua_upvalueindex(1));
-    int n = prepare(L);
-    if (n >= 0) return n;
-    if (n == -1) return lua_yield(L, 0);
-    return lua_error(L);
+    return lua_yield(L, 0);
 }
 
 void cls_push_waiting_function(lua_State *L, int (*prepare)(lua_State *), const char *name) {

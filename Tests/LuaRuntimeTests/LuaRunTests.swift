@@ -92,6 +92,12 @@ final class LuaRunTests: XCTestCase {
         XCTAssertTrue(failure(start(lua, inCoroutine, global, tag: "c"))?.contains("cannot wait inside a coroutine the script created") == true)
         let inSort = compile(lua, "table.sort({3, 1, 2}, function(a, b) wait() return a < b end)")
         XCTAssertTrue(failure(start(lua, inSort, global, tag: "s"))?.contains("wait cannot wait here") == true)
+        // A call answered at once works anywhere: only waiting needs the run's own coroutine.
+        let answeredAtOnce = compile(lua, """
+        local ok, v = coroutine.resume(coroutine.create(function() return now('c') end)) assert(ok and v == 'c', v)
+        local sorted = {3, 1, 2} table.sort(sorted, function(a, b) return now(a) < now(b) end) assert(sorted[1] == 1)
+        """)
+        XCTAssertNil(failure(start(lua, answeredAtOnce, global, tag: "a")))
         let raising = compile(lua, "bad()")
         XCTAssertTrue(failure(start(lua, raising, global, tag: "b"))?.contains("bad argument") == true)
         let insidePcall = compile(lua, "local ok = pcall(function() wait() end) assert(ok)")

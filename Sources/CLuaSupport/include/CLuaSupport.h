@@ -73,10 +73,14 @@ uint64_t cls_now_ns(void);
    with the script's arguments) on the run's coroutine. `prepare` returns the number of results
    it pushed to answer at once, -1 after arranging for the run to be resumed later (the run's
    coroutine then yields, and the values it is resumed with are the function's results), or -2
-   to raise the error object it pushed (a bad argument). Outside
-   the run's own coroutine (a coroutine the script made, a metamethod or iterator called from C)
-   the function raises an error saying so. `prepare` must not raise Lua errors. */
+   to raise the error object it pushed (a bad argument). A call that has to wait outside the
+   run's own coroutine (in a coroutine the script made, a metamethod or iterator called from C)
+   raises an error saying so; one answered at once works anywhere. `prepare` must not raise Lua
+   errors. */
 void cls_push_waiting_function(lua_State *L, int (*prepare)(lua_State *), const char *name);
+
+/* Whether a waiting function called on `L` now may wait (see above). */
+int cls_may_wait(lua_State *L);
 
 /* Instructions between two deadline checks. */
 #define CLS_HOOK_COUNT 1000

@@ -25,7 +25,7 @@ extension ScriptAPI {
             case .success(let checked): request = checked
             case .failure(let failure): return push(L, failure)
             }
-            worker.runner.suspendRun { [unowned worker] run, wait in
+            worker.runner.suspendRun(L) { [unowned worker] run, wait in
                 let exchange = HTTPExchange(worker: worker, request: request, maxBodyBytes: worker.config.httpResponseBytes) { [weak run] result in
                     guard let run else { return }
                     worker.runner.resume(run, wait: wait) { thread in

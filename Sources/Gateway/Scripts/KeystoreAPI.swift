@@ -31,7 +31,7 @@ extension ScriptAPI {
         guard let cluster = worker.shared.cluster, let link = worker.redis else {
             return push(L, worker.shared.keystore.perform(operation, now: EventLoop.monotonicNanos()))
         }
-        worker.runner.suspendRun { [unowned worker] run, wait in
+        worker.runner.suspendRun(L) { [unowned worker] run, wait in
             RedisKeystore(cluster: cluster, link: link).perform(operation) { [weak run] result in
                 guard let run else { return }
                 worker.runner.resume(run, wait: wait) { thread in

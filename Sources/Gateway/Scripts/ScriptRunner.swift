@@ -1,4 +1,5 @@
 import CLua
+import CLuaSupport
 import Foundation
 import LuaRuntime
 import Reactor
@@ -282,9 +283,12 @@ final class ScriptRunner {
     /// the wait's number (see `resume`).
     private var pendingWait: ((ScriptRun, Int) -> Void)?
 
-    /// Called by a function that waits (from its `cls_push_waiting_function` prepare function):
-    /// `begin` starts the wait once the run has suspended, and must lead to one `resume` call.
-    func suspendRun(_ begin: @escaping (ScriptRun, Int) -> Void) {
+    /// Called by a function that waits (from its `cls_push_waiting_function` prepare function,
+    /// which then returns -1): `begin` starts the wait once the run has suspended, and must lead
+    /// to one `resume` call. Where the call may not wait, nothing is kept: the waiting function
+    /// raises its error instead of suspending.
+    func suspendRun(_ L: OpaquePointer, _ begin: @escaping (ScriptRun, Int) -> Void) {
+        guard cls_may_wait(L) != 0 else { return }
         pendingWait = begin
     }
 

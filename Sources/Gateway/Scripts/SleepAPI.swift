@@ -21,7 +21,7 @@ extension ScriptAPI {
             }
             let worker = worker(L)
             let nanos = UInt64(min(ms, longestSleepMs) * 1_000_000)
-            worker.runner.suspendRun { [unowned worker] run, wait in
+            worker.runner.suspendRun(L) { [unowned worker] run, wait in
                 worker.loop.schedule(after: nanos) { [weak run] in
                     guard let run else { return }
                     worker.runner.resume(run, wait: wait) { _ in 0 }
