@@ -6,14 +6,13 @@ never logged; start-up refusals naming the key. Real redis-server processes on f
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsgate_support import (ECHO_SCRIPT, HOST, connect, http_get, recv, recv_json, run, run_until_exit,
+from wsgate_support import (ECHO_SCRIPT, connect, http_get, recv, recv_json, recv_until, run, run_until_exit,
                             wait_until)
 
 EVAL = """
@@ -252,3 +251,144 @@ def test_bad_cluster_config_stops_start_up(tmp_path, cluster, fragment):
     code, stderr = run_until_exit(tmp_path, SCRIPTS, {"cluster": cluster})
     assert code == 2, stderr
     assert fragment in stderr, stderr
+
+
+async def _ask(ws, expression):
+    await ws.send(expression)
+    reply = await recv_json(ws)
+    if reply["n"] == 0:
+        return "<nil>"
+    return reply["r"][0] if reply["n"] == 1 else reply["r"]
+
+
+def test_sockets_of_every_node_are_reached_from_any_node(wsgate, redis):
+    store = redis()
+    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
+    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
+    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2 and metric(b, "wsgate_cluster_nodes") == 2, what="two nodes")
+
+    async def main():
+        sa, sb = await connect(a.url("/eval?from=a")), await connect(b.url("/eval?from=b"))
+        ida, idb = await recv(sa), await recv(sb)
+        try:
+            sent = await _ask(sa, f'Websocket.send{{socket_id = "{idb}", message = "hi from a"}}')
+            got = await recv(sb)
+            await _ask(sa, f'Websocket.send{{socket_id = "{idb}", type = "data-binary", message = "AAEC"}}')
+            got_binary = await recv(sb)
+            info = await _ask(sa, f'(function() local i = Websocket.info{{socket_id = "{idb}"}} '
+                                  f'return {{i.type, i.socket_id, i.route, i.uri, i.parameters.from, i.headers.host ~= nil, math.type(i.timestamp)}} end)()')
+            listed = await _ask(sa, "Websocket.list()")
+            missing = await _ask(sa, '(function() local e = Websocket.send{socket_id = "nodeb-0-999", message = "x"} return e.status end)()')
+            stranger = await _ask(sa, '(function() local e = Websocket.info{socket_id = "nodez-0-1"} return e.status .. " " .. e.error end)()')
+            # Answered at once, a call works in a coroutine; one that must wait says why it cannot.
+            await sa.send(f'(function() local ok, e = coroutine.resume(coroutine.create(function() '
+                          f'return Websocket.send{{socket_id = "{ida}", message = "local"}} end)) '
+                          f'local ok2, e2 = coroutine.resume(coroutine.create(function() '
+                          f'return Websocket.send{{socket_id = "{idb}", message = "x"}} end)) return {{ok, ok2, e2}} end)()')
+            assert await recv(sa) == "local"
+            in_coroutine = (await recv_json(sa))["r"][0]
+            closed = await _ask(sa, f'Websocket.close{{socket_id = "{idb}"}}')
+            code = None
+            try:
+                await asyncio.wait_for(sb.recv(), 5)
+            except Exception as exc:  # ConnectionClosed
+                code = getattr(getattr(exc, "rcvd", None), "code", None)
+            return ida, idb, sent, got, got_binary, info, listed, missing, stranger, in_coroutine, closed, code
+        finally:
+            await sa.close()
+            await sb.close()
+
+    ida, idb, sent, got, got_binary, info, listed, missing, stranger, in_coroutine, closed, code = run(main())
+    assert ida.startswith("nodea-") and idb.startswith("nodeb-")
+    assert (sent, got, got_binary) == ("<nil>", "hi from a", b"\x00\x01\x02")
+    assert info[:3] == ["open", idb, "/eval"] and info[3].endswith("/eval?from=b") and info[4:] == ["b", True, "integer"]
+    assert sorted(listed) == sorted([ida, idb])
+    assert missing == 404
+    assert stranger.startswith("404 ") and "nodez" in stranger
+    assert in_coroutine[0] is True and in_coroutine[1] is False and "cannot wait inside a coroutine" in in_coroutine[2]
+    assert (closed, code) == ("<nil>", 1000)
+
+
+def test_close_all_counts_every_node_and_a_dead_node_is_404(wsgate, redis):
+    store = redis()
+    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
+    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
+    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+
+    async def count_and_close_all():
+        sockets = [await connect(n.url("/eval")) for n in (a, a, b, b)]
+        ids = [await recv(ws) for ws in sockets]
+        # The caller's socket closes too; its run still completes and keeps the count.
+        await sockets[0].send('Keystore.set{key = "total", value = Websocket.closeAll()}')
+        codes = []
+        for ws in sockets:
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            except Exception as exc:
+                codes.append(getattr(getattr(exc, "rcvd", None), "code", None))
+        return ids, codes
+
+    ids, codes = run(count_and_close_all())
+    assert codes == [1000] * 4, codes
+    assert ev(b, 'Keystore.get{key = "total"}') == [4]
+
+    async def holder():
+        ws = await connect(b.url("/eval"))
+        return ws, await recv(ws)
+
+    async def scenario():
+        on_b, idb = await holder()
+        on_a = await connect(a.url("/eval"))
+        await recv(on_a)
+        before = await _ask(on_a, f'Websocket.send{{socket_id = "{idb}", message = "alive"}}')
+        assert await recv(on_b) == "alive"
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(timeout=5)
+        await asyncio.sleep(1.5)  # past nodeTimeoutMs
+        after = await _ask(on_a, f'(function() local e = Websocket.send{{socket_id = "{idb}", message = "x"}} return e.status end)()')
+        listed = await _ask(on_a, "#Websocket.list()")
+        await on_a.close()
+        return before, after, listed
+
+    before, after, listed = run(scenario())
+    assert (before, after, listed) == ("<nil>", 404, 1)
+
+
+def test_a_stopped_redis_times_out_remote_calls_and_local_ones_go_on(wsgate, redis):
+    store = redis()
+    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
+    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
+    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+
+    async def scenario():
+        sa, sb = await connect(a.url("/eval")), await connect(b.url("/eval"))
+        ida, idb = await recv(sa), await recv(sb)
+        try:
+            store.pause()
+            started = time.monotonic()
+            remote = await _ask(sa, f'(function() local e = Websocket.send{{socket_id = "{idb}", message = "x"}} return e.status end)()')
+            took = time.monotonic() - started
+            await sa.send(f'Websocket.send{{socket_id = "{ida}", message = "to myself"}}')
+            echoed = await recv(sa)
+            local = (await recv_json(sa))["n"] == 0 and "<nil>"
+            await asyncio.sleep(1.0)  # past two heartbeats: the links are replaced once Redis answers
+            store.resume()
+            deadline = time.monotonic() + 10
+            while True:
+                again = await _ask(sa, f'Websocket.send{{socket_id = "{idb}", message = "back"}}')
+                if again == "<nil>" or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            # A call answered 504 may still take effect: the PUBLISH was on its way when Redis stopped.
+            received, early = await recv_until(sb, lambda m: m == "back")
+            assert early in ([], ["x"]), early
+            return remote, took, local, echoed, again, received
+        finally:
+            await sa.close()
+            await sb.close()
+
+    remote, took, local, echoed, again, received = run(scenario())
+    assert remote == 504 and took < 0.3 + 0.5, (remote, took)
+    assert (local, echoed) == ("<nil>", "to myself")
+    assert (again, received) == ("<nil>", "back")

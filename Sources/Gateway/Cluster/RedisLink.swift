@@ -18,6 +18,10 @@ final class RedisLink {
     /// Called on the loop each time the link comes up (again) and goes down.
     var onUp: (() -> Void)?
     var onDown: (() -> Void)?
+    /// A subscriber link subscribes to these channels each time it comes up, and is up once Redis
+    /// confirmed them all; it then carries nothing but their messages.
+    var channels: [String] = []
+    var onMessage: ((_ channel: [UInt8], _ payload: [UInt8]) -> Void)?
     /// Each answered request: its operation's name, how long it took, whether it failed.
     var observe: ((_ op: String, _ nanos: UInt64, _ failed: Bool) -> Void)?
     private var backoffMs = 100
@@ -39,8 +43,12 @@ final class RedisLink {
         }
     }
 
-    init(loop: EventLoop, settings: ClusterSettings, password: String?) {
+    /// Names the link in logs: "commands" or "subscriber".
+    private let role: String
+
+    init(loop: EventLoop, settings: ClusterSettings, password: String?, role: String = "commands") {
         self.loop = loop
+        self.role = role
         self.settings = settings
         self.password = password
     }
@@ -167,23 +175,42 @@ final class RedisLink {
                     return self.failed(refused)
                 }
                 if reply == nil { return }
-                self.cameUp()
+                self.subscribe(fresh)
             }
         }
+    }
+
+    private func subscribe(_ fresh: RedisConnection) {
+        guard !channels.isEmpty else { return cameUp() }
+        fresh.onMessage = { [weak self] channel, payload in self?.onMessage?(channel, payload) }
+        var remaining = channels.count
+        for channel in channels {
+            _ = fresh.subscribe(channel) { [weak self, weak fresh] confirmed in
+                guard let self, let fresh, self.connection === fresh, confirmed else { return }
+                remaining -= 1
+                if remaining == 0 { self.cameUp() }
+            }
+        }
+    }
+
+    /// Replaces the connection (a subscriber link whose probes stopped coming back).
+    func restart(_ why: String) {
+        guard connection != nil else { return }
+        failed(why)
     }
 
     private func cameUp() {
         backoffMs = 100
         lastFailure = ""
         isUp = true
-        Log.info("cluster: connected to \(settings.redis) on loop \(loop.index)")
+        Log.info("cluster: \(role) connection to \(settings.redis) up on loop \(loop.index)")
         onUp?()
     }
 
     private func failed(_ why: String) {
         connection?.close()
         connection = nil
-        if isUp || lastFailure.isEmpty { Log.warn("cluster: Redis \(settings.redis) unreachable on loop \(loop.index): \(why); retrying") }
+        if isUp || lastFailure.isEmpty { Log.warn("cluster: Redis \(settings.redis) unreachable (\(role), loop \(loop.index)): \(why); retrying") }
         lastFailure = why
         wentDown()
         guard !stopped else { return }

@@ -21,8 +21,11 @@ final class Worker {
     private(set) var shuttingDown = false
     /// This loop's command connection to the cluster's Redis.
     private(set) var redis: RedisLink?
-    /// Loop 0 keeps the node in the cluster.
+    /// Loop 0 keeps the node in the cluster and listens on its channel.
     private var membership: Membership?
+    private var nodeChannel: NodeChannel?
+    /// This loop's calls to other nodes.
+    private(set) var remoteCalls: RemoteCalls?
 
     /// Upgraded sockets by id.
     private(set) var connections: [String: Connection] = [:]
@@ -68,7 +71,11 @@ final class Worker {
                 self.metrics.clusterDuration.observe(nanos: nanos)
             }
             redis = link
-            if index == 0 { membership = Membership(cluster: cluster, link: link, loop: loop) }
+            remoteCalls = RemoteCalls(worker: self, cluster: cluster)
+            if index == 0 {
+                membership = Membership(cluster: cluster, link: link, loop: loop)
+                nodeChannel = NodeChannel(worker: self, cluster: cluster)
+            }
         }
     }
 
@@ -92,6 +99,7 @@ final class Worker {
         let thread = Thread { [self] in
             membership?.start()
             redis?.start()
+            nodeChannel?.start()
             loop.run()
         }
         thread.name = "wsgate-loop-\(index)"

@@ -1,4 +1,5 @@
 import CLua
+import CLuaSupport
 import LuaRuntime
 import Reactor
 import WebSocketCodec
@@ -12,11 +13,12 @@ enum ScriptAPI {
         let L = lua.L
         lua.setBaseGlobal("Websocket") {
             let service = LuaTable(pushedOn: L, fields: 14)
-            service.set("list", websocketList)
-            service.set("info", websocketInfo)
-            service.set("send", websocketSend)
-            service.set("close", websocketClose)
-            service.set("closeAll", websocketCloseAll)
+            // These reach sockets of other nodes in a cluster, where they wait for the answer.
+            for (name, function) in [("list", websocketList), ("info", websocketInfo), ("send", websocketSend),
+                                     ("close", websocketClose), ("closeAll", websocketCloseAll)] {
+                cls_push_waiting_function(L, function, "Websocket." + name)
+                lua_setfield(L, -2, name)
+            }
             service.set("connect", websocketConnect)
             service.set("disconnect", websocketDisconnect)
             service.set("reset", websocketReset)
@@ -243,13 +245,22 @@ enum ScriptAPI {
         return .success(id)
     }
 
+    /// Every node's open sockets; in a cluster the other nodes are asked.
     private static let websocketList: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            let entries = worker(L).shared.registry.all()
-            let list = LuaTable(pushedOn: L, items: entries.count)
-            for (i, entry) in entries.enumerated() { list.set(i + 1, entry.info.socketId) }
-            return 1
+            let worker = worker(L)
+            let local = worker.shared.registry.all().map(\.info.socketId)
+            guard worker.remoteCalls != nil else { return pushList(L, local) }
+            return waitForAllNodes(L, worker, .list) { L, replies in
+                pushList(L, local + replies.flatMap { $0.payload.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) } })
+            }
         }
+    }
+
+    private static func pushList(_ L: OpaquePointer, _ ids: [String]) -> Int32 {
+        let list = LuaTable(pushedOn: L, items: ids.count)
+        for (i, id) in ids.enumerated() { list.set(i + 1, id) }
+        return 1
     }
 
     private static let websocketInfo: lua_CFunction = { L in
@@ -257,8 +268,10 @@ enum ScriptAPI {
             switch socketIdArgument(L) {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
+                let worker = worker(L)
+                if let node = worker.remoteCalls?.remoteNode(of: id) { return remoteInfo(L, worker, socket: id, on: node) }
                 let info: ConnectionInfo
-                switch worker(L).owners.info(id) {
+                switch worker.owners.info(id) {
                 case .failure(let failure): return push(L, failure)
                 case .success(let value): info = value
                 }
@@ -292,6 +305,17 @@ enum ScriptAPI {
             guard let message = lua_bytes(L, -1) else {
                 return push(L, .badRequest("message must be a string (encode tables with to_json)"))
             }
+            if let node = worker.remoteCalls?.remoteNode(of: id) {
+                var request = worker.remoteCalls!.request(.send)
+                request.socket = id
+                switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload in
+                    request.opcode = opcode.rawValue
+                    request.payload = Array(payload)
+                }) {
+                case .failure(let failure): return push(L, failure)
+                case .success: return waitForNode(L, worker, request, to: node) { _, _ in 0 }
+                }
+            }
             if let failure = send(type: type, message: message, to: .socket(id), from: worker) { return push(L, failure) }
             return 0
         }
@@ -302,7 +326,13 @@ enum ScriptAPI {
             switch socketIdArgument(L) {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
-                if let failure = worker(L).owners.close(.socket(id)) { return push(L, failure) }
+                let worker = worker(L)
+                if let node = worker.remoteCalls?.remoteNode(of: id) {
+                    var request = worker.remoteCalls!.request(.close)
+                    request.socket = id
+                    return waitForNode(L, worker, request, to: node) { _, _ in 0 }
+                }
+                if let failure = worker.owners.close(.socket(id)) { return push(L, failure) }
                 return 0
             }
         }
@@ -315,8 +345,14 @@ enum ScriptAPI {
             for entry in worker.shared.registry.all() where worker.owners.close(.socket(entry.info.socketId)) == nil {
                 closed += 1
             }
-            lua_pushinteger(L, lua_Integer(closed))
-            return 1
+            guard worker.remoteCalls != nil else {
+                lua_pushinteger(L, lua_Integer(closed))
+                return 1
+            }
+            return waitForAllNodes(L, worker, .closeAll) { L, replies in
+                lua_pushinteger(L, lua_Integer(closed + replies.reduce(0) { $0 + (Int(String(decoding: $1.payload, as: UTF8.self)) ?? 0) }))
+                return 1
+            }
         }
     }
 

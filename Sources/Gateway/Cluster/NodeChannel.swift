@@ -1,0 +1,110 @@
+import Reactor
+import Redis
+import WebSocketCodec
+
+/// Loop 0's subscription to this node's channel ("{prefix}:node:{id}"): requests from other
+/// nodes are served here through the owner path (so they get the answers a local caller gets)
+/// and answered on the asker's channel; replies to this node's calls go to the loop that waits.
+/// A probe published to the channel every heartbeat must come back: a subscriber connection that
+/// stops delivering without failing is replaced after two heartbeats without one.
+final class NodeChannel {
+    private unowned let worker: Worker
+    private let cluster: ClusterState
+    private let link: RedisLink
+    private var lastProbe: UInt64 = 0
+    private var probesSinceUp = 0
+
+    init(worker: Worker, cluster: ClusterState) {
+        self.worker = worker
+        self.cluster = cluster
+        link = RedisLink(loop: worker.loop, settings: cluster.settings, password: cluster.password, role: "subscriber")
+        link.channels = [String(decoding: cluster.key("node", cluster.nodeId), as: UTF8.self)]
+    }
+
+    func start() {
+        link.onMessage = { [weak self] _, payload in self?.received(payload) }
+        link.onUp = { [weak self] in
+            guard let self else { return }
+            self.lastProbe = self.worker.loop.now
+            self.probesSinceUp = 0
+        }
+        link.start()
+        scheduleProbe()
+    }
+
+    private func received(_ bytes: [UInt8]) {
+        guard let message = NodeMessage(decoding: bytes) else { return Log.warn("cluster: an unreadable message on this node's channel") }
+        switch message.kind {
+        case .reply where message.operation == .probe:
+            lastProbe = worker.loop.now
+        case .reply:
+            let loop = Int(message.loop)
+            guard loop < worker.shared.workers.count else { return }
+            let owner = worker.shared.workers[loop]
+            if owner === worker { worker.remoteCalls?.answered(message) } else { owner.loop.post { owner.remoteCalls?.answered(message) } }
+        case .request:
+            let reply = message.reply(from: cluster.nodeId, serve(message))
+            worker.redis?.request("node_reply", [Array("PUBLISH".utf8), cluster.key("node", message.node), reply.encoded()]) { _ in }
+        }
+    }
+
+    /// What this node answers a request with, exactly what a local caller would get.
+    private func serve(_ request: NodeMessage) -> Result<[UInt8], ServiceFailure> {
+        let owners = worker.owners
+        switch request.operation {
+        case .send:
+            guard let opcode = Opcode(rawValue: request.opcode), !opcode.isControl else { return .failure(.badRequest("bad opcode")) }
+            let failure = request.payload.withUnsafeBytes { owners.send(to: .socket(request.socket), opcode, $0) }
+            return failure.map { .failure($0) } ?? .success([])
+        case .close:
+            return owners.close(.socket(request.socket)).map { .failure($0) } ?? .success([])
+        case .info:
+            return owners.info(request.socket).map { Array($0.scriptFieldsJSON.utf8) }
+        case .list:
+            return .success(Array(worker.shared.registry.all().map(\.info.socketId).joined(separator: "\n").utf8))
+        case .closeAll:
+            var closed = 0
+            for entry in worker.shared.registry.all() where owners.close(.socket(entry.info.socketId)) == nil { closed += 1 }
+            return .success(Array(String(closed).utf8))
+        case .probe:
+            return .success([])
+        }
+    }
+
+    private func scheduleProbe() {
+        let every = UInt64(cluster.settings.heartbeatMs) * 1_000_000
+        worker.loop.schedule(after: every) { [weak self] in
+            guard let self else { return }
+            if self.link.isUp, let commands = self.worker.redis, commands.isUp {
+                if self.probesSinceUp >= 2, self.worker.loop.now &- self.lastProbe > 2 * every {
+                    self.link.restart("no probe came back for \((self.worker.loop.now &- self.lastProbe) / 1_000_000) ms")
+                } else {
+                    self.probesSinceUp += 1
+                    let probe = NodeMessage(kind: .reply, operation: .probe, id: 0, node: self.cluster.nodeId, loop: 0)
+                    commands.request("probe", [Array("PUBLISH".utf8), self.cluster.key("node", self.cluster.nodeId), probe.encoded()]) { _ in }
+                }
+            }
+            self.scheduleProbe()
+        }
+    }
+}
+
+extension ConnectionInfo {
+    /// The fields `Websocket.info` gives scripts, as JSON, for a caller on another node.
+    var scriptFieldsJSON: String {
+        var headers: [String] = []
+        var seen = Set<String>()
+        for (name, value) in request.headers where seen.insert(name).inserted {
+            headers.append(AdminAPI.json(name) + ":" + AdminAPI.json(value))
+        }
+        var parameters: [String] = []
+        seen = []
+        for (name, value) in self.parameters where seen.insert(name).inserted {
+            parameters.append(AdminAPI.json(name) + ":" + AdminAPI.json(value))
+        }
+        return "{\"uri\":\(AdminAPI.json(uri)),\"route\":\(AdminAPI.json(route)),\"socket_id\":\(AdminAPI.json(socketId)),"
+            + "\"subprotocol\":\(AdminAPI.json(subprotocol)),\"extensions\":\(AdminAPI.json(extensions)),"
+            + "\"headers\":{\(headers.joined(separator: ","))},\"parameters\":{\(parameters.joined(separator: ","))},"
+            + "\"claims\":\(claimsJSON),\"timestamp\":\(openedAt)}"
+    }
+}

@@ -1,0 +1,93 @@
+import Reactor
+import Redis
+
+/// A loop's calls to other nodes: each request is published on the target node's channel with
+/// this loop's command link, and its reply comes back through loop 0's subscriber (see
+/// `NodeChannel`), which hands it to this loop. Every call ends exactly once: with the reply, 504
+/// after cluster.requestTimeoutMs, 503 when Redis cannot take it, or at once when nobody listens
+/// on the channel (404 for a node that left the cluster, 503 for one still in it).
+final class RemoteCalls {
+    typealias Completion = (Result<NodeMessage, ServiceFailure>) -> Void
+
+    private unowned let worker: Worker
+    private let cluster: ClusterState
+    private var nextId: UInt64 = 0
+    private var waiting: [UInt64: Completion] = [:]
+
+    init(worker: Worker, cluster: ClusterState) {
+        self.worker = worker
+        self.cluster = cluster
+    }
+
+    /// The node a socket id names, when it is not this one (ids are "node-loop-counter").
+    func remoteNode(of socketId: String) -> String? {
+        guard let dash = socketId.firstIndex(of: "-") else { return nil }
+        let node = socketId[..<dash]
+        return node == cluster.nodeId ? nil : String(node)
+    }
+
+    /// A request from this loop, to be filled in with what it asks.
+    func request(_ operation: NodeMessage.Operation) -> NodeMessage {
+        nextId &+= 1
+        return NodeMessage(kind: .request, operation: operation, id: nextId, node: cluster.nodeId, loop: UInt16(worker.index))
+    }
+
+    func call(_ request: NodeMessage, to node: String, _ done: @escaping Completion) {
+        guard let link = worker.redis else { return worker.loop.post { done(.failure(.unavailable("this node is not in a cluster"))) } }
+        let id = request.id
+        waiting[id] = done
+        let channel = cluster.key("node", node)
+        link.request("node_\(request.operation)", [Array("PUBLISH".utf8), channel, request.encoded()]) { [weak self] result in
+            guard let self else { return }
+            switch result {
+            case .failure(let failure):
+                self.finish(id, .failure(failure))
+            case .success(.integer(0)):
+                let gone = !self.cluster.nodes.contains(node)
+                self.finish(id, .failure(gone ? .notFound("node \(node) is not in the cluster") : .unavailable("node \(node) is not listening")))
+            case .success(.error(let why)):
+                self.finish(id, .failure(.badGateway("Redis refused PUBLISH: \(why)")))
+            case .success:
+                break
+            }
+        }
+        worker.loop.schedule(after: UInt64(cluster.settings.requestTimeoutMs) * 1_000_000) { [weak self] in
+            self?.finish(id, .failure(.gatewayTimeout("node \(node) did not answer within cluster.requestTimeoutMs (\(self?.cluster.settings.requestTimeoutMs ?? 0) ms)")))
+        }
+    }
+
+    /// Calls every other live node with the same request; `done` gets their replies once all
+    /// have answered, or the first failure.
+    func callAll(_ operation: NodeMessage.Operation, _ done: @escaping (Result<[NodeMessage], ServiceFailure>) -> Void) {
+        let others = cluster.nodes.filter { $0 != cluster.nodeId }
+        guard !others.isEmpty else { return worker.loop.post { done(.success([])) } }
+        var replies: [NodeMessage] = []
+        var failed = false
+        for node in others {
+            call(request(operation), to: node) { result in
+                guard !failed else { return }
+                switch result {
+                case .success(let reply):
+                    replies.append(reply)
+                    if replies.count == others.count { done(.success(replies)) }
+                case .failure(.notFound):
+                    // Left the cluster since the last heartbeat: nothing of it to gather.
+                    replies.append(NodeMessage(kind: .reply, operation: operation, id: 0, node: node, loop: 0))
+                    if replies.count == others.count { done(.success(replies)) }
+                case .failure(let failure):
+                    failed = true
+                    done(.failure(failure))
+                }
+            }
+        }
+    }
+
+    /// A reply for this loop arrived.
+    func answered(_ reply: NodeMessage) {
+        finish(reply.id, .success(reply))
+    }
+
+    private func finish(_ id: UInt64, _ result: Result<NodeMessage, ServiceFailure>) {
+        waiting.removeValue(forKey: id)?(result)
+    }
+}
