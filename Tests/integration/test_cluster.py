@@ -97,7 +97,7 @@ def test_the_keystore_is_shared_by_every_node_and_loop(wsgate, redis):
               'Keystore.get{key = "a"}') == ["text", "integer", 1.5, False, "text", 42, 40, 1, {"1": "text", "3": 40},
                                              400, 400, 1, 0, "<nil>"]
     # Values are stored so that redis-cli shows them: integers as digits, strings tagged.
-    assert store.command("GET", "wsgate:ks:n") == b"$2"
+    assert store.command("GET", "wsgate:ks:n") == b"40"
     assert ev(a, 'Keystore.get{key = "digits"}') == [42]
 
 
@@ -202,7 +202,7 @@ def test_a_stopped_redis_times_out_a_killed_one_is_unavailable_and_both_come_bac
 
     store.start()  # empty, same port
     wait_until(lambda: metric(node, "wsgate_cluster_up") == 1, timeout=10, what="reconnected")
-    wait_until(lambda: store.command("ZCARD", "wsgate:nodes") == b":1", what="the node re-registered")
+    wait_until(lambda: store.command("ZCARD", "wsgate:nodes") == 1, what="the node re-registered")
     assert ev(node, 'Keystore.get{key = "k"}', 'Keystore.set{key = "k", value = 2}', 'Keystore.get{key = "k"}') == ["<nil>", True, 2]
     assert "unreachable" in node.log() and "retrying" in node.log()
 
@@ -392,3 +392,72 @@ def test_a_stopped_redis_times_out_remote_calls_and_local_ones_go_on(wsgate, red
     assert remote == 504 and took < 0.3 + 0.5, (remote, took)
     assert (local, echoed) == ("<nil>", "to myself")
     assert (again, received) == ("<nil>", "back")
+
+
+def test_topics_span_the_nodes(wsgate, redis):
+    store = redis()
+    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
+    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
+    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+
+    async def scenario():
+        sockets = [await connect(n.url("/eval")) for n in (a, a, b, b)]
+        ids = [await recv(ws) for ws in sockets]
+        publisher = await connect(a.url("/eval"))
+        await recv(publisher)
+        try:
+            # Subscriptions made from node a, for sockets of both nodes.
+            for socket_id in ids[:3]:
+                assert await _ask(publisher, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
+            assert await _ask(sockets[3], 'Websocket.subscribe{socket_id = "' + ids[3] + '", topic = "news"}') == "<nil>"
+            subscribers = await _ask(publisher, 'Websocket.subscribers{topic = "news"}')
+            of_b = await _ask(publisher, f'Websocket.subscriptions{{socket_id = "{ids[2]}"}}')
+            count = await _ask(publisher, 'Websocket.publish{topic = "news", message = "to all"}')
+            got = [await recv(ws) for ws in sockets]
+            # A subscriber publishing gets its own message before the call's answer.
+            await sockets[2].send('Websocket.publish{topic = "news", type = "data-binary", message = "AAE="}')
+            own = await recv(sockets[2])
+            from_b = (await recv_json(sockets[2]))["r"][0]
+            got_b = [await recv(ws) for ws in sockets if ws is not sockets[2]]
+            # Node b leaves the topic's channel once its last subscriber goes.
+            for socket_id in ids[2:]:
+                assert await _ask(publisher, f'Websocket.unsubscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
+            after = await _ask(publisher, 'Websocket.publish{topic = "news", message = "a only"}')
+            got_after = [await recv(ws) for ws in sockets[:2]]
+            # Only node a still listens on the topic's channel.
+            numsub = lambda: store.command("PUBSUB", "NUMSUB", "wsgate:topic:news")  # noqa: E731
+            wait_until(lambda: numsub() == [b"wsgate:topic:news", 1], what="node b left the channel")
+            return ids, subscribers, of_b, count, got, from_b, got_b, own, after, got_after
+        finally:
+            for ws in sockets + [publisher]:
+                await ws.close()
+
+    ids, subscribers, of_b, count, got, from_b, got_b, own, after, got_after = run(scenario())
+    assert sorted(subscribers) == sorted(ids)
+    assert of_b == ["news"]
+    assert count == 4 and got == ["to all"] * 4
+    assert from_b == 4 and got_b == [b"\x00\x01"] * 3 and own == b"\x00\x01"
+    assert after == 2 and got_after == ["a only"] * 2
+    # Once every subscriber has gone, no node listens on the topic's channel.
+    wait_until(lambda: store.command("PUBSUB", "NUMSUB", "wsgate:topic:news") == [b"wsgate:topic:news", 0], what="the channel left")
+
+
+def test_publish_without_redis_still_reaches_local_subscribers(wsgate, redis):
+    store = redis()
+    a = wsgate(SCRIPTS, cluster_config(store))
+
+    async def scenario():
+        sub, pub = await connect(a.url("/eval")), await connect(a.url("/eval"))
+        sub_id = await recv(sub)
+        await recv(pub)
+        try:
+            await _ask(pub, f'Websocket.subscribe{{socket_id = "{sub_id}", topic = "t"}}')
+            store.kill()
+            await asyncio.sleep(0.2)
+            count = await _ask(pub, 'Websocket.publish{topic = "t", message = "local"}')
+            return count, await recv(sub)
+        finally:
+            await sub.close()
+            await pub.close()
+
+    assert run(scenario()) == (1, "local")

@@ -19,6 +19,14 @@ final class NodeChannel {
         self.cluster = cluster
         link = RedisLink(loop: worker.loop, settings: cluster.settings, password: cluster.password, role: "subscriber")
         link.channels = [String(decoding: cluster.key("node", cluster.nodeId), as: UTF8.self)]
+        let loop = worker.loop
+        worker.shared.topics.watcher = { [weak self] topic in loop.post { self?.follow(topic) } }
+    }
+
+    /// Listens on a topic's channel while this node has subscribers to it, and only then.
+    private func follow(_ topic: String) {
+        let channel = String(decoding: cluster.key("topic", topic), as: UTF8.self)
+        if worker.shared.topics.hasSubscribers(topic) { link.subscribe(channel) } else { link.unsubscribe(channel) }
     }
 
     func start() {
@@ -68,6 +76,20 @@ final class NodeChannel {
             return .success(Array(String(closed).utf8))
         case .probe:
             return .success([])
+        case .subscribe:
+            return owners.subscribe(request.socket, topic: request.topic).map { .failure($0) } ?? .success([])
+        case .unsubscribe:
+            return owners.unsubscribe(request.socket, topic: request.topic).map { .failure($0) } ?? .success([])
+        case .subscriptions:
+            return owners.subscriptions(request.socket).map { Array($0.joined(separator: "\n").utf8) }
+        case .subscribers:
+            return .success(Array(worker.shared.topics.subscribers(of: request.topic).map(\.info.socketId).joined(separator: "\n").utf8))
+        case .publish:
+            // Its own publication: delivered on this node already.
+            guard request.node != cluster.nodeId else { return .success(Array("0".utf8)) }
+            guard let opcode = Opcode(rawValue: request.opcode), !opcode.isControl else { return .failure(.badRequest("bad opcode")) }
+            let delivered = request.payload.withUnsafeBytes { owners.publish(request.topic, opcode, $0) }
+            return .success(Array(String(delivered).utf8))
         }
     }
 

@@ -9,6 +9,7 @@ struct NodeMessage: Equatable {
 
     enum Operation: UInt8 {
         case send = 1, close, info, list, closeAll, probe
+        case subscribe, unsubscribe, subscriptions, subscribers, publish
     }
 
     var kind: Kind
@@ -20,6 +21,8 @@ struct NodeMessage: Equatable {
     var loop: UInt16
     /// The socket the operation is for; empty when none.
     var socket = ""
+    /// The topic of a topic operation; empty when none.
+    var topic = ""
     /// send: the opcode; close: unused.
     var opcode: UInt8 = 0
     /// A reply's status: 0 for success, else the HTTP-like status of the `ServiceFailure`.
@@ -35,7 +38,7 @@ struct NodeMessage: Equatable {
         out.reserveCapacity(32 + node.utf8.count + socket.utf8.count + error.utf8.count + payload.count)
         for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: id >> UInt64(shift))) }
         out += [UInt8(loop >> 8), UInt8(truncatingIfNeeded: loop), UInt8(status >> 8), UInt8(truncatingIfNeeded: status)]
-        for text in [node, socket, error] {
+        for text in [node, socket, topic, error] {
             let bytes = text.utf8.prefix(Int(UInt16.max))
             out += [UInt8(truncatingIfNeeded: bytes.count >> 8), UInt8(truncatingIfNeeded: bytes.count)]
             out += bytes
@@ -55,7 +58,7 @@ struct NodeMessage: Equatable {
         status = UInt16(bytes[14]) << 8 | UInt16(bytes[15])
         var offset = 16
         var texts: [String] = []
-        for _ in 0..<3 {
+        for _ in 0..<4 {
             guard offset + 2 <= bytes.count else { return nil }
             let count = Int(bytes[offset]) << 8 | Int(bytes[offset + 1])
             offset += 2
@@ -63,7 +66,7 @@ struct NodeMessage: Equatable {
             texts.append(String(decoding: bytes[offset..<offset + count], as: UTF8.self))
             offset += count
         }
-        (node, socket, error) = (texts[0], texts[1], texts[2])
+        (node, socket, topic, error) = (texts[0], texts[1], texts[2], texts[3])
         payload = Array(bytes[offset...])
     }
 
@@ -79,6 +82,7 @@ struct NodeMessage: Equatable {
     func reply(from node: String, _ outcome: Result<[UInt8], ServiceFailure>) -> NodeMessage {
         var reply = NodeMessage(kind: .reply, operation: operation, id: id, node: node, loop: loop)
         reply.socket = socket
+        reply.topic = topic
         switch outcome {
         case .success(let payload): reply.payload = payload
         case .failure(let failure):

@@ -175,12 +175,25 @@ final class RedisLink {
                     return self.failed(refused)
                 }
                 if reply == nil { return }
-                self.subscribe(fresh)
+                self.subscribeAll(fresh)
             }
         }
     }
 
-    private func subscribe(_ fresh: RedisConnection) {
+    /// Adds a channel to a subscriber link (subscribed at once when up, and on every reconnection).
+    func subscribe(_ channel: String) {
+        guard !channels.contains(channel) else { return }
+        channels.append(channel)
+        if isUp { _ = connection?.subscribe(channel) }
+    }
+
+    func unsubscribe(_ channel: String) {
+        guard let index = channels.firstIndex(of: channel) else { return }
+        channels.remove(at: index)
+        if isUp { _ = connection?.unsubscribe(channel) }
+    }
+
+    private func subscribeAll(_ fresh: RedisConnection) {
         guard !channels.isEmpty else { return cameUp() }
         fresh.onMessage = { [weak self] channel, payload in self?.onMessage?(channel, payload) }
         var remaining = channels.count

@@ -58,13 +58,15 @@ final class RemoteCalls {
 
     /// Calls every other live node with the same request; `done` gets their replies once all
     /// have answered, or the first failure.
-    func callAll(_ operation: NodeMessage.Operation, _ done: @escaping (Result<[NodeMessage], ServiceFailure>) -> Void) {
+    func callAll(_ operation: NodeMessage.Operation, topic: String = "", _ done: @escaping (Result<[NodeMessage], ServiceFailure>) -> Void) {
         let others = cluster.nodes.filter { $0 != cluster.nodeId }
         guard !others.isEmpty else { return worker.loop.post { done(.success([])) } }
         var replies: [NodeMessage] = []
         var failed = false
         for node in others {
-            call(request(operation), to: node) { result in
+            var each = request(operation)
+            each.topic = topic
+            call(each, to: node) { result in
                 guard !failed else { return }
                 switch result {
                 case .success(let reply):
@@ -82,8 +84,50 @@ final class RemoteCalls {
         }
     }
 
+    /// Publishes on the topic's channel, which every node with subscribers to it listens on
+    /// (this one included: it answers 0, having delivered already). `done` gets the sum the other
+    /// nodes report: PUBLISH says how many listen, and each answers with its count; a node that
+    /// does not answer within cluster.requestTimeoutMs counts none, and so does Redis failing.
+    func publish(_ request: NodeMessage, _ done: @escaping (Int) -> Void) {
+        guard let link = worker.redis else { return worker.loop.post { done(0) } }
+        let gathering = Gathering(done)
+        gatherings[request.id] = gathering
+        let id = request.id
+        link.request("publish", [Array("PUBLISH".utf8), cluster.key("topic", request.topic), request.encoded()]) { [weak self] result in
+            guard let self else { return }
+            if case .success(.integer(let listening)) = result {
+                gathering.expected = listening
+                if gathering.replies >= listening { self.endGathering(id) }
+            } else {
+                self.endGathering(id)
+            }
+        }
+        worker.loop.schedule(after: UInt64(cluster.settings.requestTimeoutMs) * 1_000_000) { [weak self] in self?.endGathering(id) }
+    }
+
+    private final class Gathering {
+        let done: (Int) -> Void
+        var expected: Int?
+        var replies = 0
+        var delivered = 0
+        init(_ done: @escaping (Int) -> Void) { self.done = done }
+    }
+
+    private var gatherings: [UInt64: Gathering] = [:]
+
+    private func endGathering(_ id: UInt64) {
+        guard let gathering = gatherings.removeValue(forKey: id) else { return }
+        gathering.done(gathering.delivered)
+    }
+
     /// A reply for this loop arrived.
     func answered(_ reply: NodeMessage) {
+        if let gathering = gatherings[reply.id] {
+            gathering.replies += 1
+            gathering.delivered += Int(String(decoding: reply.payload, as: UTF8.self)) ?? 0
+            if let expected = gathering.expected, gathering.replies >= expected { endGathering(reply.id) }
+            return
+        }
         finish(reply.id, .success(reply))
     }
 

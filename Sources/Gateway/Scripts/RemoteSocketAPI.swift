@@ -27,11 +27,11 @@ extension ScriptAPI {
 
     /// Waits for every other live node's reply to `operation`; `answer` pushes the result made of
     /// them together with this node's own part.
-    static func waitForAllNodes(_ L: OpaquePointer, _ worker: Worker, _ operation: NodeMessage.Operation,
+    static func waitForAllNodes(_ L: OpaquePointer, _ worker: Worker, _ operation: NodeMessage.Operation, topic: String = "",
                                 answer: @escaping (OpaquePointer, [NodeMessage]) -> Int32) -> Int32 {
         guard let calls = worker.remoteCalls else { return answer(L, []) }
         worker.runner.suspendRun(L) { [unowned worker] run, wait in
-            calls.callAll(operation) { [weak run] result in
+            calls.callAll(operation, topic: topic) { [weak run] result in
                 guard let run else { return }
                 worker.runner.resume(run, wait: wait) { thread in
                     LuaState.withMemoryLimitSuspended(thread) {

@@ -15,7 +15,10 @@ enum ScriptAPI {
             let service = LuaTable(pushedOn: L, fields: 14)
             // These reach sockets of other nodes in a cluster, where they wait for the answer.
             for (name, function) in [("list", websocketList), ("info", websocketInfo), ("send", websocketSend),
-                                     ("close", websocketClose), ("closeAll", websocketCloseAll)] {
+                                     ("close", websocketClose), ("closeAll", websocketCloseAll),
+                                     ("subscribe", websocketSubscribe), ("unsubscribe", websocketUnsubscribe),
+                                     ("publish", websocketPublish), ("subscriptions", websocketSubscriptions),
+                                     ("subscribers", websocketSubscribers)] {
                 cls_push_waiting_function(L, function, "Websocket." + name)
                 lua_setfield(L, -2, name)
             }
@@ -23,11 +26,6 @@ enum ScriptAPI {
             service.set("disconnect", websocketDisconnect)
             service.set("reset", websocketReset)
             service.set("outbound", websocketOutbound)
-            service.set("subscribe", websocketSubscribe)
-            service.set("unsubscribe", websocketUnsubscribe)
-            service.set("publish", websocketPublish)
-            service.set("subscriptions", websocketSubscriptions)
-            service.set("subscribers", websocketSubscribers)
         }
         installJWT(in: lua)
         installSleep(in: lua)
@@ -257,7 +255,7 @@ enum ScriptAPI {
         }
     }
 
-    private static func pushList(_ L: OpaquePointer, _ ids: [String]) -> Int32 {
+    static func pushList(_ L: OpaquePointer, _ ids: [String]) -> Int32 {
         let list = LuaTable(pushedOn: L, items: ids.count)
         for (i, id) in ids.enumerated() { list.set(i + 1, id) }
         return 1

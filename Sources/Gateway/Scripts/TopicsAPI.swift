@@ -3,7 +3,8 @@ import LuaRuntime
 import WebSocketCodec
 
 /// The publish/subscribe half of the `Websocket` service: `subscribe`, `unsubscribe`, `publish`,
-/// `subscriptions`, `subscribers`.
+/// `subscriptions`, `subscribers`. In a cluster a call on another node's socket waits for that
+/// node, `subscribers` gathers every node's, and `publish` reaches every node's subscribers.
 extension ScriptAPI {
     /// The `topic` field of the table argument, checked.
     private static func topicArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
@@ -19,42 +20,78 @@ extension ScriptAPI {
         return .success(topic)
     }
 
-    /// The registry entry of the open socket named by `socket_id`.
-    private static func openSocket(_ L: OpaquePointer, _ worker: Worker) -> Result<Registry.Entry, ServiceFailure> {
+    private static func socketArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
         guard case .success(let id?) = optionalString(L, "socket_id") else { return .failure(.badRequest("socket_id is required and must be a string")) }
-        guard let entry = worker.shared.registry.lookup(id) else { return .failure(.notFound("socket \(id) is not open")) }
-        return .success(entry)
+        return .success(id)
+    }
+
+    /// A topic operation on a socket: `local` answers for this node's, another node answers for its own.
+    private static func onSocket(_ L: OpaquePointer, _ operation: NodeMessage.Operation, topic: String,
+                                 local: (Worker, String) -> Int32, remote: @escaping (OpaquePointer, NodeMessage) -> Int32) -> Int32 {
+        let worker = worker(L)
+        switch socketArgument(L) {
+        case .failure(let failure): return push(L, failure)
+        case .success(let id):
+            guard let calls = worker.remoteCalls, let node = calls.remoteNode(of: id) else { return local(worker, id) }
+            var request = calls.request(operation)
+            request.socket = id
+            request.topic = topic
+            return waitForNode(L, worker, request, to: node, answer: remote)
+        }
     }
 
     static let websocketSubscribe: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            let worker = worker(L)
-            switch (topicArgument(L), openSocket(L, worker)) {
-            case (.failure(let failure), _), (_, .failure(let failure)):
-                return push(L, failure)
-            case (.success(let topic), .success(let entry)):
-                guard worker.shared.topics.subscribe(entry, topic: topic, registry: worker.shared.registry) else {
-                    return push(L, .notFound("socket \(entry.info.socketId) is closed"))
-                }
-                return 0
+            switch topicArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let topic):
+                return onSocket(L, .subscribe, topic: topic, local: { worker, id in
+                    worker.owners.subscribe(id, topic: topic).map { push(L, $0) } ?? 0
+                }, remote: { _, _ in 0 })
             }
         }
     }
 
     static let websocketUnsubscribe: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            let worker = worker(L)
-            switch (topicArgument(L), openSocket(L, worker)) {
-            case (.failure(let failure), _), (_, .failure(let failure)):
-                return push(L, failure)
-            case (.success(let topic), .success(let entry)):
-                worker.shared.topics.unsubscribe(entry.info.socketId, topic: topic)
-                return 0
+            switch topicArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let topic):
+                return onSocket(L, .unsubscribe, topic: topic, local: { worker, id in
+                    worker.owners.unsubscribe(id, topic: topic).map { push(L, $0) } ?? 0
+                }, remote: { _, _ in 0 })
             }
         }
     }
 
-    /// `publish{topic=, message=, type=}` → how many sockets the message was queued to.
+    static let websocketSubscriptions: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            guard lua_type(L, 1) == LUA_TTABLE else { return push(L, .badRequest("argument must be a table")) }
+            return onSocket(L, .subscriptions, topic: "", local: { worker, id in
+                switch worker.owners.subscriptions(id) {
+                case .failure(let failure): return push(L, failure)
+                case .success(let topics): return pushList(L, topics)
+                }
+            }, remote: { L, reply in pushList(L, lines(reply.payload)) })
+        }
+    }
+
+    static let websocketSubscribers: lua_CFunction = { L in
+        withoutMemoryLimit(L) { L in
+            switch topicArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let topic):
+                let worker = worker(L)
+                let local = worker.shared.topics.subscribers(of: topic).map(\.info.socketId)
+                guard worker.remoteCalls != nil else { return pushList(L, local.sorted()) }
+                return waitForAllNodes(L, worker, .subscribers, topic: topic) { L, replies in
+                    pushList(L, (local + replies.flatMap { lines($0.payload) }).sorted())
+                }
+            }
+        }
+    }
+
+    /// `publish{topic=, message=, type=}` → how many sockets the message was queued to, on every node.
     static let websocketPublish: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
@@ -67,42 +104,39 @@ extension ScriptAPI {
             let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
             lua_getfield(L, 1, "message")
             guard let message = lua_bytes(L, -1) else { return push(L, .badRequest("message must be a string (encode tables with to_json)")) }
-            switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload in
-                worker.owners.publish(topic, opcode, payload)
+            var request: NodeMessage?
+            switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload -> Int in
+                if let calls = worker.remoteCalls, worker.redis?.isUp == true {
+                    var publish = calls.request(.publish)
+                    publish.topic = topic
+                    publish.opcode = opcode.rawValue
+                    publish.payload = Array(payload)
+                    request = publish
+                }
+                return worker.owners.publish(topic, opcode, payload)
             }) {
             case .failure(let failure): return push(L, failure)
             case .success(let delivered):
-                lua_pushinteger(L, lua_Integer(delivered))
-                return 1
+                guard let request, let calls = worker.remoteCalls else {
+                    lua_pushinteger(L, lua_Integer(delivered))
+                    return 1
+                }
+                // The other nodes' subscribers: a node that does not answer in time counts none.
+                worker.runner.suspendRun(L) { [unowned worker] run, wait in
+                    calls.publish(request) { [weak run] remote in
+                        guard let run else { return }
+                        worker.runner.resume(run, wait: wait) { thread in
+                            lua_pushinteger(thread, lua_Integer(delivered + remote))
+                            return 1
+                        }
+                    }
+                }
+                return -1
             }
         }
     }
 
-    static let websocketSubscriptions: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            let worker = worker(L)
-            guard lua_type(L, 1) == LUA_TTABLE else { return push(L, .badRequest("argument must be a table")) }
-            switch openSocket(L, worker) {
-            case .failure(let failure): return push(L, failure)
-            case .success(let entry):
-                let topics = worker.shared.topics.topics(of: entry.info.socketId)
-                let list = LuaTable(pushedOn: L, items: topics.count)
-                for (i, topic) in topics.enumerated() { list.set(i + 1, topic) }
-                return 1
-            }
-        }
-    }
-
-    static let websocketSubscribers: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            switch topicArgument(L) {
-            case .failure(let failure): return push(L, failure)
-            case .success(let topic):
-                let ids = worker(L).shared.topics.subscribers(of: topic).map(\.info.socketId).sorted()
-                let list = LuaTable(pushedOn: L, items: ids.count)
-                for (i, id) in ids.enumerated() { list.set(i + 1, id) }
-                return 1
-            }
-        }
+    static func lines(_ payload: [UInt8]) -> [String] {
+        payload.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -119,6 +119,24 @@ struct OwnerPath {
         return delivered
     }
 
+    /// Subscribes an open socket of this node to `topic`.
+    func subscribe(_ socketId: String, topic: String) -> ServiceFailure? {
+        let shared = worker.shared
+        guard let entry = shared.registry.lookup(socketId) else { return .notFound("socket \(socketId) is not open") }
+        return shared.topics.subscribe(entry, topic: topic, registry: shared.registry) ? nil : .notFound("socket \(socketId) is closed")
+    }
+
+    func unsubscribe(_ socketId: String, topic: String) -> ServiceFailure? {
+        guard worker.shared.registry.lookup(socketId) != nil else { return .notFound("socket \(socketId) is not open") }
+        worker.shared.topics.unsubscribe(socketId, topic: topic)
+        return nil
+    }
+
+    func subscriptions(_ socketId: String) -> Result<[String], ServiceFailure> {
+        guard worker.shared.registry.lookup(socketId) != nil else { return .failure(.notFound("socket \(socketId) is not open")) }
+        return .success(worker.shared.topics.topics(of: socketId))
+    }
+
     /// Starts the socket's closing handshake.
     func close(_ ref: SocketRef, code: CloseCode = .normal) -> ServiceFailure? {
         switch owner(of: ref) {

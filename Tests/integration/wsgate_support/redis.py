@@ -43,27 +43,35 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"redis-server exited: {(self.workdir / 'redis.log').read_text()[-2000:]}")
-            if self.command("PING") in (b"+PONG", b"-NOAUTH Authentication required."):
+            if self.command("PING") is not None:
                 return self
             time.sleep(0.02)
         raise AssertionError(f"redis-server did not answer on port {self.port}")
 
-    def command(self, *args: str) -> bytes | None:
-        """One command over a fresh connection (AUTH first when there is a password); the reply's
-        first line, or None when nothing answers."""
+    def command(self, *args: str):
+        """One command over a fresh connection (AUTH first when there is a password): the reply
+        as Python values (bytes, int, list, None for nil; an error reply as an Exception), or
+        None when nothing answers."""
         parts = ([("AUTH", self.password)] if self.password and args[0] != "PING" else []) + [args]
         payload = b"".join(b"*%d\r\n" % len(p) + b"".join(b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in p)
                            for p in parts)
         try:
             with socket.create_connection((HOST, self.port), timeout=1) as sock:
                 sock.sendall(payload)
-                data = b""
-                while data.count(b"\r\n") < len(parts):
+                data, replies = b"", []
+                while len(replies) < len(parts):
                     chunk = sock.recv(65536)
                     if not chunk:
-                        break
+                        return None
                     data += chunk
-                return data.split(b"\r\n")[len(parts) - 1]
+                    while len(replies) < len(parts):
+                        parsed = _parse(data, 0)
+                        if parsed is None:
+                            break
+                        value, used = parsed
+                        replies.append(value)
+                        data = data[used:]
+                return replies[-1]
         except OSError:
             return None
 
@@ -93,3 +101,38 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+def _parse(data: bytes, at: int):
+    """One RESP2 value at ``at``: (value, end), or None while incomplete."""
+    line_end = data.find(b"\r\n", at)
+    if line_end < 0:
+        return None
+    kind, rest = data[at:at + 1], data[at + 1:line_end]
+    after = line_end + 2
+    if kind == b"+":
+        return rest, after
+    if kind == b"-":
+        return Exception(rest.decode()), after
+    if kind == b":":
+        return int(rest), after
+    if kind == b"$":
+        length = int(rest)
+        if length < 0:
+            return None, after
+        if len(data) < after + length + 2:
+            return None
+        return data[after:after + length], after + length + 2
+    if kind == b"*":
+        count = int(rest)
+        if count < 0:
+            return None, after
+        items = []
+        for _ in range(count):
+            parsed = _parse(data, after)
+            if parsed is None:
+                return None
+            item, after = parsed
+            items.append(item)
+        return items, after
+    raise ValueError(f"not RESP: {data[at:at + 20]!r}")
