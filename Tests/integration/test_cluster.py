@@ -6,14 +6,16 @@ never logged; start-up refusals naming the key. Real redis-server processes on f
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import signal
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsgate_support import (ECHO_SCRIPT, connect, http_get, recv, recv_json, recv_until, run, run_until_exit,
-                            wait_until)
+from wsgate_support import (ECHO_SCRIPT, HOST, close_code, connect, free_port, http_get, recv, recv_json, recv_until,
+                            run, run_until_exit, wait_until)
 
 EVAL = """
 local w = websocketInfo
@@ -461,3 +463,50 @@ def test_publish_without_redis_still_reaches_local_subscribers(wsgate, redis):
             await pub.close()
 
     assert run(scenario()) == (1, "local")
+
+
+def test_the_management_api_of_any_node_reaches_every_node(wsgate, redis):
+    store = redis()
+    token = "cluster-admin-token"
+    nodes = []
+    for name in ("nodea", "nodeb"):
+        port = free_port()
+        config = {**cluster_config(store, nodeId=name), "admin": {"port": port, "token": token}}
+        nodes.append((wsgate(SCRIPTS, config), port))
+    (a, admin_a), (b, _) = nodes
+    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+
+    def admin(method, path, body=None):
+        conn = http.client.HTTPConnection(HOST, admin_a, timeout=5)
+        conn.request(method, path, body=body, headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        result = response.status, response.read()
+        conn.close()
+        return result
+
+    async def scenario():
+        on_b = await connect(b.url("/eval?x=1"))
+        idb = await recv(on_b)
+        try:
+            await _ask(on_b, f'Websocket.subscribe{{socket_id = "{idb}", topic = "ops"}}')
+            posted = admin("POST", f"/@connections/{idb}", b"pushed through node a")
+            got = await recv(on_b)
+            described = admin("GET", f"/@connections/{idb}")
+            listed = admin("GET", "/@connections")
+            published = admin("POST", "/@topics/ops", b"to the topic")
+            got_topic = await recv(on_b)
+            gone = admin("POST", "/@connections/nodeb-0-999", b"x")
+            deleted = admin("DELETE", f"/@connections/{idb}")
+            code = await close_code(on_b)
+            return idb, posted, got, described, listed, published, got_topic, gone, deleted, code
+        finally:
+            await on_b.close()
+
+    idb, posted, got, described, listed, published, got_topic, gone, deleted, code = run(scenario())
+    assert posted == (204, b"") and got == "pushed through node a"
+    info = json.loads(described[1])
+    assert described[0] == 200 and info["socket_id"] == idb and info["route"] == "/eval" and "connectedAt" in info
+    assert listed[0] == 200 and idb in json.loads(listed[1])
+    assert published == (200, b'{"delivered":1}') and got_topic == "to the topic"
+    assert gone[0] == 410
+    assert deleted == (204, b"") and code[0] == 1000

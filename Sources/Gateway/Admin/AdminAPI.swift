@@ -6,7 +6,8 @@ import WebSocketCodec
 /// (one SO_REUSEPORT socket per loop): backends push to, inspect and close sockets by id, and
 /// publish to topics. Every
 /// request needs `Authorization: Bearer <token>`; every operation on a socket goes through the
-/// owner path, so a socket on another loop is reached through that loop's mailbox.
+/// owner path, so a socket on another loop is reached through that loop's mailbox, and in a
+/// cluster a socket on another node through that node (the answer then waits for it).
 final class AdminAPI {
     unowned let worker: Worker
     private let token: [UInt8]
@@ -58,14 +59,18 @@ final class AdminAPI {
             MetricsScrape.answer(connection, keepAlive: request.keepAlive, on: worker)
             return
         }
-        let (status, headers, payload) = answer(request.head, body: body)
-        connection.respond(HTTPResponse.make(status: status, headers: headers, body: payload, keepAlive: request.keepAlive),
-                           keepAlive: request.keepAlive)
+        let keepAlive = request.keepAlive
+        let respond: (Answer) -> Void = { answer in
+            connection.respond(HTTPResponse.make(status: answer.status, headers: answer.headers, body: answer.body, keepAlive: keepAlive),
+                               keepAlive: keepAlive)
+        }
+        if let answer = answer(request.head, body: body, later: respond) { respond(answer) }
     }
 
     private typealias Answer = (status: Int, headers: [(name: String, value: String)], body: [UInt8])
 
-    private func answer(_ head: HTTPRequestHead, body: [UInt8]) -> Answer {
+    /// The answer, or nil when it comes later through `later` (another node is asked).
+    private func answer(_ head: HTTPRequestHead, body: [UInt8], later: @escaping (Answer) -> Void) -> Answer? {
         let path = head.path
         if path == HTTPFront.healthPath {
             guard head.methodIs("GET") || head.methodIs("HEAD") else { return methodNotAllowed("GET") }
@@ -73,8 +78,16 @@ final class AdminAPI {
         }
         if path == AdminAPI.prefix {
             guard head.methodIs("GET") else { return methodNotAllowed("GET") }
-            let ids = worker.shared.registry.all().map { AdminAPI.json($0.info.socketId) }.sorted()
-            return json("[" + ids.joined(separator: ",") + "]")
+            let local = worker.shared.registry.all().map(\.info.socketId)
+            let list = { (ids: [String]) in self.json("[" + ids.sorted().map(AdminAPI.json).joined(separator: ",") + "]") }
+            guard let calls = worker.remoteCalls else { return list(local) }
+            calls.callAll(.list) { [self] result in
+                switch result {
+                case .failure(let failure): later(failed(failure))
+                case .success(let replies): later(list(local + replies.flatMap { ScriptAPI.lines($0.payload) }))
+                }
+            }
+            return nil
         }
         if path.hasPrefix(AdminAPI.topics + "/") {
             let topic = URLComponentsDecoding.percentDecode(path.dropFirst(AdminAPI.topics.count + 1), plusAsSpace: false)
@@ -84,12 +97,19 @@ final class AdminAPI {
             case .failure(let failure): return failed(failure)
             case .success(let opcode):
                 let delivered = body.withUnsafeBytes { worker.owners.publish(topic, opcode, $0) }
-                return json("{\"delivered\":\(delivered)}")
+                guard let calls = worker.remoteCalls, worker.redis?.isUp == true else { return json("{\"delivered\":\(delivered)}") }
+                var request = calls.request(.publish)
+                (request.topic, request.opcode, request.payload) = (topic, opcode.rawValue, body)
+                calls.publish(request) { [self] remote in later(json("{\"delivered\":\(delivered + remote)}")) }
+                return nil
             }
         }
         guard path.hasPrefix(AdminAPI.prefix + "/") else { return text(404, "no such path\n") }
         let id = URLComponentsDecoding.percentDecode(path.dropFirst(AdminAPI.prefix.count + 1), plusAsSpace: false)
         guard !id.isEmpty, !id.contains("/") else { return text(404, "no such path\n") }
+        if let calls = worker.remoteCalls, let node = calls.remoteNode(of: id) {
+            return remote(head, body, socket: id, on: node, calls: calls, later: later)
+        }
         if head.methodIs("POST") {
             switch message(head, body) {
             case .failure(let failure): return failed(failure)
@@ -101,7 +121,7 @@ final class AdminAPI {
         if head.methodIs("GET") {
             switch worker.owners.info(id) {
             case .failure(let failure): return failed(failure)
-            case .success(let info): return json(describe(info))
+            case .success(let info): return json(AdminAPI.describe(info))
             }
         }
         if head.methodIs("DELETE") {
@@ -128,7 +148,36 @@ final class AdminAPI {
         }
     }
 
-    private func describe(_ info: ConnectionInfo) -> String {
+    /// A socket of another node: its node answers, as it would answer a local request.
+    private func remote(_ head: HTTPRequestHead, _ body: [UInt8], socket id: String, on node: String, calls: RemoteCalls,
+                        later: @escaping (Answer) -> Void) -> Answer? {
+        var request: NodeMessage
+        if head.methodIs("POST") {
+            switch message(head, body) {
+            case .failure(let failure): return failed(failure)
+            case .success(let opcode):
+                request = calls.request(.send)
+                (request.opcode, request.payload) = (opcode.rawValue, body)
+            }
+        } else if head.methodIs("GET") {
+            request = calls.request(.describe)
+        } else if head.methodIs("DELETE") {
+            request = calls.request(.close)
+        } else {
+            return methodNotAllowed("GET, POST, DELETE")
+        }
+        request.socket = id
+        let describing = head.methodIs("GET")
+        calls.call(request, to: node) { [self] result in
+            switch result.flatMap({ reply in reply.outcome }) {
+            case .failure(let failure): later(failed(failure))
+            case .success(let payload): later(describing ? json(String(decoding: payload, as: UTF8.self)) : (204, [], []))
+            }
+        }
+        return nil
+    }
+
+    static func describe(_ info: ConnectionInfo) -> String {
         let fields = [
             ("socket_id", AdminAPI.json(info.socketId)),
             ("route", AdminAPI.json(info.route)),

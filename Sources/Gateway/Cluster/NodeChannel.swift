@@ -68,6 +68,8 @@ final class NodeChannel {
             return owners.close(.socket(request.socket)).map { .failure($0) } ?? .success([])
         case .info:
             return owners.info(request.socket).map { Array($0.scriptFieldsJSON.utf8) }
+        case .describe:
+            return owners.info(request.socket).map { Array(AdminAPI.describe($0).utf8) }
         case .list:
             return .success(Array(worker.shared.registry.all().map(\.info.socketId).joined(separator: "\n").utf8))
         case .closeAll:

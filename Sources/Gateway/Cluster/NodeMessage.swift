@@ -10,6 +10,8 @@ struct NodeMessage: Equatable {
     enum Operation: UInt8 {
         case send = 1, close, info, list, closeAll, probe
         case subscribe, unsubscribe, subscriptions, subscribers, publish
+        /// The management API's description of a socket.
+        case describe
     }
 
     var kind: Kind
