@@ -1,0 +1,1138 @@
+/*
+ * fanout: the project's topic fan-out load client. One publisher WebSocket
+ * and N subscriber WebSockets; every message the publisher sends is expected
+ * on every subscriber, and the client measures how fast the server fans it
+ * out. epoll, one thread, non-blocking sockets, libc only; plain ws:// on
+ * IPv4. bench/fanout.sh builds it itself (build_c_tool in bench/lib.sh):
+ *
+ *   cc -O2 -Wall -Wextra -o /tmp/fanout bench/fanout.c
+ *
+ *   fanout [options] ws://IPv4:PORT/sub-path ws://IPv4:PORT/pub-path
+ *     -n N   subscribers (WebSockets to the first URL)               [10000]
+ *     -s B   message size in bytes, 40..65535                           [64]
+ *     -W N   messages in flight in the throughput phase, 1..64           [8]
+ *     -d S   seconds of each measured phase                             [10]
+ *     -w S   unreported warm-up traffic (window -W) before the phases,
+ *            after the subscriptions are in place                        [2]
+ *     -P S   pause this long after READY, before any further traffic (so
+ *            that the caller can read the server's memory at rest)       [0]
+ *     -k N   upgrades in flight at once                                [200]
+ *     -S N   bind sources 127.0.0.2 .. 127.0.0.(N+1), round robin (for
+ *            more connections than one address has ephemeral ports)  [off]
+ *     -T S   a message not received by every subscriber this long after
+ *            it was sent is given up: its missing deliveries are counted
+ *            and the run goes on                                        [10]
+ *     -C PID the server's pid: its CPU use (utime + stime from
+ *            /proc/PID/stat, all threads) is reported per phase      [off]
+ *     -b     busy-poll during the phases (epoll_wait with a zero timeout):
+ *            over loopback the kernel charges the sender for waking a
+ *            sleeping receiver, so a client that sleeps between messages
+ *            makes every delivery cost the server more (tens of per cent
+ *            here) than it would over a network; a spinning client is
+ *            never asleep. Its CPU is then 100 %: see busy_pct     [off]
+ *
+ * Steps:
+ *  1. connect: the publisher and the subscribers connect (upgrade, 101 and
+ *     RFC 6455's sample key's Sec-WebSocket-Accept checked), -k at a time.
+ *  2. subscribe: the server may subscribe a socket only after its 101 (a
+ *     gateway script on "open"), so the publisher sends probe messages, one
+ *     at a time (a new one when the last one has made no progress for
+ *     PROBE_QUIET_MS), until one of them has reached every open subscriber.
+ *     A subscriber that received message k also gets every later one, so
+ *     from then on every subscription is in place. Then "READY <subs> <ms>"
+ *     (open subscribers, milliseconds from the last upgrade) is printed on
+ *     a line of its own, and the client waits -P seconds.
+ *  3. phases, each starting with nothing in flight: warm-up (-w s, window
+ *     -W, not reported), `latency` (-d s, window 1) and `throughput` (-d s,
+ *     window -W). The publisher keeps `window` messages in flight: a message
+ *     is done when every subscriber that was open when it was sent got it
+ *     (or, see -T, it was given up); then the next is sent at once. After
+ *     -d seconds no new message is sent, and those in flight are drained.
+ *
+ * A message is a masked text frame of -s bytes: "<seq> <t>" (16 hex digits
+ * each: a sequence number and the CLOCK_MONOTONIC send time in ns), a space
+ * and padding. Every frame a subscriber receives is checked: text, FIN,
+ * unmasked, no reserved bits, length -s, the padding, a sequence number
+ * this client sent with this send time, and later than the subscriber's
+ * previous one (a subscriber that skips a message is counted as missing it
+ * at once). Pings are answered with pongs.
+ *
+ * Output: "READY ..." as above, then one JSON line per measured phase:
+ *   phase, subs, open (subscribers open at the end of the phase), size,
+ *   window, secs, connect_s, subscribe_s,
+ *   msgs        messages sent in the window
+ *   msgs_done   of those, received by every subscriber
+ *   deliveries  subscriber receipts inside the window (of any message)
+ *   deliveries_per_s  = deliveries / secs
+ *   msgs_per_s  = deliveries_per_s / subs (messages' worth of deliveries)
+ *   last_p50_us, last_p99_us, last_max_us   send -> the last subscriber's
+ *               receipt, over the window's messages that every subscriber
+ *               got (a given-up message is left out)
+ *   first_p50_us  send -> the first subscriber's receipt
+ *   each_p50_us, each_p99_us  send -> each receipt (a log-linear histogram,
+ *               about 0.2 % resolution above 1 ms)
+ *   missing     deliveries that never came (skipped, given up, or owed by a
+ *               subscriber that failed)
+ *   gave_up     messages given up (-T)
+ *   late        receipts of a message already given up
+ *   bad_frames, bad_seq, closed_by_server, connect_fail, errors
+ *   cpu_pct     this process's CPU (user + system, % of one core) in the
+ *               window; server_cpu_pct likewise for -C (null without it)
+ *   busy_pct    the share of the window this process spent handling what
+ *               came (outside epoll_wait, not counting turns of the loop
+ *               that found nothing): near 100 means the client, not the
+ *               server, may be what limits the figures (with -b too, where
+ *               cpu_pct is always about 100)
+ * A phase that could not run (the publisher failed, say) still prints its
+ * line, with "aborted":true. The first few failures are described on
+ * stderr. Exit status: 0 when every subscriber opened and got every message
+ * with no error; 1 otherwise; 2 on bad usage.
+ *
+ * The whole tool stops by itself: connecting is bounded by SETUP_TIMEOUT_S,
+ * the subscription wait by SUBSCRIBE_TIMEOUT_S, each message by -T, and the
+ * run as a whole by the sum of those and the phases.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WINDOW 64
+#define RING 1024             /* message slots; > MAX_WINDOW, a power of two */
+#define READ_CHUNK 65536
+#define HEAD_CAP 8192         /* upgrade answer buffer (freed once open) */
+#define MAX_LOGGED_FAILURES 5
+#define SETUP_TIMEOUT_S 120
+#define SUBSCRIBE_TIMEOUT_S 60
+#define PROBE_QUIET_MS 100
+#define HDR_LEN 34            /* "%016llx %016llx " */
+#define MIN_SIZE 40
+#define NS 1000000000LL
+/* RFC 6455, section 1.3: this key's accept value. */
+#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+enum state { ST_FREE, ST_TCP, ST_UPGRADE, ST_OPEN, ST_DONE };
+
+struct buf {
+    unsigned char *p;
+    size_t len, off, cap; /* data is p[off .. len) */
+};
+
+struct conn {
+    int fd;
+    enum state st;
+    bool is_pub;
+    unsigned char *part;   /* upgrade: the answer so far; open: a partial frame */
+    uint32_t partlen, partcap;
+    uint64_t last_seq;     /* subscribers: the last message received (0: none) */
+    struct buf out;        /* bytes still to send (the publisher's frames, pongs) */
+};
+
+struct url {
+    struct sockaddr_in addr;
+    char hostport[80], path[1024];
+};
+
+/* A message in flight (or done), in ring slot seq % RING. */
+struct msg {
+    uint64_t seq;
+    int64_t t_send, t_first;
+    uint32_t expected, got, missed;
+    bool probe, done;
+    int phase;
+};
+
+/* Log-linear histogram of microseconds: exact below 1024, then 512 buckets
+ * per power of two. */
+#define HIST_SUB 512
+#define HIST_BUCKETS (1024 + 44 * HIST_SUB)
+
+struct phase {
+    const char *name;
+    bool reported, ran, aborted;
+    int window, secs;
+    int64_t t0, t_end, t_drained;
+    long long msgs, msgs_done, deliveries, deliveries_total, missing, gave_up, late;
+    long long bad_frames, bad_seq, errors, closed, connect_fail_at_start;
+    uint32_t *last_us, *first_us;
+    size_t nlast, caplast, nfirst, capfirst;
+    uint64_t *hist;
+    long long nhist;
+    double cpu0, cpu1;
+    long long srv0, srv1;
+    int64_t wait0, wait1; /* wait_ns at t0 and at t_end */
+};
+
+/* ------------------------------------------------------------ options ---- */
+static int nsubs = 10000, msg_size = 64, window = 8, secs = 10, warm_secs = 2, pause_secs = 0;
+static int max_setup = 200, nsrc = 0, msg_timeout_s = 10, server_pid = 0;
+static bool busy_poll;
+static struct url sub_url, pub_url;
+
+/* -------------------------------------------------------------- state ---- */
+static struct conn *conns; /* nsubs subscribers, then the publisher */
+static struct conn *pub;
+static int ep;
+static unsigned char *pad;         /* the expected message bytes after the header */
+static unsigned char rbuf[READ_CHUNK + HEAD_CAP];
+static uint32_t frame_cap;         /* a subscriber's partial-frame buffer */
+static uint32_t rng = 2463534242u;
+
+static long long subs_open, upgraded, connect_fail, errors, closed_by_server, bad_frames, bad_seq;
+static long long settled;
+static int logged;
+
+static struct msg ring[RING];
+static uint64_t next_seq = 1, base_seq = 1; /* in flight: [base_seq, next_seq) */
+
+enum stage { SG_CONNECT, SG_SUBSCRIBE, SG_PAUSE, SG_PHASE, SG_END };
+static enum stage stage = SG_CONNECT;
+static struct phase phases[3] = {
+    {.name = "warmup", .reported = false},
+    {.name = "latency", .reported = true},
+    {.name = "throughput", .reported = true},
+};
+static int cur = -1;                 /* the phase running (SG_PHASE) */
+static bool fatal;                   /* the publisher is gone, or a set-up step failed */
+static int64_t t_start, t_connected, t_subscribed, t_pause_end;
+static int64_t probe_last_progress;  /* when the newest probe was sent or last received */
+static int64_t wait_ns;              /* idle time: in epoll_wait, or in turns that found nothing */
+static bool probe_reached_all;
+
+/* --------------------------------------------------------------- util ---- */
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * NS + t.tv_nsec;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* utime + stime of -C's process, in clock ticks; -1 when unknown. */
+static long long server_ticks(void)
+{
+    if (server_pid <= 0) return -1;
+    char path[64], line[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", server_pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(line, 1, sizeof line - 1, f);
+    fclose(f);
+    line[n] = 0;
+    char *p = strrchr(line, ')'); /* the command name may hold spaces */
+    if (!p) return -1;
+    unsigned long long ut = 0, stt = 0;
+    /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2) return -1;
+    return (long long)(ut + stt);
+}
+
+static uint32_t rnd32(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n);
+    if (!q) {
+        fprintf(stderr, "fanout: out of memory\n");
+        exit(1);
+    }
+    return q;
+}
+
+static void buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
+    if (b->len + extra <= b->cap) return;
+    if (b->off > 0) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->len + extra <= b->cap) return;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+static void buf_put(struct buf *b, const void *p, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+static unsigned hist_bucket(uint64_t us)
+{
+    if (us < 1024) return (unsigned)us;
+    int e = 63 - __builtin_clzll(us); /* 10 .. 63 */
+    if (e > 10 + 43) return HIST_BUCKETS - 1;
+    unsigned idx = (unsigned)((us >> (e - 9)) & (HIST_SUB - 1));
+    return 1024 + (unsigned)(e - 10) * HIST_SUB + idx;
+}
+
+/* The middle of a bucket, in us. */
+static double hist_value(unsigned b)
+{
+    if (b < 1024) return b;
+    unsigned e = (b - 1024) / HIST_SUB + 10, idx = (b - 1024) % HIST_SUB;
+    double lo = (double)((uint64_t)(HIST_SUB + idx) << (e - 9));
+    return lo + (double)((uint64_t)1 << (e - 9)) / 2;
+}
+
+static double hist_quantile(const struct phase *ph, double q)
+{
+    if (ph->nhist == 0) return 0;
+    long long want = (long long)((double)ph->nhist * q), seen = 0;
+    if (want >= ph->nhist) want = ph->nhist - 1;
+    for (unsigned b = 0; b < HIST_BUCKETS; b++) {
+        seen += (long long)ph->hist[b];
+        if (seen > want) return hist_value(b);
+    }
+    return hist_value(HIST_BUCKETS - 1);
+}
+
+static void push_us(uint32_t **arr, size_t *n, size_t *cap, int64_t ns)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 4096;
+        *arr = xrealloc(*arr, *cap * sizeof **arr);
+    }
+    int64_t us = ns / 1000;
+    (*arr)[(*n)++] = us < 0 ? 0 : us > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static uint32_t pct(const uint32_t *v, size_t n, double q)
+{
+    if (n == 0) return 0;
+    size_t i = (size_t)((double)n * q);
+    return v[i < n ? i : n - 1];
+}
+
+static struct phase *reporting(void)
+{
+    return stage == SG_PHASE && cur >= 0 ? &phases[cur] : NULL;
+}
+
+/* ------------------------------------------------------ connection life ---- */
+static void msg_check_done(struct msg *m, int64_t t);
+
+static void conn_release(struct conn *c)
+{
+    if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    free(c->part);
+    c->part = NULL;
+    c->partlen = c->partcap = 0;
+    free(c->out.p);
+    memset(&c->out, 0, sizeof c->out);
+    c->st = ST_DONE;
+}
+
+/* Count and (for the first few) describe a failure, then drop the
+ * connection. A subscriber that fails owes the messages in flight it has
+ * not received yet (they are counted missing); the publisher's failure ends
+ * the run. */
+static void conn_fail(struct conn *c, const char *why, int saved_errno)
+{
+    bool before_open = c->st == ST_TCP || c->st == ST_UPGRADE;
+    if (before_open) {
+        connect_fail++;
+        settled++;
+    } else {
+        errors++;
+        if (reporting()) reporting()->errors++;
+    }
+    if (logged < MAX_LOGGED_FAILURES) {
+        logged++;
+        fprintf(stderr, "fanout: %s %d %s: %s%s%s\n", c->is_pub ? "publisher" : "subscriber", (int)(c - conns),
+                before_open ? "failed to open" : "failed", why, saved_errno ? ": " : "",
+                saved_errno ? strerror(saved_errno) : "");
+    }
+    bool was_open = c->st == ST_OPEN;
+    conn_release(c);
+    if (c->is_pub) {
+        fatal = true;
+        return;
+    }
+    if (was_open) {
+        subs_open--;
+        int64_t t = now_ns();
+        /* (msg_check_done may send more: those were sent without c) */
+        uint64_t end = next_seq;
+        for (uint64_t s = base_seq > c->last_seq + 1 ? base_seq : c->last_seq + 1; s < end; s++) {
+            struct msg *m = &ring[s % RING];
+            if (m->probe || m->done) continue;
+            m->missed++;
+            msg_check_done(m, t);
+        }
+    }
+}
+
+/* Write out as much of c->out as the socket takes. False if c failed. */
+static bool conn_flush(struct conn *c)
+{
+    while (c->out.off < c->out.len) {
+        ssize_t r = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
+        if (r >= 0) {
+            c->out.off += (size_t)r;
+            continue;
+        }
+        if (errno == EAGAIN || errno == EINTR) return true;
+        conn_fail(c, "write error", errno);
+        return false;
+    }
+    c->out.off = c->out.len = 0;
+    return true;
+}
+
+/* Queue one masked frame (clients must mask, RFC 6455 section 5.3). */
+static void send_frame(struct conn *c, int opcode, const unsigned char *data, size_t n)
+{
+    unsigned char h[14];
+    size_t hl = 0;
+    h[hl++] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        h[hl++] = (unsigned char)(0x80 | n);
+    } else {
+        h[hl++] = 0x80 | 126;
+        h[hl++] = (unsigned char)(n >> 8);
+        h[hl++] = (unsigned char)n;
+    }
+    uint32_t key = rnd32();
+    unsigned char *mask = h + hl;
+    memcpy(mask, &key, 4);
+    hl += 4;
+    buf_put(&c->out, h, hl);
+    buf_reserve(&c->out, n);
+    unsigned char *dst = c->out.p + c->out.len;
+    for (size_t i = 0; i < n; i++) dst[i] = data[i] ^ mask[i & 3];
+    c->out.len += n;
+}
+
+/* ------------------------------------------------------------ messages ---- */
+static void advance_base(void)
+{
+    while (base_seq < next_seq && ring[base_seq % RING].done) base_seq++;
+}
+
+/* Send the next message (a probe in the subscribe step). */
+static void publish(bool probe)
+{
+    unsigned char msg[65536];
+    int64_t t = now_ns();
+    uint64_t seq = next_seq++;
+    char hdr[HDR_LEN + 1];
+    snprintf(hdr, sizeof hdr, "%016llx %016llx ", (unsigned long long)seq, (unsigned long long)t);
+    memcpy(msg, hdr, HDR_LEN);
+    memcpy(msg + HDR_LEN, pad, (size_t)msg_size - HDR_LEN);
+    struct msg *m = &ring[seq % RING];
+    memset(m, 0, sizeof *m);
+    m->seq = seq;
+    m->t_send = t;
+    m->expected = (uint32_t)subs_open;
+    m->probe = probe;
+    m->phase = probe ? -1 : cur;
+    struct phase *ph = reporting();
+    if (ph && t < ph->t_end) ph->msgs++;
+    send_frame(pub, 1, msg, (size_t)msg_size);
+    conn_flush(pub);
+}
+
+/* Keep the current phase's window full while its time lasts. */
+static void fill_window(void)
+{
+    if (stage != SG_PHASE || fatal) return;
+    struct phase *ph = &phases[cur];
+    while (!fatal && next_seq - base_seq < (uint64_t)ph->window && now_ns() < ph->t_end) publish(false);
+}
+
+/* A message is done when every subscriber it was sent to got it or will not. */
+static void msg_check_done(struct msg *m, int64_t t)
+{
+    if (m->done || m->probe || m->got + m->missed < m->expected) return;
+    m->done = true;
+    if (m->phase >= 0) {
+        struct phase *ph = &phases[m->phase];
+        if (m->t_send < ph->t_end) {
+            ph->missing += m->missed;
+            if (m->missed == 0) {
+                ph->msgs_done++;
+                push_us(&ph->last_us, &ph->nlast, &ph->caplast, t - m->t_send);
+                push_us(&ph->first_us, &ph->nfirst, &ph->capfirst, m->t_first - m->t_send);
+            }
+        }
+    }
+    advance_base();
+    fill_window();
+}
+
+/* Give up the oldest message if it has waited longer than -T. */
+static void check_timeouts(int64_t t)
+{
+    while (base_seq < next_seq) {
+        struct msg *m = &ring[base_seq % RING];
+        if (m->probe || m->done || t - m->t_send < (int64_t)msg_timeout_s * NS) return;
+        uint32_t owed = m->expected - m->got - m->missed;
+        if (logged < MAX_LOGGED_FAILURES) {
+            logged++;
+            fprintf(stderr, "fanout: message %llu given up after %d s: %u of %u subscribers never got it\n",
+                    (unsigned long long)m->seq, msg_timeout_s, owed, m->expected);
+        }
+        m->missed += owed;
+        if (m->phase >= 0) phases[m->phase].gave_up++;
+        msg_check_done(m, t);
+    }
+}
+
+static int hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    return -1;
+}
+
+static bool parse_hex16(const unsigned char *p, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int i = 0; i < 16; i++) {
+        int h = hexval(p[i]);
+        if (h < 0) return false;
+        x = x << 4 | (uint64_t)h;
+    }
+    *v = x;
+    return true;
+}
+
+static void count_bad_frame(struct conn *c, const char *why)
+{
+    bad_frames++;
+    if (reporting()) reporting()->bad_frames++;
+    if (logged < MAX_LOGGED_FAILURES) {
+        logged++;
+        fprintf(stderr, "fanout: %s %d: bad frame: %s\n", c->is_pub ? "publisher" : "subscriber", (int)(c - conns), why);
+    }
+}
+
+/* A whole text frame of the right size reached subscriber c at time t. */
+static void on_delivery(struct conn *c, const unsigned char *d, int64_t t)
+{
+    uint64_t seq, ts;
+    if (!parse_hex16(d, &seq) || d[16] != ' ' || !parse_hex16(d + 17, &ts) || d[33] != ' ' ||
+        memcmp(d + HDR_LEN, pad, (size_t)msg_size - HDR_LEN) != 0) {
+        count_bad_frame(c, "not a message of ours");
+        return;
+    }
+    struct phase *ph = reporting();
+    if (seq >= next_seq || seq <= c->last_seq || seq == 0) {
+        bad_seq++;
+        if (ph) ph->bad_seq++;
+        if (logged < MAX_LOGGED_FAILURES) {
+            logged++;
+            fprintf(stderr, "fanout: subscriber %d: message %llu after %llu (next to send: %llu)\n",
+                    (int)(c - conns), (unsigned long long)seq, (unsigned long long)c->last_seq,
+                    (unsigned long long)next_seq);
+        }
+        return;
+    }
+    if (seq < base_seq) {
+        /* a message already given up (or a probe from before the window) */
+        c->last_seq = seq;
+        struct phase *lp = ring[seq % RING].seq == seq && ring[seq % RING].phase >= 0 ? &phases[ring[seq % RING].phase] : NULL;
+        if (lp) lp->late++;
+        if (ph) {
+            ph->deliveries_total++;
+            if (t < ph->t_end) ph->deliveries++;
+        }
+        return;
+    }
+    struct msg *m = &ring[seq % RING];
+    if (m->seq != seq || (uint64_t)m->t_send != ts) {
+        count_bad_frame(c, "send time does not match");
+        return;
+    }
+    /* Skipped messages still in flight: this subscriber will never get them. */
+    for (uint64_t s = c->last_seq + 1 > base_seq ? c->last_seq + 1 : base_seq; s < seq; s++) {
+        struct msg *g = &ring[s % RING];
+        if (g->probe || g->done) continue;
+        g->missed++;
+        msg_check_done(g, t);
+    }
+    c->last_seq = seq;
+    m->got++;
+    if (m->got == 1) m->t_first = t;
+    if (m->probe) {
+        probe_last_progress = t;
+        if (m->got >= (uint32_t)subs_open && seq == next_seq - 1) probe_reached_all = true;
+        return;
+    }
+    if (ph) {
+        ph->deliveries_total++;
+        if (t < ph->t_end) ph->deliveries++;
+        if (m->phase == cur && m->t_send < ph->t_end) {
+            int64_t us = (t - m->t_send) / 1000;
+            ph->hist[hist_bucket(us < 0 ? 0 : (uint64_t)us)]++;
+            ph->nhist++;
+        }
+    }
+    msg_check_done(m, t);
+}
+
+/* Parse the frames in p[0 .. n). Returns the bytes consumed (a trailing
+ * partial frame is left), or -1 if c was dropped. */
+static long parse_frames(struct conn *c, const unsigned char *p, size_t n, int64_t t)
+{
+    size_t off = 0;
+    for (;;) {
+        const unsigned char *f = p + off;
+        size_t avail = n - off;
+        if (avail < 2) break;
+        bool fin = f[0] & 0x80;
+        int op = f[0] & 15;
+        uint64_t len = f[1] & 127;
+        size_t hl = 2;
+        if (f[1] & 0x80) { conn_fail(c, "server sent a masked frame", 0); return -1; }
+        if (f[0] & 0x70) { conn_fail(c, "frame with reserved bits set", 0); return -1; }
+        if (len == 126) {
+            if (avail < 4) break;
+            len = (uint64_t)f[2] << 8 | f[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (avail < 10) break;
+            len = 0;
+            for (int i = 0; i < 8; i++) len = len << 8 | f[2 + i];
+            hl = 10;
+        }
+        if (op >= 8 && (!fin || len > 125)) { conn_fail(c, "bad control frame", 0); return -1; }
+        /* Only frames of -s bytes are expected, so a partial frame always
+         * fits the connection's small buffer. */
+        if (len + hl > frame_cap) { conn_fail(c, "frame longer than any we expect", 0); return -1; }
+        if (avail < hl + len) break;
+        const unsigned char *d = f + hl;
+        off += hl + (size_t)len;
+        switch (op) {
+        case 1:
+        case 0:
+        case 2:
+            if (c->is_pub) { count_bad_frame(c, "data frame on the publisher"); break; }
+            if (op != 1) { count_bad_frame(c, op == 2 ? "binary frame" : "continuation frame"); break; }
+            if (!fin) { count_bad_frame(c, "fragmented message"); break; }
+            if (len != (uint64_t)msg_size) { count_bad_frame(c, "wrong length"); break; }
+            on_delivery(c, d, t);
+            break;
+        case 8: {
+            char why[64];
+            int code = len >= 2 ? (d[0] << 8 | d[1]) : 1005;
+            snprintf(why, sizeof why, "server closed the WebSocket (code %d)", code);
+            closed_by_server++;
+            if (reporting()) reporting()->closed++;
+            conn_fail(c, why, 0);
+            return -1;
+        }
+        case 9:
+            send_frame(c, 10, d, (size_t)len);
+            break;
+        case 10:
+            break;
+        default:
+            conn_fail(c, "unknown opcode", 0);
+            return -1;
+        }
+    }
+    return (long)off;
+}
+
+/* ------------------------------------------------------------ upgrade ---- */
+static void queue_upgrade(struct conn *c)
+{
+    const struct url *u = c->is_pub ? &pub_url : &sub_url;
+    char req[1400];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\n"
+                     "Host: %s\r\n"
+                     "Upgrade: websocket\r\n"
+                     "Connection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: " WS_KEY "\r\n"
+                     "Sec-WebSocket-Version: 13\r\n"
+                     "Origin: http://localhost\r\n"
+                     "\r\n",
+                     u->path, u->hostport);
+    buf_put(&c->out, req, (size_t)n);
+    c->st = ST_UPGRADE;
+}
+
+/* Look for the complete 101 answer in c->part. Returns the length of the
+ * answer's head, 0 while it is incomplete, -1 if c failed. */
+static long check_upgrade_answer(struct conn *c)
+{
+    unsigned char *p = c->part;
+    size_t avail = c->partlen, head_len = 0;
+    unsigned char *e = memmem(p, avail, "\r\n\r\n", 4);
+    if (!e) {
+        if (avail >= HEAD_CAP) { conn_fail(c, "upgrade answer too large", 0); return -1; }
+        return 0;
+    }
+    head_len = (size_t)(e - p) + 4;
+    char head[HEAD_CAP + 1];
+    memcpy(head, p, head_len);
+    head[head_len] = 0;
+    const char *why = NULL;
+    bool accept_ok = false, upgrade_ok = false, ext = false;
+    if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
+        why = "no 101 answer";
+    } else {
+        for (char *line = strstr(head, "\r\n"); line && line[2] && line[2] != '\r'; line = strstr(line + 2, "\r\n")) {
+            char *name = line + 2, *colon = strchr(name, ':'), *end = strstr(name, "\r\n");
+            if (!colon || colon > end) continue;
+            size_t nl = (size_t)(colon - name);
+            char *v = colon + 1;
+            while (*v == ' ' || *v == '\t') v++;
+            size_t vl = (size_t)(end - v);
+            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
+            if (nl == 20 && strncasecmp(name, "Sec-WebSocket-Accept", nl) == 0)
+                accept_ok = vl == strlen(WS_ACCEPT) && strncmp(v, WS_ACCEPT, vl) == 0;
+            else if (nl == 7 && strncasecmp(name, "Upgrade", nl) == 0)
+                upgrade_ok = vl == 9 && strncasecmp(v, "websocket", 9) == 0;
+            else if (nl == 24 && strncasecmp(name, "Sec-WebSocket-Extensions", nl) == 0)
+                ext = true;
+        }
+        if (!accept_ok) why = "missing or wrong Sec-WebSocket-Accept";
+        else if (!upgrade_ok) why = "no Upgrade: websocket";
+        else if (ext) why = "an extension we never offered";
+    }
+    if (why) {
+        char *eol = strstr(head, "\r\n");
+        if (eol) *eol = 0;
+        if (logged < MAX_LOGGED_FAILURES) fprintf(stderr, "fanout: answer: %.120s\n", head);
+        conn_fail(c, why, 0);
+        return -1;
+    }
+    return (long)head_len;
+}
+
+/* Keep up to frame_cap bytes of a partial frame for the next read. */
+static void keep_partial(struct conn *c, const unsigned char *p, size_t n)
+{
+    if (n > 0 && c->partcap < frame_cap) {
+        c->part = xrealloc(c->part, frame_cap);
+        c->partcap = frame_cap;
+    }
+    if (n > 0) memmove(c->part, p, n);
+    c->partlen = (uint32_t)n;
+}
+
+static void on_open(struct conn *c, int64_t t)
+{
+    c->st = ST_OPEN;
+    upgraded++;
+    settled++;
+    if (!c->is_pub) subs_open++;
+    (void)t;
+}
+
+/* ------------------------------------------------------------ driving ---- */
+static void drive(struct conn *c, uint32_t events)
+{
+    if (c->st == ST_TCP) {
+        if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        if (err) { conn_fail(c, "connect", err); return; }
+        queue_upgrade(c);
+        c->part = xrealloc(NULL, HEAD_CAP);
+        c->partcap = HEAD_CAP;
+        c->partlen = 0;
+    }
+    if (!conn_flush(c)) return;
+
+    if (c->st == ST_UPGRADE) {
+        for (;;) {
+            ssize_t r = recv(c->fd, c->part + c->partlen, c->partcap - c->partlen, 0);
+            if (r > 0) {
+                c->partlen += (uint32_t)r;
+                if (c->partlen < c->partcap) continue;
+            } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                conn_fail(c, r == 0 ? "server closed during the upgrade" : "read error", r == 0 ? 0 : errno);
+                return;
+            }
+            break;
+        }
+        long hl = check_upgrade_answer(c);
+        if (hl <= 0) return;
+        int64_t t = now_ns();
+        on_open(c, t);
+        /* Frames right behind the answer: move them where reads continue. */
+        size_t rest = c->partlen - (size_t)hl;
+        memcpy(rbuf, c->part + hl, rest);
+        free(c->part);
+        c->part = NULL;
+        c->partlen = c->partcap = 0;
+        long used = parse_frames(c, rbuf, rest, t);
+        if (used < 0) return;
+        keep_partial(c, rbuf + used, rest - (size_t)used);
+        /* The socket may hold more: read on below (edge-triggered). */
+    }
+
+    if (c->st == ST_OPEN) {
+        for (;;) {
+            size_t have = c->partlen;
+            if (have) memcpy(rbuf, c->part, have);
+            size_t want = sizeof rbuf - have;
+            ssize_t r = recv(c->fd, rbuf + have, want, 0);
+            if (r > 0) {
+                int64_t t = now_ns();
+                long used = parse_frames(c, rbuf, have + (size_t)r, t);
+                if (used < 0) return;
+                keep_partial(c, rbuf + used, have + (size_t)r - (size_t)used);
+                /* A short read of a stream socket drained it (epoll(7)). */
+                if ((size_t)r < want) break;
+                continue;
+            }
+            if (r == 0) { conn_fail(c, "server closed the connection without a close frame", 0); return; }
+            if (errno == EAGAIN || errno == EINTR) break;
+            conn_fail(c, errno == ECONNRESET ? "connection reset" : "read error", errno);
+            return;
+        }
+    }
+    if (c->out.len > c->out.off) conn_flush(c);
+}
+
+static void conn_start(struct conn *c, int i)
+{
+    const struct url *u = c->is_pub ? &pub_url : &sub_url;
+    c->st = ST_TCP;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) { conn_fail(c, "socket", errno); return; }
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (nsrc > 0) {
+        /* Pick the port at connect() time, per destination, not at bind(). */
+        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % nsrc));
+        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) { conn_fail(c, "bind", errno); return; }
+    }
+    if (connect(c->fd, (const struct sockaddr *)&u->addr, sizeof u->addr) < 0 && errno != EINPROGRESS) {
+        conn_fail(c, "connect", errno);
+        return;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = (uint32_t)i};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) conn_fail(c, "epoll_ctl", errno);
+}
+
+/* ------------------------------------------------------------- phases ---- */
+static void phase_start(int k)
+{
+    struct phase *ph = &phases[k];
+    cur = k;
+    stage = SG_PHASE;
+    ph->ran = true;
+    ph->window = k == 1 ? 1 : window;
+    ph->secs = k == 0 ? warm_secs : secs;
+    ph->hist = calloc(HIST_BUCKETS, sizeof *ph->hist);
+    if (!ph->hist) { fprintf(stderr, "fanout: out of memory\n"); exit(1); }
+    ph->connect_fail_at_start = connect_fail;
+    ph->cpu0 = cpu_seconds();
+    ph->srv0 = server_ticks();
+    ph->wait0 = wait_ns;
+    ph->t0 = now_ns();
+    ph->t_end = ph->t0 + (int64_t)ph->secs * NS;
+    fill_window();
+}
+
+static void print_phase(const struct phase *ph)
+{
+    double measured = (double)ph->secs;
+    double dps = ph->ran && measured > 0 ? (double)ph->deliveries / measured : 0;
+    double cpu = ph->ran && measured > 0 ? 100.0 * (ph->cpu1 - ph->cpu0) / measured : 0;
+    double busy = ph->ran && measured > 0 ? 100.0 * (1.0 - (double)(ph->wait1 - ph->wait0) / 1e9 / measured) : 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    char srv[32] = "null";
+    if (ph->ran && ph->srv0 >= 0 && ph->srv1 >= 0 && measured > 0)
+        snprintf(srv, sizeof srv, "%.0f", 100.0 * (double)(ph->srv1 - ph->srv0) / (double)hz / measured);
+    printf("{\"tool\":\"fanout\",\"phase\":\"%s\",\"aborted\":%s,\"subs\":%d,\"open\":%lld,\"size\":%d,"
+           "\"window\":%d,\"secs\":%d,\"connect_s\":%.3f,\"subscribe_s\":%.3f,",
+           ph->name, ph->aborted || !ph->ran ? "true" : "false", nsubs, subs_open, msg_size,
+           ph->ran ? ph->window : (ph == &phases[1] ? 1 : window), secs,
+           t_connected ? (double)(t_connected - t_start) / 1e9 : 0.0,
+           t_subscribed ? (double)(t_subscribed - t_connected) / 1e9 : 0.0);
+    printf("\"msgs\":%lld,\"msgs_done\":%lld,\"deliveries\":%lld,\"deliveries_total\":%lld,"
+           "\"deliveries_per_s\":%.0f,\"msgs_per_s\":%.1f,",
+           ph->msgs, ph->msgs_done, ph->deliveries, ph->deliveries_total, dps, nsubs > 0 ? dps / nsubs : 0.0);
+    printf("\"last_p50_us\":%u,\"last_p99_us\":%u,\"last_max_us\":%u,\"first_p50_us\":%u,"
+           "\"each_p50_us\":%.0f,\"each_p99_us\":%.0f,",
+           pct(ph->last_us, ph->nlast, 0.5), pct(ph->last_us, ph->nlast, 0.99),
+           ph->nlast ? ph->last_us[ph->nlast - 1] : 0, pct(ph->first_us, ph->nfirst, 0.5),
+           hist_quantile(ph, 0.5), hist_quantile(ph, 0.99));
+    printf("\"missing\":%lld,\"gave_up\":%lld,\"late\":%lld,\"bad_frames\":%lld,\"bad_seq\":%lld,"
+           "\"closed_by_server\":%lld,\"connect_fail\":%lld,\"errors\":%lld,\"cpu_pct\":%.0f,\"busy_pct\":%.0f,"
+           "\"busy_poll\":%s,\"server_cpu_pct\":%s,\"drain_s\":%.3f}\n",
+           ph->missing, ph->gave_up, ph->late, ph->bad_frames, ph->bad_seq, ph->closed, connect_fail, ph->errors,
+           cpu, busy < 0 ? 0 : busy, busy_poll ? "true" : "false", srv, ph->t_drained > ph->t_end ? (double)(ph->t_drained - ph->t_end) / 1e9 : 0.0);
+    fflush(stdout);
+}
+
+static void phase_finish(int64_t t)
+{
+    struct phase *ph = &phases[cur];
+    ph->t_drained = t;
+    if (ph->cpu1 == 0) ph->cpu1 = cpu_seconds();
+    if (ph->srv1 == 0) ph->srv1 = server_ticks();
+    if (ph->wait1 == 0) ph->wait1 = wait_ns;
+    if (ph->nlast) {
+        qsort(ph->last_us, ph->nlast, sizeof *ph->last_us, cmp_u32);
+        qsort(ph->first_us, ph->nfirst, sizeof *ph->first_us, cmp_u32);
+    }
+    if (fatal) ph->aborted = true;
+    if (ph->reported) print_phase(ph);
+}
+
+/* --------------------------------------------------------------- main ---- */
+static void usage(void)
+{
+    fprintf(stderr,
+            "usage: fanout [-n subs] [-s bytes] [-W window] [-d secs] [-w warm-up secs] [-P pause secs]\n"
+            "              [-k setups] [-S sources] [-T msg timeout secs] [-C server pid] [-b]\n"
+            "              ws://IPv4:port/sub-path ws://IPv4:port/pub-path\n");
+    exit(2);
+}
+
+static int int_arg(const char *s, int lo, int hi)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) usage();
+    return (int)v;
+}
+
+static void parse_url(const char *url, struct url *u)
+{
+    char host[64];
+    int port = 80;
+    if (strncmp(url, "ws://", 5) != 0) usage();
+    const char *rest = url + 5;
+    size_t hlen = strcspn(rest, ":/");
+    if (hlen == 0 || hlen >= sizeof host) usage();
+    memcpy(host, rest, hlen);
+    host[hlen] = 0;
+    rest += hlen;
+    if (*rest == ':') {
+        char *end;
+        long p = strtol(rest + 1, &end, 10);
+        if (p < 1 || p > 65535 || (*end && *end != '/')) usage();
+        port = (int)p;
+        rest = end;
+    }
+    snprintf(u->path, sizeof u->path, "/");
+    if (*rest == '/') {
+        if (strlen(rest) >= sizeof u->path || strpbrk(rest, " \r\n")) usage();
+        snprintf(u->path, sizeof u->path, "%s", rest);
+    }
+    snprintf(u->hostport, sizeof u->hostport, "%s:%d", host, port);
+    u->addr.sin_family = AF_INET;
+    u->addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &u->addr.sin_addr) != 1) {
+        fprintf(stderr, "fanout: host must be an IPv4 address: %s\n", host);
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    int opt;
+    while ((opt = getopt(argc, argv, "n:s:W:d:w:P:k:S:T:C:b")) != -1) {
+        switch (opt) {
+        case 'n': nsubs = int_arg(optarg, 1, 1000000); break;
+        case 's': msg_size = int_arg(optarg, MIN_SIZE, 65535); break;
+        case 'W': window = int_arg(optarg, 1, MAX_WINDOW); break;
+        case 'd': secs = int_arg(optarg, 1, 3600); break;
+        case 'w': warm_secs = int_arg(optarg, 0, 3600); break;
+        case 'P': pause_secs = int_arg(optarg, 0, 3600); break;
+        case 'k': max_setup = int_arg(optarg, 1, 1000000); break;
+        case 'S': nsrc = int_arg(optarg, 0, 250); break;
+        case 'T': msg_timeout_s = int_arg(optarg, 1, 3600); break;
+        case 'C': server_pid = int_arg(optarg, 1, 1 << 30); break;
+        case 'b': busy_poll = true; break;
+        default: usage();
+        }
+    }
+    if (optind != argc - 2) usage();
+    parse_url(argv[optind], &sub_url);
+    parse_url(argv[optind + 1], &pub_url);
+
+    signal(SIGPIPE, SIG_IGN);
+    rng ^= (uint32_t)getpid() * 2654435761u;
+    if (rng == 0) rng = 1;
+    pad = xrealloc(NULL, (size_t)msg_size);
+    for (int i = HDR_LEN; i < msg_size; i++) pad[i - HDR_LEN] = (unsigned char)('a' + i % 26);
+    frame_cap = (uint32_t)msg_size + 14 > 256 ? (uint32_t)msg_size + 14 : 256;
+
+    conns = calloc((size_t)nsubs + 1, sizeof *conns);
+    if (!conns) { fprintf(stderr, "fanout: out of memory\n"); return 1; }
+    for (int i = 0; i <= nsubs; i++) conns[i].fd = -1;
+    pub = &conns[nsubs];
+    pub->is_pub = true;
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) { perror("fanout: epoll_create1"); return 1; }
+    int nev = nsubs + 16;
+    struct epoll_event *evs = calloc((size_t)nev, sizeof *evs);
+    if (!evs) { fprintf(stderr, "fanout: out of memory\n"); return 1; }
+
+    t_start = now_ns();
+    const int64_t deadline = t_start + (int64_t)(SETUP_TIMEOUT_S + SUBSCRIBE_TIMEOUT_S + pause_secs + warm_secs +
+                                                 2 * secs + 3 * msg_timeout_s + 10) * NS;
+    bool timed_out = false;
+    int started = 0;
+    conn_start(pub, nsubs);
+
+    while (stage != SG_END) {
+        int64_t t = now_ns();
+        if (t > deadline) {
+            fprintf(stderr, "fanout: the run took too long; giving up\n");
+            timed_out = true;
+            fatal = true;
+        }
+        if (fatal && stage != SG_PHASE) break;
+        switch (stage) {
+        case SG_CONNECT: {
+            /* keep at most max_setup subscribers opening */
+            while (started < nsubs && started - (settled - (pub->st == ST_OPEN || pub->st == ST_DONE)) < max_setup) {
+                conn_start(&conns[started], started);
+                started++;
+            }
+            if (settled >= nsubs + 1) {
+                t_connected = now_ns();
+                if (pub->st != ST_OPEN || subs_open == 0) {
+                    fprintf(stderr, "fanout: %s\n", pub->st != ST_OPEN ? "the publisher did not open" : "no subscriber opened");
+                    fatal = true;
+                    break;
+                }
+                stage = SG_SUBSCRIBE;
+                probe_last_progress = t_connected;
+                publish(true);
+            } else if (t - t_start > (int64_t)SETUP_TIMEOUT_S * NS) {
+                fprintf(stderr, "fanout: timed out opening connections (%lld of %d settled)\n", settled, nsubs + 1);
+                fatal = true;
+            }
+            break;
+        }
+        case SG_SUBSCRIBE:
+            if (probe_reached_all) {
+                t_subscribed = t;
+                base_seq = next_seq; /* probes are over; nothing older can come */
+                printf("READY %lld %.0f\n", subs_open, (double)(t_subscribed - t_connected) / 1e6);
+                fflush(stdout);
+                stage = SG_PAUSE;
+                t_pause_end = t + (int64_t)pause_secs * NS;
+            } else if (t - t_connected > (int64_t)SUBSCRIBE_TIMEOUT_S * NS) {
+                long long reached = 0;
+                for (int i = 0; i < nsubs; i++) reached += conns[i].st == ST_OPEN && conns[i].last_seq > 0;
+                fprintf(stderr, "fanout: after %d s only %lld of %lld subscribers got a message\n",
+                        SUBSCRIBE_TIMEOUT_S, reached, subs_open);
+                fatal = true;
+            } else if (t - probe_last_progress > (int64_t)PROBE_QUIET_MS * 1000000) {
+                probe_last_progress = t;
+                publish(true);
+            }
+            break;
+        case SG_PAUSE:
+            if (t >= t_pause_end) phase_start(warm_secs > 0 ? 0 : 1);
+            break;
+        case SG_PHASE: {
+            struct phase *ph = &phases[cur];
+            if (t >= ph->t_end && ph->cpu1 == 0) {
+                ph->cpu1 = cpu_seconds();
+                ph->srv1 = server_ticks();
+                ph->wait1 = wait_ns;
+            }
+            check_timeouts(t);
+            if (fatal) {
+                /* the publisher is gone: this phase and the rest did not run */
+                phase_finish(t);
+                for (int k = cur + 1; k < 3; k++) {
+                    phases[k].aborted = true;
+                    if (phases[k].reported) print_phase(&phases[k]);
+                }
+                stage = SG_END;
+            } else if (t >= ph->t_end && base_seq == next_seq) {
+                phase_finish(t);
+                if (cur < 2) phase_start(cur + 1);
+                else stage = SG_END;
+            }
+            break;
+        }
+        case SG_END:
+            break;
+        }
+        if (stage == SG_END || (fatal && stage != SG_PHASE)) break;
+
+        int64_t w0 = now_ns();
+        int n = epoll_wait(ep, evs, nev, busy_poll && stage == SG_PHASE ? 0 : 10);
+        /* idle: the wait, or the whole turn of the loop when it found nothing */
+        wait_ns += now_ns() - (n == 0 ? t : w0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            perror("fanout: epoll_wait");
+            break;
+        }
+        for (int k = 0; k < n; k++) {
+            struct conn *c = &conns[evs[k].data.u32];
+            if (c->st == ST_TCP || c->st == ST_UPGRADE || c->st == ST_OPEN) drive(c, evs[k].events);
+        }
+    }
+
+    if (stage != SG_END) {
+        /* set-up failed: report the phases as not run */
+        for (int k = 0; k < 3; k++) {
+            phases[k].aborted = true;
+            if (phases[k].reported) print_phase(&phases[k]);
+        }
+    }
+    /* Close every open connection with 1000 (best effort), as a client should. */
+    for (int i = 0; i <= nsubs; i++) {
+        struct conn *c = &conns[i];
+        if (c->st != ST_OPEN) continue;
+        static const unsigned char normal[2] = {0x03, 0xe8}; /* 1000 */
+        send_frame(c, 8, normal, 2);
+        if (conn_flush(c)) shutdown(c->fd, SHUT_WR);
+    }
+    bool ok = !fatal && !timed_out && connect_fail == 0 && errors == 0 && bad_frames == 0 && bad_seq == 0 &&
+              subs_open == nsubs;
+    for (int k = 0; k < 3; k++) ok = ok && phases[k].missing == 0 && phases[k].gave_up == 0;
+    free(evs);
+    return ok ? 0 : 1;
+}
