@@ -65,6 +65,13 @@ def metric(server, name):
     return None
 
 
+def two_nodes(wsgate, store):
+    """Nodes "nodea" and "nodeb" on `store`, once each sees the other."""
+    nodes = [wsgate(SCRIPTS, cluster_config(store, nodeId=name)) for name in ("nodea", "nodeb")]
+    wait_until(lambda: all(metric(n, "wsgate_cluster_nodes") == 2 for n in nodes), what="two live nodes")
+    return nodes
+
+
 def echo_works(server):
     async def main():
         async with connect(server.url("/echo")) as ws:
@@ -265,9 +272,7 @@ async def _ask(ws, expression):
 
 def test_sockets_of_every_node_are_reached_from_any_node(wsgate, redis):
     store = redis()
-    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
-    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
-    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2 and metric(b, "wsgate_cluster_nodes") == 2, what="two nodes")
+    a, b = two_nodes(wsgate, store)
 
     async def main():
         sa, sb = await connect(a.url("/eval?from=a")), await connect(b.url("/eval?from=b"))
@@ -313,9 +318,7 @@ def test_sockets_of_every_node_are_reached_from_any_node(wsgate, redis):
 
 def test_close_all_counts_every_node_and_a_dead_node_is_404(wsgate, redis):
     store = redis()
-    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
-    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
-    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+    a, b = two_nodes(wsgate, store)
 
     async def count_and_close_all():
         sockets = [await connect(n.url("/eval")) for n in (a, a, b, b)]
@@ -359,9 +362,7 @@ def test_close_all_counts_every_node_and_a_dead_node_is_404(wsgate, redis):
 
 def test_a_stopped_redis_times_out_remote_calls_and_local_ones_go_on(wsgate, redis):
     store = redis()
-    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
-    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
-    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+    a, b = two_nodes(wsgate, store)
 
     async def scenario():
         sa, sb = await connect(a.url("/eval")), await connect(b.url("/eval"))
@@ -398,9 +399,7 @@ def test_a_stopped_redis_times_out_remote_calls_and_local_ones_go_on(wsgate, red
 
 def test_topics_span_the_nodes(wsgate, redis):
     store = redis()
-    a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
-    b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
-    wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two nodes")
+    a, b = two_nodes(wsgate, store)
 
     async def scenario():
         sockets = [await connect(n.url("/eval")) for n in (a, a, b, b)]
