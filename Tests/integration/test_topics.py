@@ -149,6 +149,9 @@ def test_subscriptions_unsubscribe_and_leaving_on_close(server):
     ('Websocket.publish{topic = "t", message = {}}', 400, "message must be a string"),
     ('Websocket.publish{topic = "t", message = "x", type = "data-binary"}', 400, "base64"),
     ('Websocket.subscribers{}', 400, "topic is required"),
+    ('Websocket.subscribe(5)', 400, "argument must be a table"),
+    ('Websocket.subscriptions(5)', 400, "argument must be a table"),
+    ('Websocket.unsubscribe(true)', 400, "argument must be a table"),
 ])
 def test_errors(server, call, status, fragment):
     async def main():

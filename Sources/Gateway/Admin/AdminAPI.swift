@@ -84,7 +84,7 @@ final class AdminAPI {
             calls.callAll(.list) { [self] result in
                 switch result {
                 case .failure(let failure): later(failed(failure))
-                case .success(let replies): later(list(local + replies.flatMap { ScriptAPI.lines($0.payload) }))
+                case .success(let replies): later(list(local + replies.flatMap { NodeMessage.lines($0.payload) }))
                 }
             }
             return nil
@@ -107,25 +107,30 @@ final class AdminAPI {
         guard path.hasPrefix(AdminAPI.prefix + "/") else { return text(404, "no such path\n") }
         let id = URLComponentsDecoding.percentDecode(path.dropFirst(AdminAPI.prefix.count + 1), plusAsSpace: false)
         guard !id.isEmpty, !id.contains("/") else { return text(404, "no such path\n") }
-        if let calls = worker.remoteCalls, let node = calls.remoteNode(of: id) {
-            return remote(head, body, socket: id, on: node, calls: calls, later: later)
-        }
+        let done = { (failure: ServiceFailure?) -> Answer in failure.map(self.failed) ?? (204, [], []) }
         if head.methodIs("POST") {
             switch message(head, body) {
             case .failure(let failure): return failed(failure)
             case .success(let opcode):
-                let failure = body.withUnsafeBytes { worker.owners.send(to: .socket(id), opcode, $0) }
-                return failure.map(failed) ?? (204, [], [])
+                let answer = body.withUnsafeBytes { worker.owners.send(to: id, opcode, $0) { later(done($0)) } }
+                if case .now(let failure) = answer { return done(failure) }
+                return nil
             }
         }
         if head.methodIs("GET") {
-            switch worker.owners.info(id) {
-            case .failure(let failure): return failed(failure)
-            case .success(let info): return json(AdminAPI.describe(info))
+            let described = { [self] (description: Result<OwnerPath.Description, ServiceFailure>) -> Answer in
+                switch description {
+                case .failure(let failure): return failed(failure)
+                case .success(.here(let info)): return json(AdminAPI.describe(info))
+                case .success(.json(let fields)): return json(String(decoding: fields, as: UTF8.self))
+                }
             }
+            if case .now(let description) = worker.owners.describe(id, forAdmin: true, then: { later(described($0)) }) { return described(description) }
+            return nil
         }
         if head.methodIs("DELETE") {
-            return worker.owners.close(.socket(id)).map(failed) ?? (204, [], [])
+            if case .now(let failure) = worker.owners.close(id, then: { later(done($0)) }) { return done(failure) }
+            return nil
         }
         return methodNotAllowed("GET, POST, DELETE")
     }
@@ -146,35 +151,6 @@ final class AdminAPI {
         case .notFound(let why): return text(410, why + "\n")
         default: return text(failure.status, failure.message + "\n")
         }
-    }
-
-    /// A socket of another node: its node answers, as it would answer a local request.
-    private func remote(_ head: HTTPRequestHead, _ body: [UInt8], socket id: String, on node: String, calls: RemoteCalls,
-                        later: @escaping (Answer) -> Void) -> Answer? {
-        var request: NodeMessage
-        if head.methodIs("POST") {
-            switch message(head, body) {
-            case .failure(let failure): return failed(failure)
-            case .success(let opcode):
-                request = calls.request(.send)
-                (request.opcode, request.payload) = (opcode.rawValue, body)
-            }
-        } else if head.methodIs("GET") {
-            request = calls.request(.describe)
-        } else if head.methodIs("DELETE") {
-            request = calls.request(.close)
-        } else {
-            return methodNotAllowed("GET, POST, DELETE")
-        }
-        request.socket = id
-        let describing = head.methodIs("GET")
-        calls.call(request, to: node) { [self] result in
-            switch result.flatMap({ reply in reply.outcome }) {
-            case .failure(let failure): later(failed(failure))
-            case .success(let payload): later(describing ? json(String(decoding: payload, as: UTF8.self)) : (204, [], []))
-            }
-        }
-        return nil
     }
 
     static func describe(_ info: ConnectionInfo) -> String {

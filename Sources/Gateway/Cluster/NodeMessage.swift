@@ -94,6 +94,11 @@ struct NodeMessage: Equatable {
         return reply
     }
 
+    /// A payload that is a list, one item a line (socket ids, topics).
+    static func lines(_ payload: [UInt8]) -> [String] {
+        payload.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
+    }
+
     /// A reply's outcome as the caller gets it.
     var outcome: Result<[UInt8], ServiceFailure> {
         guard status != 0 else { return .success(payload) }

@@ -249,9 +249,7 @@ enum ScriptAPI {
             let worker = worker(L)
             let local = worker.shared.registry.all().map(\.info.socketId)
             guard worker.remoteCalls != nil else { return pushList(L, local) }
-            return waitForAllNodes(L, worker, .list) { L, replies in
-                pushList(L, local + replies.flatMap { $0.payload.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) } })
-            }
+            return waitForAllNodes(L, worker, .list) { L, replies in pushList(L, local + replies.flatMap { NodeMessage.lines($0.payload) }) }
         }
     }
 
@@ -267,19 +265,30 @@ enum ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
                 let worker = worker(L)
-                if let node = worker.remoteCalls?.remoteNode(of: id) { return remoteInfo(L, worker, socket: id, on: node) }
-                let info: ConnectionInfo
-                switch worker.owners.info(id) {
-                case .failure(let failure): return push(L, failure)
-                case .success(let value): info = value
+                let later = LaterAnswer(L, worker.runner)
+                switch worker.owners.describe(id, forAdmin: false, then: later?.then(pushDescription)) {
+                case .now(let description): return pushDescription(L, description)
+                case .later: return later?.wait(L) ?? -1
                 }
-                let table = LuaTable(pushedOn: L, fields: 9)
-                pushInfoFields(table, info)
-                table.set("type", literal: "open")
-                table.set("timestamp", Int(info.openedAt))
-                return 1
             }
         }
+    }
+
+    /// `Websocket.info`'s table: the socket's fields and `type = "open"`.
+    private static func pushDescription(_ L: OpaquePointer, _ description: Result<OwnerPath.Description, ServiceFailure>) -> Int32 {
+        switch description {
+        case .failure(let failure):
+            return push(L, failure)
+        case .success(.here(let info)):
+            let table = LuaTable(pushedOn: L, fields: 10)
+            pushInfoFields(table, info)
+            table.set("timestamp", Int(info.openedAt))
+        case .success(.json(let fields)):
+            if fields.withUnsafeBytes({ JSONBridge.decode(L, $0) }) != nil { return push(L, .badGateway("the owner's answer is not JSON")) }
+        }
+        lua_pushswift(L, "open")
+        lua_setfield(L, -2, "type")
+        return 1
     }
 
     private static let websocketSend: lua_CFunction = { L in
@@ -303,19 +312,14 @@ enum ScriptAPI {
             guard let message = lua_bytes(L, -1) else {
                 return push(L, .badRequest("message must be a string (encode tables with to_json)"))
             }
-            if let node = worker.remoteCalls?.remoteNode(of: id) {
-                var request = worker.remoteCalls!.request(.send)
-                request.socket = id
-                switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload in
-                    request.opcode = opcode.rawValue
-                    request.payload = Array(payload)
-                }) {
-                case .failure(let failure): return push(L, failure)
-                case .success: return waitForNode(L, worker, request, to: node) { _, _ in 0 }
-                }
+            let later = LaterAnswer(L, worker.runner)
+            switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload in
+                worker.owners.send(to: id, opcode, payload, then: later?.then(pushOutcome))
+            }) {
+            case .failure(let failure): return push(L, failure)
+            case .success(.now(let failure)): return pushOutcome(L, failure)
+            case .success(.later): return later?.wait(L) ?? -1
             }
-            if let failure = send(type: type, message: message, to: .socket(id), from: worker) { return push(L, failure) }
-            return 0
         }
     }
 
@@ -325,13 +329,11 @@ enum ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
                 let worker = worker(L)
-                if let node = worker.remoteCalls?.remoteNode(of: id) {
-                    var request = worker.remoteCalls!.request(.close)
-                    request.socket = id
-                    return waitForNode(L, worker, request, to: node) { _, _ in 0 }
+                let later = LaterAnswer(L, worker.runner)
+                switch worker.owners.close(id, then: later?.then(pushOutcome)) {
+                case .now(let failure): return pushOutcome(L, failure)
+                case .later: return later?.wait(L) ?? -1
                 }
-                if let failure = worker.owners.close(.socket(id)) { return push(L, failure) }
-                return 0
             }
         }
     }

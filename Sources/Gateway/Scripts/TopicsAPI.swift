@@ -21,45 +21,39 @@ extension ScriptAPI {
     }
 
     private static func socketArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
+        guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
         guard case .success(let id?) = optionalString(L, "socket_id") else { return .failure(.badRequest("socket_id is required and must be a string")) }
         return .success(id)
     }
 
-    /// A topic operation on a socket: `local` answers for this node's, another node answers for its own.
-    private static func onSocket(_ L: OpaquePointer, _ operation: NodeMessage.Operation, topic: String,
-                                 local: (Worker, String) -> Int32, remote: @escaping (OpaquePointer, NodeMessage) -> Int32) -> Int32 {
-        let worker = worker(L)
-        switch socketArgument(L) {
-        case .failure(let failure): return push(L, failure)
-        case .success(let id):
-            guard let calls = worker.remoteCalls, let node = calls.remoteNode(of: id) else { return local(worker, id) }
-            var request = calls.request(operation)
-            request.socket = id
-            request.topic = topic
-            return waitForNode(L, worker, request, to: node, answer: remote)
-        }
-    }
-
     static let websocketSubscribe: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            switch topicArgument(L) {
-            case .failure(let failure): return push(L, failure)
-            case .success(let topic):
-                return onSocket(L, .subscribe, topic: topic, local: { worker, id in
-                    worker.owners.subscribe(id, topic: topic).map { push(L, $0) } ?? 0
-                }, remote: { _, _ in 0 })
+            let worker = worker(L)
+            switch (topicArgument(L), socketArgument(L)) {
+            case (.failure(let failure), _), (_, .failure(let failure)):
+                return push(L, failure)
+            case (.success(let topic), .success(let id)):
+                let later = LaterAnswer(L, worker.runner)
+                switch worker.owners.subscribe(id, topic: topic, then: later?.then(pushOutcome)) {
+                case .now(let failure): return pushOutcome(L, failure)
+                case .later: return later?.wait(L) ?? -1
+                }
             }
         }
     }
 
     static let websocketUnsubscribe: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
-            switch topicArgument(L) {
-            case .failure(let failure): return push(L, failure)
-            case .success(let topic):
-                return onSocket(L, .unsubscribe, topic: topic, local: { worker, id in
-                    worker.owners.unsubscribe(id, topic: topic).map { push(L, $0) } ?? 0
-                }, remote: { _, _ in 0 })
+            let worker = worker(L)
+            switch (topicArgument(L), socketArgument(L)) {
+            case (.failure(let failure), _), (_, .failure(let failure)):
+                return push(L, failure)
+            case (.success(let topic), .success(let id)):
+                let later = LaterAnswer(L, worker.runner)
+                switch worker.owners.unsubscribe(id, topic: topic, then: later?.then(pushOutcome)) {
+                case .now(let failure): return pushOutcome(L, failure)
+                case .later: return later?.wait(L) ?? -1
+                }
             }
         }
     }
@@ -67,12 +61,23 @@ extension ScriptAPI {
     static let websocketSubscriptions: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             guard lua_type(L, 1) == LUA_TTABLE else { return push(L, .badRequest("argument must be a table")) }
-            return onSocket(L, .subscriptions, topic: "", local: { worker, id in
-                switch worker.owners.subscriptions(id) {
-                case .failure(let failure): return push(L, failure)
-                case .success(let topics): return pushList(L, topics)
+            let worker = worker(L)
+            switch socketArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let id):
+                let later = LaterAnswer(L, worker.runner)
+                switch worker.owners.subscriptions(id, then: later?.then(pushTopics)) {
+                case .now(let topics): return pushTopics(L, topics)
+                case .later: return later?.wait(L) ?? -1
                 }
-            }, remote: { L, reply in pushList(L, lines(reply.payload)) })
+            }
+        }
+    }
+
+    private static func pushTopics(_ L: OpaquePointer, _ topics: Result<[String], ServiceFailure>) -> Int32 {
+        switch topics {
+        case .failure(let failure): return push(L, failure)
+        case .success(let list): return pushList(L, list)
         }
     }
 
@@ -85,7 +90,7 @@ extension ScriptAPI {
                 let local = worker.shared.topics.subscribers(of: topic).map(\.info.socketId)
                 guard worker.remoteCalls != nil else { return pushList(L, local.sorted()) }
                 return waitForAllNodes(L, worker, .subscribers, topic: topic) { L, replies in
-                    pushList(L, (local + replies.flatMap { lines($0.payload) }).sorted())
+                    pushList(L, (local + replies.flatMap { NodeMessage.lines($0.payload) }).sorted())
                 }
             }
         }
@@ -122,21 +127,15 @@ extension ScriptAPI {
                     return 1
                 }
                 // The other nodes' subscribers: a node that does not answer in time counts none.
-                worker.runner.suspendRun(L) { [unowned worker] run, wait in
-                    calls.publish(request) { [weak run] remote in
-                        guard let run else { return }
-                        worker.runner.resume(run, wait: wait) { thread in
-                            lua_pushinteger(thread, lua_Integer(delivered + remote))
-                            return 1
-                        }
+                guard let later = LaterAnswer(L, worker.runner) else { return -1 }
+                calls.publish(request) { remote in
+                    later.answer { L in
+                        lua_pushinteger(L, lua_Integer(delivered + remote))
+                        return 1
                     }
                 }
-                return -1
+                return later.wait(L)
             }
         }
-    }
-
-    static func lines(_ payload: [UInt8]) -> [String] {
-        payload.split(separator: UInt8(ascii: "\n")).map { String(decoding: $0, as: UTF8.self) }
     }
 }

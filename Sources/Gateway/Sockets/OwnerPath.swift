@@ -11,9 +11,11 @@ enum SocketRef {
 /// goes through it, so every caller gets the same answers: unknown or closing → 404, a send queue
 /// over half of limits.sendQueueBytes → 429, an outbound connection that is not open → 503.
 ///
-/// The owner is this loop (act at once) or another loop of this process (through its mailbox,
-/// where the socket is looked up again: it may have closed meanwhile). `Owner` is the seam where a
-/// remote node comes in.
+/// The owner is this loop (act at once), another loop of this process (through its mailbox, where
+/// the socket is looked up again: it may have closed meanwhile), or, in a cluster, another node
+/// (the socket id names it). The calls by socket id that take a `then` answer `.now` for a socket
+/// of this node and `.later`, through `then` on this loop, for another node's; the calls without
+/// one act on this node's sockets only.
 struct OwnerPath {
     /// The calling loop.
     let worker: Worker
@@ -189,4 +191,89 @@ extension Worker {
     }
 
     var owners: OwnerPath { OwnerPath(worker: self) }
+}
+
+/// How an operation on a socket is answered: at once, or later through the caller's `then`.
+enum OwnerAnswer<T> {
+    case now(T)
+    case later
+}
+
+/// The calls that reach a socket on whichever node owns it. A nil `then` means the caller cannot
+/// wait: nothing is sent to another node, and the answer is `.later` (the caller raises its error).
+extension OwnerPath {
+    /// The node that owns the socket, when it is another node of the cluster.
+    private func remoteNode(of socketId: String) -> String? {
+        worker.remoteCalls?.remoteNode(of: socketId)
+    }
+
+    /// Asks `node` for `operation` on `socketId`; `done` gets the owner's answer.
+    private func ask(_ node: String, _ operation: NodeMessage.Operation, socket socketId: String,
+                     _ fill: (inout NodeMessage) -> Void = { _ in }, _ done: @escaping (Result<[UInt8], ServiceFailure>) -> Void) {
+        guard let calls = worker.remoteCalls else { return }
+        var request = calls.request(operation)
+        request.socket = socketId
+        fill(&request)
+        calls.call(request, to: node) { done($0.flatMap(\.outcome)) }
+    }
+
+    func send(to socketId: String, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer,
+              then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
+        guard let node = remoteNode(of: socketId) else { return .now(send(to: .socket(socketId), opcode, payload)) }
+        guard let then else { return .later }
+        let bytes = Array(payload)
+        ask(node, .send, socket: socketId, { ($0.opcode, $0.payload) = (opcode.rawValue, bytes) }) { then($0.failure) }
+        return .later
+    }
+
+    func close(_ socketId: String, then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
+        guard let node = remoteNode(of: socketId) else { return .now(close(.socket(socketId))) }
+        guard let then else { return .later }
+        ask(node, .close, socket: socketId) { then($0.failure) }
+        return .later
+    }
+
+    /// What a socket's upgrade established: its `ConnectionInfo` here, or the JSON another node
+    /// sent (the fields scripts get, or with `forAdmin` the management API's description).
+    enum Description {
+        case here(ConnectionInfo)
+        case json([UInt8])
+    }
+
+    func describe(_ socketId: String, forAdmin: Bool,
+                  then: ((Result<Description, ServiceFailure>) -> Void)?) -> OwnerAnswer<Result<Description, ServiceFailure>> {
+        guard let node = remoteNode(of: socketId) else { return .now(info(socketId).map { .here($0) }) }
+        guard let then else { return .later }
+        ask(node, forAdmin ? .describe : .info, socket: socketId) { then($0.map { .json($0) }) }
+        return .later
+    }
+
+    func subscribe(_ socketId: String, topic: String, then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
+        guard let node = remoteNode(of: socketId) else { return .now(subscribe(socketId, topic: topic)) }
+        guard let then else { return .later }
+        ask(node, .subscribe, socket: socketId, { $0.topic = topic }) { then($0.failure) }
+        return .later
+    }
+
+    func unsubscribe(_ socketId: String, topic: String, then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
+        guard let node = remoteNode(of: socketId) else { return .now(unsubscribe(socketId, topic: topic)) }
+        guard let then else { return .later }
+        ask(node, .unsubscribe, socket: socketId, { $0.topic = topic }) { then($0.failure) }
+        return .later
+    }
+
+    func subscriptions(_ socketId: String,
+                       then: ((Result<[String], ServiceFailure>) -> Void)?) -> OwnerAnswer<Result<[String], ServiceFailure>> {
+        guard let node = remoteNode(of: socketId) else { return .now(subscriptions(socketId)) }
+        guard let then else { return .later }
+        ask(node, .subscriptions, socket: socketId) { then($0.map(NodeMessage.lines)) }
+        return .later
+    }
+}
+
+extension Result where Failure == ServiceFailure {
+    var failure: ServiceFailure? {
+        if case .failure(let failure) = self { return failure }
+        return nil
+    }
 }
