@@ -509,3 +509,40 @@ def test_the_management_api_of_any_node_reaches_every_node(wsgate, redis):
     assert published == (200, b'{"delivered":1}') and got_topic == "to the topic"
     assert gone[0] == 410
     assert deleted == (204, b"") and code[0] == 1000
+
+
+def test_after_redis_restarts_empty_topics_and_nodes_come_back_and_a_late_node_joins(wsgate, redis):
+    store = redis()
+    a, b = two_nodes(wsgate, store)
+
+    async def scenario():
+        sub, pub = await connect(b.url("/eval")), await connect(a.url("/eval"))
+        sub_id = await recv(sub)
+        await recv(pub)
+        try:
+            await _ask(pub, f'Websocket.subscribe{{socket_id = "{sub_id}", topic = "after"}}')
+            store.restart_empty()
+            wait_until(lambda: store.command("ZCARD", "wsgate:nodes") == 2, timeout=10, what="both nodes registered again")
+            # Node b listens on the topic's channel again: a publication from node a reaches it.
+            deadline = time.monotonic() + 10
+            while (count := await _ask(pub, 'Websocket.publish{topic = "after", message = "again"}')) != 1:
+                assert time.monotonic() < deadline, f"publish counted {count}"
+                await asyncio.sleep(0.1)
+            got, _ = await recv_until(sub, lambda m: m == "again")
+            # A third node started now sees the others' sockets.
+            c = wsgate(SCRIPTS, cluster_config(store, nodeId="nodec"))
+            wait_until(lambda: metric(c, "wsgate_cluster_nodes") == 3, what="three nodes")
+            async with connect(c.url("/eval")) as on_c:
+                await recv(on_c)
+                listed = await _ask(on_c, "Websocket.list()")
+                sent = await _ask(on_c, f'Websocket.send{{socket_id = "{sub_id}", message = "from c"}}')
+                from_c = await recv(sub)
+            return sub_id, got, listed, sent, from_c
+        finally:
+            await sub.close()
+            await pub.close()
+
+    sub_id, got, listed, sent, from_c = run(scenario())
+    assert got == "again"
+    assert len(listed) == 3 and sub_id in listed, listed
+    assert (sent, from_c) == ("<nil>", "from c")
