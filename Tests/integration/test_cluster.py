@@ -14,7 +14,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsgate_support import (ECHO_SCRIPT, HOST, close_code, connect, free_port, http_get, recv, recv_json, recv_until,
+from wsgate_support import (ECHO_SCRIPT, HOST, FreezingProxy, close_code, connect, free_port, http_get, recv, recv_json, recv_until,
                             run, run_until_exit, wait_until)
 
 EVAL = """
@@ -546,3 +546,37 @@ def test_after_redis_restarts_empty_topics_and_nodes_come_back_and_a_late_node_j
     assert got == "again"
     assert len(listed) == 3 and sub_id in listed, listed
     assert (sent, from_c) == ("<nil>", "from c")
+
+
+def test_a_wedged_subscriber_connection_is_found_by_its_probe_and_replaced(wsgate, redis):
+    store = redis()
+    proxy = FreezingProxy(store.port).start()
+    try:
+        a = wsgate(SCRIPTS, cluster_config(store, nodeId="nodea"))
+        b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb", redis=proxy.url))
+        wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2 and proxy.subscribers_seen == 1, what="node b subscribed")
+
+        async def scenario():
+            on_a, on_b = await connect(a.url("/eval")), await connect(b.url("/eval"))
+            ida = await recv(on_a)
+            await recv(on_b)
+            try:
+                proxy.freeze_subscribers()
+                # Node b's requests go out, but nothing reaches its subscriber: its calls time out.
+                frozen = await _ask(on_b, f'(function() local e = Websocket.send{{socket_id = "{ida}", message = "x"}} return e.status end)()')
+                deadline = time.monotonic() + 10
+                while (again := await _ask(on_b, f'Websocket.send{{socket_id = "{ida}", message = "y"}}')) != "<nil>":
+                    assert time.monotonic() < deadline, again
+                    await asyncio.sleep(0.1)
+                got, _ = await recv_until(on_a, lambda m: m == "y")
+                return frozen, got
+            finally:
+                await on_a.close()
+                await on_b.close()
+
+        frozen, got = run(scenario())
+        assert frozen == 504 and got == "y"
+        assert proxy.subscribers_seen == 2, "a second subscriber connection replaced the wedged one"
+        assert "no probe came back" in b.log()
+    finally:
+        proxy.stop()

@@ -27,7 +27,7 @@ from .http import (RawResponse, accept_for, build_request, http_get, https_get, 
 from .pki import TestPKI, peer_serial, tls_server_context
 from .process import (LIVE_SERVERS, Server, command, free_port, require_binary, run_until_exit, start_server,
                       wait_exit, write_config, write_endpoints, wsgate_bin)
-from .redis import RedisServer
+from .redis import FreezingProxy, RedisServer
 from .resources import RssWatchdog, open_fds, raise_nofile, rss_kib
 from .upstream import SilentListener, Upstream, UpstreamPeer
 from .waiting import wait_until
@@ -44,7 +44,7 @@ __all__ = [
     "TestPKI", "peer_serial", "tls_server_context",
     "LIVE_SERVERS", "Server", "command", "free_port", "require_binary", "run_until_exit", "start_server",
     "wait_exit", "write_config", "write_endpoints", "wsgate_bin",
-    "RedisServer",
+    "FreezingProxy", "RedisServer",
     "RssWatchdog", "open_fds", "raise_nofile", "rss_kib",
     "SilentListener", "Upstream", "UpstreamPeer",
     "wait_until",

@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -136,3 +137,82 @@ def _parse(data: bytes, at: int):
             items.append(item)
         return items, after
     raise ValueError(f"not RESP: {data[at:at + 20]!r}")
+
+
+class FreezingProxy:
+    """A TCP proxy in front of Redis that can freeze the subscriber connections: what Redis sends
+    them stops coming through, and nothing fails (a wedged connection, as behind a stuck NAT).
+    A connection is a subscriber once the client has sent SUBSCRIBE on it."""
+
+    def __init__(self, upstream_port: int):
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.states: list[dict] = []
+        self.subscribers_seen = 0
+        self._stop = False
+        self._threads = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}"
+
+    def start(self) -> "FreezingProxy":
+        self._spawn(self._accept)
+        return self
+
+    def _spawn(self, target, *args):
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _accept(self):
+        self.listener.settimeout(0.2)
+        while not self._stop:
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            server = socket.create_connection((HOST, self.upstream_port))
+            state = {"subscriber": False, "frozen": False}
+            self.states.append(state)
+            self._spawn(self._pump, client, server, state, True)
+            self._spawn(self._pump, server, client, state, False)
+
+    def _pump(self, source, target, state, upstream):
+        source.settimeout(0.2)
+        while not self._stop:
+            try:
+                data = source.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            if upstream and b"SUBSCRIBE" in data.upper() and not state["subscriber"]:
+                state["subscriber"] = True
+                self.subscribers_seen += 1
+            if not upstream and state["frozen"]:
+                continue  # swallowed: the wedge
+            try:
+                target.sendall(data)
+            except OSError:
+                break
+        for s in (source, target):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def freeze_subscribers(self):
+        """Freezes the subscriber connections open now; later ones go through."""
+        for state in self.states:
+            if state["subscriber"]:
+                state["frozen"] = True
+
+    def stop(self):
+        self._stop = True
+        self.listener.close()
