@@ -38,8 +38,8 @@ end
 SCRIPTS = {"eval.lua": EVAL, "counter.lua": COUNTER, "echo.lua": ECHO_SCRIPT}
 
 
-def cluster_config(redis, **overrides):
-    cluster = {"redis": redis.url, "heartbeatMs": 200, "nodeTimeoutMs": 1000, "requestTimeoutMs": 300, **overrides}
+def cluster_config(store, **overrides):
+    cluster = {"redis": store.url, "heartbeatMs": 200, "nodeTimeoutMs": 1000, "requestTimeoutMs": 300, **overrides}
     return {"rateLimit": {"messagesPerSecond": 0}, "metrics": {"public": True}, "cluster": cluster}
 
 
