@@ -47,7 +47,7 @@ final class HTTPClientRequestTests: XCTestCase {
     }
 
     func testTheManagementAPIsJSONAndTimes() {
-        XCTAssertEqual(AdminAPI.json("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"")
+        XCTAssertEqual(JSONText.quoted("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\u0001é\"")
         XCTAssertEqual(AdminAPI.iso8601(millis: 1_764_756_000_123), "2025-12-03T10:00:00.123Z")
         XCTAssertEqual(AdminAPI.iso8601(millis: 0), "1970-01-01T00:00:00.000Z")
     }

@@ -14,8 +14,8 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsgate_support import (ECHO_SCRIPT, HOST, FreezingProxy, close_code, connect, free_port, http_get, recv, recv_json, recv_until,
-                            run, run_until_exit, wait_until)
+from wsgate_support import (ECHO_SCRIPT, HOST, FreezingProxy, close_code, connect, evaluate, free_port, http_get, recv,
+                            recv_json, recv_until, run, run_until_exit, wait_until)
 
 EVAL = """
 local w = websocketInfo
@@ -262,13 +262,6 @@ def test_bad_cluster_config_stops_start_up(tmp_path, cluster, fragment):
     assert fragment in stderr, stderr
 
 
-async def _ask(ws, expression):
-    await ws.send(expression)
-    reply = await recv_json(ws)
-    if reply["n"] == 0:
-        return "<nil>"
-    return reply["r"][0] if reply["n"] == 1 else reply["r"]
-
 
 def test_sockets_of_every_node_are_reached_from_any_node(wsgate, redis):
     store = redis()
@@ -278,15 +271,15 @@ def test_sockets_of_every_node_are_reached_from_any_node(wsgate, redis):
         sa, sb = await connect(a.url("/eval?from=a")), await connect(b.url("/eval?from=b"))
         ida, idb = await recv(sa), await recv(sb)
         try:
-            sent = await _ask(sa, f'Websocket.send{{socket_id = "{idb}", message = "hi from a"}}')
+            sent = await evaluate(sa, f'Websocket.send{{socket_id = "{idb}", message = "hi from a"}}')
             got = await recv(sb)
-            await _ask(sa, f'Websocket.send{{socket_id = "{idb}", type = "data-binary", message = "AAEC"}}')
+            await evaluate(sa, f'Websocket.send{{socket_id = "{idb}", type = "data-binary", message = "AAEC"}}')
             got_binary = await recv(sb)
-            info = await _ask(sa, f'(function() local i = Websocket.info{{socket_id = "{idb}"}} '
+            info = await evaluate(sa, f'(function() local i = Websocket.info{{socket_id = "{idb}"}} '
                                   f'return {{i.type, i.socket_id, i.route, i.uri, i.parameters.from, i.headers.host ~= nil, math.type(i.timestamp)}} end)()')
-            listed = await _ask(sa, "Websocket.list()")
-            missing = await _ask(sa, '(function() local e = Websocket.send{socket_id = "nodeb-0-999", message = "x"} return e.status end)()')
-            stranger = await _ask(sa, '(function() local e = Websocket.info{socket_id = "nodez-0-1"} return e.status .. " " .. e.error end)()')
+            listed = await evaluate(sa, "Websocket.list()")
+            missing = await evaluate(sa, '(function() local e = Websocket.send{socket_id = "nodeb-0-999", message = "x"} return e.status end)()')
+            stranger = await evaluate(sa, '(function() local e = Websocket.info{socket_id = "nodez-0-1"} return e.status .. " " .. e.error end)()')
             # Answered at once, a call works in a coroutine; one that must wait says why it cannot.
             await sa.send(f'(function() local ok, e = coroutine.resume(coroutine.create(function() '
                           f'return Websocket.send{{socket_id = "{ida}", message = "local"}} end)) '
@@ -294,7 +287,7 @@ def test_sockets_of_every_node_are_reached_from_any_node(wsgate, redis):
                           f'return Websocket.send{{socket_id = "{idb}", message = "x"}} end)) return {{ok, ok2, e2}} end)()')
             assert await recv(sa) == "local"
             in_coroutine = (await recv_json(sa))["r"][0]
-            closed = await _ask(sa, f'Websocket.close{{socket_id = "{idb}"}}')
+            closed = await evaluate(sa, f'Websocket.close{{socket_id = "{idb}"}}')
             code = None
             try:
                 await asyncio.wait_for(sb.recv(), 5)
@@ -346,13 +339,13 @@ def test_close_all_counts_every_node_and_a_dead_node_is_404(wsgate, redis):
         on_b, idb = await holder()
         on_a = await connect(a.url("/eval"))
         await recv(on_a)
-        before = await _ask(on_a, f'Websocket.send{{socket_id = "{idb}", message = "alive"}}')
+        before = await evaluate(on_a, f'Websocket.send{{socket_id = "{idb}", message = "alive"}}')
         assert await recv(on_b) == "alive"
         b.proc.send_signal(signal.SIGKILL)
         b.proc.wait(timeout=5)
         await asyncio.sleep(1.5)  # past nodeTimeoutMs
-        after = await _ask(on_a, f'(function() local e = Websocket.send{{socket_id = "{idb}", message = "x"}} return e.status end)()')
-        listed = await _ask(on_a, "#Websocket.list()")
+        after = await evaluate(on_a, f'(function() local e = Websocket.send{{socket_id = "{idb}", message = "x"}} return e.status end)()')
+        listed = await evaluate(on_a, "#Websocket.list()")
         await on_a.close()
         return before, after, listed
 
@@ -370,7 +363,7 @@ def test_a_stopped_redis_times_out_remote_calls_and_local_ones_go_on(wsgate, red
         try:
             store.pause()
             started = time.monotonic()
-            remote = await _ask(sa, f'(function() local e = Websocket.send{{socket_id = "{idb}", message = "x"}} return e.status end)()')
+            remote = await evaluate(sa, f'(function() local e = Websocket.send{{socket_id = "{idb}", message = "x"}} return e.status end)()')
             took = time.monotonic() - started
             await sa.send(f'Websocket.send{{socket_id = "{ida}", message = "to myself"}}')
             echoed = await recv(sa)
@@ -379,7 +372,7 @@ def test_a_stopped_redis_times_out_remote_calls_and_local_ones_go_on(wsgate, red
             store.resume()
             deadline = time.monotonic() + 10
             while True:
-                again = await _ask(sa, f'Websocket.send{{socket_id = "{idb}", message = "back"}}')
+                again = await evaluate(sa, f'Websocket.send{{socket_id = "{idb}", message = "back"}}')
                 if again == "<nil>" or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.1)
@@ -409,11 +402,11 @@ def test_topics_span_the_nodes(wsgate, redis):
         try:
             # Subscriptions made from node a, for sockets of both nodes.
             for socket_id in ids[:3]:
-                assert await _ask(publisher, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
-            assert await _ask(sockets[3], 'Websocket.subscribe{socket_id = "' + ids[3] + '", topic = "news"}') == "<nil>"
-            subscribers = await _ask(publisher, 'Websocket.subscribers{topic = "news"}')
-            of_b = await _ask(publisher, f'Websocket.subscriptions{{socket_id = "{ids[2]}"}}')
-            count = await _ask(publisher, 'Websocket.publish{topic = "news", message = "to all"}')
+                assert await evaluate(publisher, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
+            assert await evaluate(sockets[3], 'Websocket.subscribe{socket_id = "' + ids[3] + '", topic = "news"}') == "<nil>"
+            subscribers = await evaluate(publisher, 'Websocket.subscribers{topic = "news"}')
+            of_b = await evaluate(publisher, f'Websocket.subscriptions{{socket_id = "{ids[2]}"}}')
+            count = await evaluate(publisher, 'Websocket.publish{topic = "news", message = "to all"}')
             got = [await recv(ws) for ws in sockets]
             # A subscriber publishing gets its own message before the call's answer.
             await sockets[2].send('Websocket.publish{topic = "news", type = "data-binary", message = "AAE="}')
@@ -422,8 +415,8 @@ def test_topics_span_the_nodes(wsgate, redis):
             got_b = [await recv(ws) for ws in sockets if ws is not sockets[2]]
             # Node b leaves the topic's channel once its last subscriber goes.
             for socket_id in ids[2:]:
-                assert await _ask(publisher, f'Websocket.unsubscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
-            after = await _ask(publisher, 'Websocket.publish{topic = "news", message = "a only"}')
+                assert await evaluate(publisher, f'Websocket.unsubscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
+            after = await evaluate(publisher, 'Websocket.publish{topic = "news", message = "a only"}')
             got_after = [await recv(ws) for ws in sockets[:2]]
             # Only node a still listens on the topic's channel.
             numsub = lambda: store.command("PUBSUB", "NUMSUB", "wsgate:topic:news")  # noqa: E731
@@ -452,10 +445,10 @@ def test_publish_without_redis_still_reaches_local_subscribers(wsgate, redis):
         sub_id = await recv(sub)
         await recv(pub)
         try:
-            await _ask(pub, f'Websocket.subscribe{{socket_id = "{sub_id}", topic = "t"}}')
+            await evaluate(pub, f'Websocket.subscribe{{socket_id = "{sub_id}", topic = "t"}}')
             store.kill()
             await asyncio.sleep(0.2)
-            count = await _ask(pub, 'Websocket.publish{topic = "t", message = "local"}')
+            count = await evaluate(pub, 'Websocket.publish{topic = "t", message = "local"}')
             return count, await recv(sub)
         finally:
             await sub.close()
@@ -487,7 +480,7 @@ def test_the_management_api_of_any_node_reaches_every_node(wsgate, redis):
         on_b = await connect(b.url("/eval?x=1"))
         idb = await recv(on_b)
         try:
-            await _ask(on_b, f'Websocket.subscribe{{socket_id = "{idb}", topic = "ops"}}')
+            await evaluate(on_b, f'Websocket.subscribe{{socket_id = "{idb}", topic = "ops"}}')
             posted = admin("POST", f"/@connections/{idb}", b"pushed through node a")
             got = await recv(on_b)
             described = admin("GET", f"/@connections/{idb}")
@@ -520,12 +513,12 @@ def test_after_redis_restarts_empty_topics_and_nodes_come_back_and_a_late_node_j
         sub_id = await recv(sub)
         await recv(pub)
         try:
-            await _ask(pub, f'Websocket.subscribe{{socket_id = "{sub_id}", topic = "after"}}')
+            await evaluate(pub, f'Websocket.subscribe{{socket_id = "{sub_id}", topic = "after"}}')
             store.restart_empty()
             wait_until(lambda: store.command("ZCARD", "wsgate:nodes") == 2, timeout=10, what="both nodes registered again")
             # Node b listens on the topic's channel again: a publication from node a reaches it.
             deadline = time.monotonic() + 10
-            while (count := await _ask(pub, 'Websocket.publish{topic = "after", message = "again"}')) != 1:
+            while (count := await evaluate(pub, 'Websocket.publish{topic = "after", message = "again"}')) != 1:
                 assert time.monotonic() < deadline, f"publish counted {count}"
                 await asyncio.sleep(0.1)
             got, _ = await recv_until(sub, lambda m: m == "again")
@@ -534,8 +527,8 @@ def test_after_redis_restarts_empty_topics_and_nodes_come_back_and_a_late_node_j
             wait_until(lambda: metric(c, "wsgate_cluster_nodes") == 3, what="three nodes")
             async with connect(c.url("/eval")) as on_c:
                 await recv(on_c)
-                listed = await _ask(on_c, "Websocket.list()")
-                sent = await _ask(on_c, f'Websocket.send{{socket_id = "{sub_id}", message = "from c"}}')
+                listed = await evaluate(on_c, "Websocket.list()")
+                sent = await evaluate(on_c, f'Websocket.send{{socket_id = "{sub_id}", message = "from c"}}')
                 from_c = await recv(sub)
             return sub_id, got, listed, sent, from_c
         finally:
@@ -563,9 +556,9 @@ def test_a_wedged_subscriber_connection_is_found_by_its_probe_and_replaced(wsgat
             try:
                 proxy.freeze_subscribers()
                 # Node b's requests go out, but nothing reaches its subscriber: its calls time out.
-                frozen = await _ask(on_b, f'(function() local e = Websocket.send{{socket_id = "{ida}", message = "x"}} return e.status end)()')
+                frozen = await evaluate(on_b, f'(function() local e = Websocket.send{{socket_id = "{ida}", message = "x"}} return e.status end)()')
                 deadline = time.monotonic() + 10
-                while (again := await _ask(on_b, f'Websocket.send{{socket_id = "{ida}", message = "y"}}')) != "<nil>":
+                while (again := await evaluate(on_b, f'Websocket.send{{socket_id = "{ida}", message = "y"}}')) != "<nil>":
                     assert time.monotonic() < deadline, again
                     await asyncio.sleep(0.1)
                 got, _ = await recv_until(on_a, lambda m: m == "y")

@@ -12,7 +12,7 @@ import json
 import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from wsgate_support import (HOST, RawClient, connect, connect_on_every_loop, free_port, recv, recv_json, run,
+from wsgate_support import (HOST, RawClient, connect, connect_on_every_loop, evaluate, free_port, recv, recv_json, run,
                             socket_loop)
 
 # Data messages are Lua expressions evaluated with `me` (this socket's id); the reply is the result as JSON.
@@ -41,13 +41,6 @@ def server(wsgate_module, admin_port):
                                               "admin": {"port": admin_port, "token": TOKEN}}, workers=2)
 
 
-async def ask(ws, expression):
-    await ws.send(expression)
-    reply = await recv_json(ws)
-    if reply["n"] == 0:
-        return "<nil>"
-    return reply["r"][0] if reply["n"] == 1 else reply["r"]
-
 
 async def open_sockets(server, n):
     sockets = [await connect(server.url("/eval")) for _ in range(n)]
@@ -63,15 +56,15 @@ def test_publish_reaches_subscribers_on_every_loop(server):
         sockets, ids = [spread[i] for i in order], [spread_ids[i] for i in order]
         try:
             for ws in sockets[:4]:
-                assert await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"
-            assert await ask(sockets[0], 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"  # twice: harmless
-            subscribers = await ask(sockets[5], 'Websocket.subscribers{topic = "news"}')
-            count = await ask(sockets[5], 'Websocket.publish{topic = "news", message = "hello all"}')
+                assert await evaluate(ws, 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"
+            assert await evaluate(sockets[0], 'Websocket.subscribe{socket_id = me, topic = "news"}') == "<nil>"  # twice: harmless
+            subscribers = await evaluate(sockets[5], 'Websocket.subscribers{topic = "news"}')
+            count = await evaluate(sockets[5], 'Websocket.publish{topic = "news", message = "hello all"}')
             got = [await recv(ws) for ws in sockets[:4]]
-            binary = await ask(sockets[5], 'Websocket.publish{topic = "news", type = "data-binary", message = "%s"}'
+            binary = await evaluate(sockets[5], 'Websocket.publish{topic = "news", type = "data-binary", message = "%s"}'
                                % base64.b64encode(b"\x00\x01bin").decode())
             got_binary = [await recv(ws) for ws in sockets[:4]]
-            nobody = await ask(sockets[5], 'Websocket.publish{topic = "nobody-listens", message = "x"}')
+            nobody = await evaluate(sockets[5], 'Websocket.publish{topic = "nobody-listens", message = "x"}')
             return ids, subscribers, count, got, binary, got_binary, nobody
         finally:
             for ws in sockets:
@@ -98,10 +91,10 @@ def test_compressed_and_plain_subscribers_on_both_loops_get_the_same_message(ser
         subscribers = plain + deflate + [small]
         try:
             for ws in subscribers:
-                await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "big"}')
+                await evaluate(ws, 'Websocket.subscribe{socket_id = me, topic = "big"}')
             extensions = [ws.protocol.extensions for ws in subscribers]
             texts = ["%d %s" % (n, "a compressible line of text. " * 40) for n in range(3)]
-            counts = [await ask(publisher, 'Websocket.publish{topic = "big", message = "%s"}' % t) for t in texts]
+            counts = [await evaluate(publisher, 'Websocket.publish{topic = "big", message = "%s"}' % t) for t in texts]
             got = [[await recv(ws) for _ in texts] for ws in subscribers]
             return extensions, texts, counts, got, plain_ids + deflate_ids
         finally:
@@ -119,17 +112,17 @@ def test_subscriptions_unsubscribe_and_leaving_on_close(server):
     async def main():
         sockets, ids = await open_sockets(server, 2)
         a, b = sockets
-        await ask(a, 'Websocket.subscribe{socket_id = me, topic = "t2"}')
-        await ask(a, 'Websocket.subscribe{socket_id = me, topic = "t1"}')
-        mine = await ask(a, 'Websocket.subscriptions{socket_id = me}')
-        await ask(a, 'Websocket.unsubscribe{socket_id = me, topic = "t2"}')
-        after = await ask(a, 'Websocket.subscriptions{socket_id = me}')
+        await evaluate(a, 'Websocket.subscribe{socket_id = me, topic = "t2"}')
+        await evaluate(a, 'Websocket.subscribe{socket_id = me, topic = "t1"}')
+        mine = await evaluate(a, 'Websocket.subscriptions{socket_id = me}')
+        await evaluate(a, 'Websocket.unsubscribe{socket_id = me, topic = "t2"}')
+        after = await evaluate(a, 'Websocket.subscriptions{socket_id = me}')
         # b subscribes a (any script may subscribe any socket), then a closes.
-        await ask(b, f'Websocket.subscribe{{socket_id = "{ids[0]}", topic = "t3"}}')
+        await evaluate(b, f'Websocket.subscribe{{socket_id = "{ids[0]}", topic = "t3"}}')
         await a.close()
         await asyncio.sleep(0.2)
-        left = [await ask(b, f'Websocket.subscribers{{topic = "{t}"}}') for t in ("t1", "t3")]
-        gone = await ask(b, f'Websocket.subscriptions{{socket_id = "{ids[0]}"}}.status')
+        left = [await evaluate(b, f'Websocket.subscribers{{topic = "{t}"}}') for t in ("t1", "t3")]
+        gone = await evaluate(b, f'Websocket.subscriptions{{socket_id = "{ids[0]}"}}.status')
         await b.close()
         return mine, after, left, gone
 
@@ -157,7 +150,7 @@ def test_errors(server, call, status, fragment):
     async def main():
         sockets, _ = await open_sockets(server, 1)
         try:
-            return await ask(sockets[0], f'(function() local e = {call} return e.status .. "|" .. e.error end)()')
+            return await evaluate(sockets[0], f'(function() local e = {call} return e.status .. "|" .. e.error end)()')
         finally:
             await sockets[0].close()
 
@@ -175,12 +168,12 @@ def test_a_slow_subscriber_is_skipped_and_does_not_slow_the_others(wsgate):
         sockets, ids = await open_sockets(server, 3)
         publisher = sockets[0]
         for ws in sockets[1:]:
-            await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "firehose"}')
-        await ask(publisher, f'Websocket.subscribe{{socket_id = "{slow_id}", topic = "firehose"}}')
+            await evaluate(ws, 'Websocket.subscribe{socket_id = me, topic = "firehose"}')
+        await evaluate(publisher, f'Websocket.subscribe{{socket_id = "{slow_id}", topic = "firehose"}}')
         counts = []
         fast_received = 0
         for _ in range(60):
-            counts.append(await ask(publisher, 'Websocket.publish{topic = "firehose", message = string.rep("m", 60000)}'))
+            counts.append(await evaluate(publisher, 'Websocket.publish{topic = "firehose", message = string.rep("m", 60000)}'))
             for ws in sockets[1:]:
                 assert len(await recv(ws)) == 60000
                 fast_received += 1
@@ -202,7 +195,7 @@ def test_the_management_api_publishes(server, admin_port):
         sockets, ids = await open_sockets(server, 3)
         try:
             for ws in sockets:
-                await ask(ws, 'Websocket.subscribe{socket_id = me, topic = "ops/alerts"}')
+                await evaluate(ws, 'Websocket.subscribe{socket_id = me, topic = "ops/alerts"}')
             conn = http.client.HTTPConnection(HOST, admin_port, timeout=5)
             conn.request("POST", "/@topics/ops%2Falerts", body=b"disk full", headers={"Authorization": f"Bearer {TOKEN}"})
             response = conn.getresponse()

@@ -79,7 +79,7 @@ final class AdminAPI {
         if path == AdminAPI.prefix {
             guard head.methodIs("GET") else { return methodNotAllowed("GET") }
             let local = worker.shared.registry.all().map(\.info.socketId)
-            let list = { (ids: [String]) in self.json("[" + ids.sorted().map(AdminAPI.json).joined(separator: ",") + "]") }
+            let list = { (ids: [String]) in self.json("[" + ids.sorted().map(JSONText.quoted).joined(separator: ",") + "]") }
             guard let calls = worker.remoteCalls else { return list(local) }
             calls.callAll(.list) { [self] result in
                 switch result {
@@ -155,16 +155,16 @@ final class AdminAPI {
 
     static func describe(_ info: ConnectionInfo) -> String {
         let fields = [
-            ("socket_id", AdminAPI.json(info.socketId)),
-            ("route", AdminAPI.json(info.route)),
-            ("uri", AdminAPI.json(info.uri)),
-            ("connectedAt", AdminAPI.json(AdminAPI.iso8601(millis: info.openedAt))),
-            ("lastActiveAt", AdminAPI.json(AdminAPI.iso8601(millis: info.lastActiveMillis))),
-            ("identity", "{\"sourceIp\":\(AdminAPI.json(info.remoteAddress)),\"userAgent\":\(AdminAPI.json(info.request.header("user-agent") ?? ""))}"),
-            ("subprotocol", AdminAPI.json(info.subprotocol)),
+            ("socket_id", JSONText.quoted(info.socketId)),
+            ("route", JSONText.quoted(info.route)),
+            ("uri", JSONText.quoted(info.uri)),
+            ("connectedAt", JSONText.quoted(AdminAPI.iso8601(millis: info.openedAt))),
+            ("lastActiveAt", JSONText.quoted(AdminAPI.iso8601(millis: info.lastActiveMillis))),
+            ("identity", "{\"sourceIp\":\(JSONText.quoted(info.remoteAddress)),\"userAgent\":\(JSONText.quoted(info.request.header("user-agent") ?? ""))}"),
+            ("subprotocol", JSONText.quoted(info.subprotocol)),
             ("claims", info.claimsJSON),
         ]
-        return "{" + fields.map { "\(AdminAPI.json($0.0)):\($0.1)" }.joined(separator: ",") + "}"
+        return "{" + fields.map { "\(JSONText.quoted($0.0)):\($0.1)" }.joined(separator: ",") + "}"
     }
 
     private func text(_ status: Int, _ body: String) -> Answer {
@@ -177,23 +177,6 @@ final class AdminAPI {
 
     private func methodNotAllowed(_ allowed: String) -> Answer {
         (405, [("Allow", allowed), ("Content-Type", "text/plain; charset=utf-8")], Array("method not allowed\n".utf8))
-    }
-
-    /// A JSON string literal.
-    static func json(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
     }
 
     /// "2026-12-03T10:00:00.123Z".

@@ -34,14 +34,6 @@ public struct ClusterSettings: Equatable {
             guard let password = environment["REDIS_PASSWORD"], !password.isEmpty else { return nil }
             return password
         }
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw ConfigError(message: "config key \"cluster.passwordFile\": cannot read \(file)")
-        }
-        var password = String(decoding: data, as: UTF8.self)
-        while password.hasSuffix("\n") || password.hasSuffix("\r") { password.removeLast() }
-        guard !password.isEmpty, !password.contains("\n") else {
-            throw ConfigError(message: "config key \"cluster.passwordFile\": \(file) must hold one non-empty line")
-        }
-        return password
+        return try GatewayConfig.secret(inFile: file, key: "cluster.passwordFile")
     }
 }

@@ -119,15 +119,15 @@ extension ConnectionInfo {
         var headers: [String] = []
         var seen = Set<String>()
         for (name, value) in request.headers where seen.insert(name).inserted {
-            headers.append(AdminAPI.json(name) + ":" + AdminAPI.json(value))
+            headers.append(JSONText.quoted(name) + ":" + JSONText.quoted(value))
         }
         var parameters: [String] = []
         seen = []
         for (name, value) in self.parameters where seen.insert(name).inserted {
-            parameters.append(AdminAPI.json(name) + ":" + AdminAPI.json(value))
+            parameters.append(JSONText.quoted(name) + ":" + JSONText.quoted(value))
         }
-        return "{\"uri\":\(AdminAPI.json(uri)),\"route\":\(AdminAPI.json(route)),\"socket_id\":\(AdminAPI.json(socketId)),"
-            + "\"subprotocol\":\(AdminAPI.json(subprotocol)),\"extensions\":\(AdminAPI.json(extensions)),"
+        return "{\"uri\":\(JSONText.quoted(uri)),\"route\":\(JSONText.quoted(route)),\"socket_id\":\(JSONText.quoted(socketId)),"
+            + "\"subprotocol\":\(JSONText.quoted(subprotocol)),\"extensions\":\(JSONText.quoted(extensions)),"
             + "\"headers\":{\(headers.joined(separator: ","))},\"parameters\":{\(parameters.joined(separator: ","))},"
             + "\"claims\":\(claimsJSON),\"timestamp\":\(openedAt)}"
     }

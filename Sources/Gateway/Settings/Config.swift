@@ -300,15 +300,20 @@ extension GatewayConfig {
         guard adminToken == nil else {
             throw ConfigError(message: "config key \"admin.tokenFile\": give admin.token or admin.tokenFile, not both")
         }
+        return try GatewayConfig.secret(inFile: file, key: "admin.tokenFile")
+    }
+
+    /// A secret kept in a file: its one line, a trailing newline ignored.
+    static func secret(inFile file: String, key: String) throws(ConfigError) -> String {
         guard let data = FileManager.default.contents(atPath: file) else {
-            throw ConfigError(message: "config key \"admin.tokenFile\": cannot read \(file)")
+            throw ConfigError(message: "config key \"\(key)\": cannot read \(file)")
         }
-        var token = String(decoding: data, as: UTF8.self)
-        while token.hasSuffix("\n") || token.hasSuffix("\r") { token.removeLast() }
-        guard !token.isEmpty, !token.contains("\n") else {
-            throw ConfigError(message: "config key \"admin.tokenFile\": \(file) must hold one non-empty line")
+        var secret = String(decoding: data, as: UTF8.self)
+        while secret.hasSuffix("\n") || secret.hasSuffix("\r") { secret.removeLast() }
+        guard !secret.isEmpty, !secret.contains("\n") else {
+            throw ConfigError(message: "config key \"\(key)\": \(file) must hold one non-empty line")
         }
-        return token
+        return secret
     }
 }
 

@@ -42,9 +42,9 @@ struct LineLogHandler: LogHandler {
             return line + message.split(separator: "\n", omittingEmptySubsequences: false).joined(separator: " | ") + "\n"
         case .json:
             var line = "{\"ts\":\"" + stamp + "\",\"level\":\"" + Self.label(event.level).lowercased() + "\",\"msg\":"
-            Self.appendJSONString(message, to: &line)
-            if let socket { line += ",\"socket_id\":"; Self.appendJSONString(socket, to: &line) }
-            if let route { line += ",\"route\":"; Self.appendJSONString(route, to: &line) }
+            JSONText.append(message, to: &line)
+            if let socket { line += ",\"socket_id\":"; JSONText.append(socket, to: &line) }
+            if let route { line += ",\"route\":"; JSONText.append(route, to: &line) }
             return line + "}\n"
         }
     }
@@ -77,24 +77,5 @@ struct LineLogHandler: LogHandler {
     private static func pad(_ value: Int, _ width: Int) -> String {
         let digits = String(value)
         return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
-    }
-
-    private static let hex: [Character] = Array("0123456789abcdef")
-
-    static func appendJSONString(_ text: String, to line: inout String) {
-        line += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": line += "\\\""
-            case "\\": line += "\\\\"
-            case "\n": line += "\\n"
-            case "\r": line += "\\r"
-            case "\t": line += "\\t"
-            case _ where scalar.value < 0x20:
-                line += "\\u00" + String(hex[Int(scalar.value >> 4)]) + String(hex[Int(scalar.value & 0xF)])
-            default: line.unicodeScalars.append(scalar)
-            }
-        }
-        line += "\""
     }
 }

@@ -17,7 +17,7 @@ package (``from wsgate_support import X``); the modules are:
 """
 
 from .bystander import Bystander, report
-from .client import (as_object, close_code, connect, connect_on_every_loop, drain, recv, recv_json, recv_until, run,
+from .client import (as_object, close_code, connect, connect_on_every_loop, drain, evaluate, recv, recv_json, recv_until, run,
                      socket_loop)
 from .constants import ECHO_SCRIPT, HOST, READY_TIMEOUT, REPO_ROOT, STEP_TIMEOUT, TEST_TIMEOUT, WS_GUID
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient, ask, close_code_of,
@@ -34,7 +34,7 @@ from .waiting import wait_until
 
 __all__ = [
     "Bystander", "report",
-    "as_object", "close_code", "connect", "connect_on_every_loop", "drain", "recv", "recv_json", "recv_until",
+    "as_object", "close_code", "connect", "connect_on_every_loop", "drain", "evaluate", "recv", "recv_json", "recv_until",
     "run", "socket_loop",
     "ECHO_SCRIPT", "HOST", "READY_TIMEOUT", "REPO_ROOT", "STEP_TIMEOUT", "TEST_TIMEOUT", "WS_GUID",
     "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "RawClient", "ask", "close_code_of",

@@ -70,6 +70,17 @@ async def recv_json(ws, timeout: float = STEP_TIMEOUT):
     return json.loads(msg)
 
 
+async def evaluate(ws, expression: str):
+    """Sends a Lua expression to a socket whose script evaluates it and answers its results as
+    JSON ``{n=, r=}`` (the EVAL scripts of the tests); returns "<nil>" for no result, the result,
+    or the list of results."""
+    await ws.send(expression)
+    reply = await recv_json(ws)
+    if reply["n"] == 0:
+        return "<nil>"
+    return reply["r"][0] if reply["n"] == 1 else reply["r"]
+
+
 async def _recv_by(ws, deadline: float):
     """The next message; ``asyncio.TimeoutError`` once the loop's clock passes ``deadline``."""
     remaining = deadline - asyncio.get_running_loop().time()
