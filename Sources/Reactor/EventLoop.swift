@@ -23,7 +23,7 @@ public final class EventLoop {
     private var slots: [IOHandler?] = []
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
-    private var timers = TimerHeap()
+    private var timers = DeadlineHeap<() -> Void>()
     private var mailbox: [() -> Void] = []
     private let mailboxLock = Lock()
     /// Called once after every batch of events, timers and mailbox jobs: where batched writes are flushed.
@@ -96,7 +96,7 @@ public final class EventLoop {
     /// Runs `action` on this loop after `delayNanos`. Timers are not cancellable: the action checks
     /// whether it still applies.
     public func schedule(after delayNanos: UInt64, _ action: @escaping () -> Void) {
-        timers.push(deadline: now &+ delayNanos, action: action)
+        timers.push(now &+ delayNanos, action)
     }
 
     /// Runs for the life of the process.
@@ -129,7 +129,7 @@ public final class EventLoop {
             guard slot < slots.count, UInt64(generations[slot]) == event.token >> 32, let handler = slots[slot] else { continue }
             handler.ioReady(event.events)
         }
-        while let action = timers.popExpired(now: now) { action() }
+        while let due = timers.popDue(now: now) { due.value() }
         afterIteration?()
     }
 
@@ -154,48 +154,5 @@ public final class EventLoop {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
-    }
-}
-
-/// A binary min-heap of timer deadlines.
-struct TimerHeap {
-    private var entries: [(deadline: UInt64, seq: UInt64, action: () -> Void)] = []
-    private var seq: UInt64 = 0
-
-    var nextDeadline: UInt64? { entries.first?.deadline }
-
-    private func less(_ a: Int, _ b: Int) -> Bool {
-        entries[a].deadline != entries[b].deadline ? entries[a].deadline < entries[b].deadline : entries[a].seq < entries[b].seq
-    }
-
-    mutating func push(deadline: UInt64, action: @escaping () -> Void) {
-        seq += 1
-        entries.append((deadline, seq, action))
-        var i = entries.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard less(i, parent) else { break }
-            entries.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    mutating func popExpired(now: UInt64) -> (() -> Void)? {
-        guard let first = entries.first, first.deadline <= now else { return nil }
-        let last = entries.removeLast()
-        if !entries.isEmpty {
-            entries[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < entries.count && less(l, m) { m = l }
-                if r < entries.count && less(r, m) { m = r }
-                if m == i { break }
-                entries.swapAt(i, m)
-                i = m
-            }
-        }
-        return first.action
     }
 }

@@ -32,7 +32,7 @@ final class Keystore {
     private var entries: [String: Entry] = [:]
     /// (expiry, key) of keys with a TTL, earliest first; a key set again or deleted leaves a stale
     /// element that the sweep recognizes by its time.
-    private var expiries = ExpiryHeap()
+    private var expiries = DeadlineHeap<String>()
     private var bytes = 0
     private var limit: Int
 
@@ -66,7 +66,8 @@ final class Keystore {
                 expiries.push(expiresAt, key)
                 // Keys set again and again with a TTL leave stale elements: rebuild before they outgrow the keys.
                 if expiries.count > 2 * entries.count + 1024 {
-                    expiries = ExpiryHeap(entries.compactMap { $0.value.expiresAt != 0 ? ($0.value.expiresAt, $0.key) : nil })
+                    expiries = DeadlineHeap()
+                    for (key, entry) in entries where entry.expiresAt != 0 { expiries.push(entry.expiresAt, key) }
                 }
             }
             return true
@@ -159,48 +160,5 @@ final class Keystore {
     private func remove(_ key: String, _ entry: Entry) {
         entries[key] = nil
         bytes -= Keystore.cost(key, entry.value)
-    }
-}
-
-/// A binary min-heap of (time, key).
-private struct ExpiryHeap {
-    private var items: [(at: UInt64, key: String)] = []
-
-    init() {}
-
-    init(_ elements: [(UInt64, String)]) {
-        for (at, key) in elements { push(at, key) }
-    }
-
-    var count: Int { items.count }
-
-    mutating func push(_ at: UInt64, _ key: String) {
-        items.append((at, key))
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard items[i].at < items[parent].at else { break }
-            items.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    mutating func popDue(now: UInt64) -> (UInt64, String)? {
-        guard let first = items.first, first.at <= now else { return nil }
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < items.count && items[l].at < items[m].at { m = l }
-                if r < items.count && items[r].at < items[m].at { m = r }
-                guard m != i else { break }
-                items.swapAt(i, m)
-                i = m
-            }
-        }
-        return (first.at, first.key)
     }
 }
