@@ -24,6 +24,12 @@ final class NodeMessageTests: XCTestCase {
         XCTAssertEqual(payload, Array("{\"a\":1}".utf8))
     }
 
+    func testARequestWithIdZeroAsksForNoReply() {
+        let told = NodeMessage(kind: .request, operation: .publish, id: 0, node: "nodea", loop: 1)
+        XCTAssertEqual(NodeMessage(decoding: told.encoded())?.wantsReply, false)
+        XCTAssertEqual(NodeMessage(decoding: NodeMessage(kind: .request, operation: .publish, id: 1, node: "nodea", loop: 1).encoded())?.wantsReply, true)
+    }
+
     func testBytesThatAreNotAMessageAreRefused() {
         let good = NodeMessage(kind: .request, operation: .list, id: 1, node: "n", loop: 0).encoded()
         XCTAssertNil(NodeMessage(decoding: []))

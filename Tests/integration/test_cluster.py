@@ -56,11 +56,11 @@ def ev(server, *expressions):
     return run(main())
 
 
-def metric(server, name):
+def metric(server, name, **labels):
     _, _, body = http_get(server.port, "/metrics")
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == name:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return sample.value
     return None
 
@@ -436,6 +436,75 @@ def test_topics_span_the_nodes(wsgate, redis):
     wait_until(lambda: store.command("PUBSUB", "NUMSUB", "wsgate:topic:news") == [b"wsgate:topic:news", 0], what="the channel left")
 
 
+def test_an_uncounted_publish_does_not_wait_for_the_other_nodes_and_keeps_their_order(wsgate, redis):
+    store = redis()
+    a, b = two_nodes(wsgate, store)
+
+    async def scenario():
+        sub_a, sub_b, pub = [await connect(n.url("/eval")) for n in (a, b, a)]
+        ids = [await recv(ws) for ws in (sub_a, sub_b, pub)]
+        try:
+            for socket_id in ids[:2]:
+                await evaluate(pub, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "feed"}}')
+            counted = await evaluate(pub, 'Websocket.publish{topic = "feed", message = "counted"}')
+            got = [await recv(ws) for ws in (sub_a, sub_b)]
+            replies_before = (metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0)
+            # One run, 200 publications: each returns this node's count without yielding.
+            counts = await evaluate(pub, 'table.concat((function() local t = {} for i = 1, 200 do '
+                                         't[i] = Websocket.publish{topic = "feed", message = tostring(i), wait = false} end '
+                                         'return t end)(), ",")')
+            on_b = [await recv(sub_b) for _ in range(200)]
+            on_a = [await recv(sub_a) for _ in range(200)]
+            replies_after = (metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0)
+            bad = await evaluate(pub, 'Websocket.publish{topic = "feed", message = "x", wait = "no"}')
+            return counted, got, counts, on_a, on_b, replies_after - replies_before, bad
+        finally:
+            for ws in (sub_a, sub_b, pub):
+                await ws.close()
+
+    counted, got, counts, on_a, on_b, replies, bad = run(scenario())
+    assert counted == 2 and got == ["counted"] * 2
+    assert counts == ",".join(["1"] * 200)
+    assert on_b == [str(i) for i in range(1, 201)] and on_a == on_b
+    # Node b delivered without answering a count.
+    assert replies == 0
+    assert bad["status"] == 400 and bad["error"] == "wait must be a boolean"
+
+
+def test_an_unanswered_send_does_not_wait_for_the_owner_and_keeps_its_order(wsgate, redis):
+    store = redis()
+    a, b = two_nodes(wsgate, store)
+
+    async def scenario():
+        sender, receiver, gone = [await connect(n.url("/eval")) for n in (a, b, b)]
+        _, to, gone_id = [await recv(ws) for ws in (sender, receiver, gone)]
+        try:
+            await gone.close()
+            replies_before = metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0
+            sent = await evaluate(sender, 'table.concat((function() local t = {} for i = 1, 200 do '
+                                          f'local e = Websocket.send{{socket_id = "{to}", message = tostring(i), wait = false}} '
+                                          't[i] = e and e.status or "nil" end return t end)(), ",")')
+            got = [await recv(receiver) for _ in range(200)]
+            replies = (metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0) - replies_before
+            # What the owner finds is not reported; an unknown node is, and so are the argument rules.
+            to_closed = await evaluate(sender, f'Websocket.send{{socket_id = "{gone_id}", message = "x", wait = false}}')
+            to_unknown = await evaluate(sender, 'Websocket.send{socket_id = "nodez-0-1", message = "x", wait = false}')
+            bad = await evaluate(sender, f'Websocket.send{{socket_id = "{to}", message = "x", wait = 1}}')
+            answered_closed = await evaluate(sender, f'Websocket.send{{socket_id = "{gone_id}", message = "x"}}')
+            return sent, got, replies, to_closed, to_unknown, bad, answered_closed
+        finally:
+            for ws in (sender, receiver):
+                await ws.close()
+
+    sent, got, replies, to_closed, to_unknown, bad, answered_closed = run(scenario())
+    assert sent == ",".join(["nil"] * 200)
+    assert got == [str(i) for i in range(1, 201)]
+    assert replies == 0
+    assert to_closed == "<nil>" and answered_closed["status"] == 404
+    assert to_unknown["status"] == 404 and "not in the cluster" in to_unknown["error"]
+    assert bad["status"] == 400 and bad["error"] == "wait must be a boolean"
+
+
 def test_publish_without_redis_still_reaches_local_subscribers(wsgate, redis):
     store = redis()
     a = wsgate(SCRIPTS, cluster_config(store))
@@ -487,19 +556,29 @@ def test_the_management_api_of_any_node_reaches_every_node(wsgate, redis):
             listed = admin("GET", "/@connections")
             published = admin("POST", "/@topics/ops", b"to the topic")
             got_topic = await recv(on_b)
+            uncounted = admin("POST", "/@topics/ops?wait=false", b"not counted")
+            got_uncounted = await recv(on_b)
+            bad_wait = admin("POST", "/@topics/ops?wait=maybe", b"x")
+            told = admin("POST", f"/@connections/{idb}?wait=false", b"told")
+            got_told = await recv(on_b)
             gone = admin("POST", "/@connections/nodeb-0-999", b"x")
             deleted = admin("DELETE", f"/@connections/{idb}")
             code = await close_code(on_b)
-            return idb, posted, got, described, listed, published, got_topic, gone, deleted, code
+            return idb, posted, got, described, listed, published, got_topic, gone, deleted, code, uncounted, got_uncounted, bad_wait, told, got_told
         finally:
             await on_b.close()
 
-    idb, posted, got, described, listed, published, got_topic, gone, deleted, code = run(scenario())
+    idb, posted, got, described, listed, published, got_topic, gone, deleted, code, uncounted, got_uncounted, bad_wait, told, got_told = run(scenario())
     assert posted == (204, b"") and got == "pushed through node a"
     info = json.loads(described[1])
     assert described[0] == 200 and info["socket_id"] == idb and info["route"] == "/eval" and "connectedAt" in info
     assert listed[0] == 200 and idb in json.loads(listed[1])
     assert published == (200, b'{"delivered":1}') and got_topic == "to the topic"
+    # wait=false counts this node's deliveries only (none here); node b's subscriber still gets it.
+    assert uncounted == (200, b'{"delivered":0}') and got_uncounted == "not counted"
+    assert bad_wait == (400, b"wait must be true or false\n")
+    # On its way to node b, not confirmed: 202.
+    assert told == (202, b"") and got_told == "told"
     assert gone[0] == 410
     assert deleted == (204, b"") and code[0] == 1000
 

@@ -65,17 +65,21 @@ def test_publish_reaches_subscribers_on_every_loop(server):
                                % base64.b64encode(b"\x00\x01bin").decode())
             got_binary = [await recv(ws) for ws in sockets[:4]]
             nobody = await evaluate(sockets[5], 'Websocket.publish{topic = "nobody-listens", message = "x"}')
-            return ids, subscribers, count, got, binary, got_binary, nobody
+            # Outside a cluster every subscriber is local: wait=false changes nothing.
+            uncounted = await evaluate(sockets[5], 'Websocket.publish{topic = "news", message = "again", wait = false}')
+            got_uncounted = [await recv(ws) for ws in sockets[:4]]
+            return ids, subscribers, count, got, binary, got_binary, nobody, uncounted, got_uncounted
         finally:
             for ws in sockets:
                 await ws.close()
 
-    ids, subscribers, count, got, binary, got_binary, nobody = run(main())
+    ids, subscribers, count, got, binary, got_binary, nobody, uncounted, got_uncounted = run(main())
     assert sorted(subscribers) == sorted(ids[:4])
     assert len({socket_loop(i) for i in ids[:4]}) == 2, "subscribers on both loops"
     assert count == 4 and got == ["hello all"] * 4
     assert binary == 4 and got_binary == [b"\x00\x01bin"] * 4
     assert nobody == 0
+    assert uncounted == 4 and got_uncounted == ["again"] * 4
 
 
 def test_compressed_and_plain_subscribers_on_both_loops_get_the_same_message(server):
@@ -141,6 +145,7 @@ def test_subscriptions_unsubscribe_and_leaving_on_close(server):
     ('Websocket.publish{topic = "t", message = "\\xff"}', 400, "UTF-8"),
     ('Websocket.publish{topic = "t", message = {}}', 400, "message must be a string"),
     ('Websocket.publish{topic = "t", message = "x", type = "data-binary"}', 400, "base64"),
+    ('Websocket.publish{topic = "t", message = "x", wait = 0}', 400, "wait must be a boolean"),
     ('Websocket.subscribers{}', 400, "topic is required"),
     ('Websocket.subscribe(5)', 400, "argument must be a table"),
     ('Websocket.subscriptions(5)', 400, "argument must be a table"),

@@ -93,13 +93,22 @@ final class AdminAPI {
             let topic = URLComponentsDecoding.percentDecode(path.dropFirst(AdminAPI.topics.count + 1), plusAsSpace: false)
             guard head.methodIs("POST") else { return methodNotAllowed("POST") }
             if case .failure(let failure) = ScriptAPI.checkedTopic(topic) { return failed(failure) }
+            let wait: Bool
+            switch waitParameter(head) {
+            case .failure(let failure): return failed(failure)
+            case .success(let value): wait = value
+            }
             switch message(head, body) {
             case .failure(let failure): return failed(failure)
             case .success(let opcode):
                 let delivered = body.withUnsafeBytes { worker.owners.publish(topic, opcode, $0) }
                 guard let calls = worker.remoteCalls, worker.redis?.isUp == true else { return json("{\"delivered\":\(delivered)}") }
-                var request = calls.request(.publish)
+                var request = calls.request(.publish, answered: wait)
                 (request.topic, request.opcode, request.payload) = (topic, opcode.rawValue, body)
+                guard wait else {
+                    calls.publishUncounted(request)
+                    return json("{\"delivered\":\(delivered)}")
+                }
                 calls.publish(request) { [self] remote in later(json("{\"delivered\":\(delivered + remote)}")) }
                 return nil
             }
@@ -109,8 +118,17 @@ final class AdminAPI {
         guard !id.isEmpty, !id.contains("/") else { return text(404, "no such path\n") }
         let done = { (failure: ServiceFailure?) -> Answer in failure.map(self.failed) ?? (204, [], []) }
         if head.methodIs("POST") {
+            let wait: Bool
+            switch waitParameter(head) {
+            case .failure(let failure): return failed(failure)
+            case .success(let value): wait = value
+            }
             switch message(head, body) {
             case .failure(let failure): return failed(failure)
+            case .success(let opcode) where !wait:
+                // On its way to another node, not yet delivered: 202.
+                let failure = body.withUnsafeBytes { worker.owners.sendUnanswered(to: id, opcode, $0) }
+                return failure.map(failed) ?? (worker.remoteCalls?.remoteNode(of: id) == nil ? (204, [], []) : (202, [], []))
             case .success(let opcode):
                 let answer = body.withUnsafeBytes { worker.owners.send(to: id, opcode, $0) { later(done($0)) } }
                 if case .now(let failure) = answer { return done(failure) }
@@ -133,6 +151,15 @@ final class AdminAPI {
             return nil
         }
         return methodNotAllowed("GET, POST, DELETE")
+    }
+
+    /// The `wait` query parameter of a POST: false asks it not to wait for another node's answer.
+    private func waitParameter(_ head: HTTPRequestHead) -> Result<Bool, ServiceFailure> {
+        switch URLComponentsDecoding.queryItems(head.query).last(where: { $0.name == "wait" })?.value {
+        case nil, "true": return .success(true)
+        case "false": return .success(false)
+        default: return .failure(.badRequest("wait must be true or false"))
+        }
     }
 
     /// A POST's body as a message: binary with Content-Type: application/octet-stream, else text,

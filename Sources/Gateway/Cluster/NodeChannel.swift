@@ -51,7 +51,9 @@ final class NodeChannel {
             let owner = worker.shared.workers[loop]
             if owner === worker { worker.remoteCalls?.answered(message) } else { owner.loop.post { owner.remoteCalls?.answered(message) } }
         case .request:
-            let reply = message.reply(from: cluster.nodeId, serve(message))
+            let result = serve(message)
+            guard message.wantsReply else { return }
+            let reply = message.reply(from: cluster.nodeId, result)
             worker.redis?.request("node_reply", [Array("PUBLISH".utf8), cluster.key("node", message.node), reply.encoded()]) { _ in }
         }
     }

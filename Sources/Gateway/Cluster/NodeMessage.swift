@@ -16,7 +16,8 @@ struct NodeMessage: Equatable {
 
     var kind: Kind
     var operation: Operation
-    /// Pairs a reply with its request: unique per requesting loop.
+    /// Pairs a reply with its request: unique per requesting loop, from 1; 0 for a request that
+    /// wants no reply (an uncounted publish).
     var id: UInt64
     /// Who asked, and the loop that waits for the reply.
     var node: String
@@ -79,6 +80,8 @@ struct NodeMessage: Equatable {
         self.node = node
         self.loop = loop
     }
+
+    var wantsReply: Bool { id != 0 }
 
     /// The reply to this request, from `node`.
     func reply(from node: String, _ outcome: Result<[UInt8], ServiceFailure>) -> NodeMessage {

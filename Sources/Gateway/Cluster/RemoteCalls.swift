@@ -26,10 +26,23 @@ final class RemoteCalls {
         return node == cluster.nodeId ? nil : String(node)
     }
 
-    /// A request from this loop, to be filled in with what it asks.
-    func request(_ operation: NodeMessage.Operation) -> NodeMessage {
+    /// A request from this loop, to be filled in with what it asks; one that is not `answered`
+    /// has id 0, which asks the receiver for no reply.
+    func request(_ operation: NodeMessage.Operation, answered: Bool = true) -> NodeMessage {
+        guard answered else { return NodeMessage(kind: .request, operation: operation, id: 0, node: cluster.nodeId, loop: UInt16(worker.index)) }
         nextId &+= 1
         return NodeMessage(kind: .request, operation: operation, id: nextId, node: cluster.nodeId, loop: UInt16(worker.index))
+    }
+
+    /// Hands an unanswered request to `node` and returns: nil once it is on its way, 404 for a
+    /// node that is not in the cluster, 503 while Redis is unreachable. What the owner makes of it
+    /// (a closed socket, a full send queue) is not reported; requests from one loop to one node
+    /// arrive in the order they were made.
+    func tell(_ request: NodeMessage, to node: String) -> ServiceFailure? {
+        guard let link = worker.redis, link.isUp else { return .unavailable("Redis is unreachable (\(cluster.settings.redis))") }
+        guard cluster.nodes.contains(node) else { return .notFound("node \(node) is not in the cluster") }
+        link.request("node_\(request.operation)", [Array("PUBLISH".utf8), cluster.key("node", node), request.encoded()]) { _ in }
+        return nil
     }
 
     func call(_ request: NodeMessage, to node: String, _ done: @escaping Completion) {
@@ -103,6 +116,14 @@ final class RemoteCalls {
             }
         }
         worker.loop.schedule(after: UInt64(cluster.settings.requestTimeoutMs) * 1_000_000) { [weak self] in self?.endGathering(id) }
+    }
+
+    /// Publishes an unanswered request on the topic's channel: the listening nodes deliver and
+    /// answer nothing, so one publisher's messages follow each other without waiting. Redis
+    /// failing loses the message for the other nodes, as it would for a counted publish.
+    func publishUncounted(_ request: NodeMessage) {
+        guard let link = worker.redis else { return }
+        link.request("publish", [Array("PUBLISH".utf8), cluster.key("topic", request.topic), request.encoded()]) { _ in }
     }
 
     private final class Gathering {

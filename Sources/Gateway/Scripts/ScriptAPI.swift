@@ -235,6 +235,17 @@ enum ScriptAPI {
     }
 
     /// The `socket_id` field of the table argument, or the failure to report.
+    /// The optional `wait` field of a call that may reach another node: false asks it not to wait
+    /// for that node's answer.
+    static func waitArgument(_ L: OpaquePointer) -> Result<Bool, ServiceFailure> {
+        defer { lua_pop(L, 1) }
+        switch lua_getfield(L, 1, "wait") {
+        case LUA_TNIL: return .success(true)
+        case LUA_TBOOLEAN: return .success(lua_toboolean(L, -1) != 0)
+        default: return .failure(.badRequest("wait must be a boolean"))
+        }
+    }
+
     private static func socketIdArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
         guard case .success(let id?) = optionalString(L, "socket_id") else {
@@ -306,11 +317,22 @@ enum ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let value): id = value
             }
+            let wait: Bool
+            switch waitArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let value): wait = value
+            }
             lua_getfield(L, 1, "type")
             let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
             lua_getfield(L, 1, "message")
             guard let message = lua_bytes(L, -1) else {
                 return push(L, .badRequest("message must be a string (encode tables with to_json)"))
+            }
+            guard wait else {
+                switch decodedMessage(type: type, message: message, runner: worker.runner, { worker.owners.sendUnanswered(to: id, $0, $1) }) {
+                case .failure(let failure): return push(L, failure)
+                case .success(let failure): return pushOutcome(L, failure)
+                }
             }
             let later = LaterAnswer(L, worker.runner)
             switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload in

@@ -96,7 +96,8 @@ extension ScriptAPI {
         }
     }
 
-    /// `publish{topic=, message=, type=}` → how many sockets the message was queued to, on every node.
+    /// `publish{topic=, message=, type=, wait=}` → how many sockets the message was queued to, on
+    /// every node; with `wait=false`, on this node, without waiting for the others' counts.
     static let websocketPublish: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             let worker = worker(L)
@@ -105,6 +106,11 @@ extension ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let value): topic = value
             }
+            let wait: Bool
+            switch waitArgument(L) {
+            case .failure(let failure): return push(L, failure)
+            case .success(let value): wait = value
+            }
             lua_getfield(L, 1, "type")
             let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
             lua_getfield(L, 1, "message")
@@ -112,7 +118,7 @@ extension ScriptAPI {
             var request: NodeMessage?
             switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload -> Int in
                 if let calls = worker.remoteCalls, worker.redis?.isUp == true {
-                    var publish = calls.request(.publish)
+                    var publish = calls.request(.publish, answered: wait)
                     publish.topic = topic
                     publish.opcode = opcode.rawValue
                     publish.payload = Array(payload)
@@ -122,7 +128,8 @@ extension ScriptAPI {
             }) {
             case .failure(let failure): return push(L, failure)
             case .success(let delivered):
-                guard let request, let calls = worker.remoteCalls else {
+                guard let request, let calls = worker.remoteCalls, request.wantsReply else {
+                    if let request { worker.remoteCalls?.publishUncounted(request) }
                     lua_pushinteger(L, lua_Integer(delivered))
                     return 1
                 }

@@ -226,6 +226,16 @@ extension OwnerPath {
         return .later
     }
 
+    /// `send` for a caller that does not wait for another node: a socket of this node answers as
+    /// above; a message for another node's socket is put on its way and answers nil (404 when that
+    /// node is not in the cluster, 503 while Redis is unreachable), whatever the owner finds.
+    func sendUnanswered(to socketId: String, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer) -> ServiceFailure? {
+        guard let node = remoteNode(of: socketId), let calls = worker.remoteCalls else { return send(to: .socket(socketId), opcode, payload) }
+        var request = calls.request(.send, answered: false)
+        (request.socket, request.opcode, request.payload) = (socketId, opcode.rawValue, Array(payload))
+        return calls.tell(request, to: node)
+    }
+
     func close(_ socketId: String, then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
         guard let node = remoteNode(of: socketId) else { return .now(close(.socket(socketId))) }
         guard let then else { return .later }
