@@ -14,46 +14,15 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from wsgate_support import (ECHO_SCRIPT, HOST, FreezingProxy, close_code, connect, evaluate, free_port, http_get, recv,
-                            recv_json, recv_until, run, run_until_exit, wait_until)
+from wsgate_support import (COUNTER_SCRIPT, ECHO_SCRIPT, EVAL_SCRIPT, HOST, FreezingProxy, close_code, connect, evaluate,
+                            evaluate_each, free_port, http_get, recv, recv_json, recv_until, run, run_until_exit, wait_until)
 
-EVAL = """
-local w = websocketInfo
-if w.type == "open" then w.send(w.socket_id) return end
-if w.type ~= "data" then return end
-local chunk = load("return " .. w.message)
-local results = table.pack(chunk())
-local out = {}
-for i = 1, results.n do out[i] = results[i] == nil and "<nil>" or results[i] end
-w.send(to_json{n = results.n, r = out})
-"""
-
-COUNTER = """
-if websocketInfo.type == "data" then
-  for i = 1, tonumber(websocketInfo.message) do Keystore.incr{key = "hits"} end
-  websocketInfo.send("done")
-end
-"""
-
-SCRIPTS = {"eval.lua": EVAL, "counter.lua": COUNTER, "echo.lua": ECHO_SCRIPT}
+SCRIPTS = {"eval.lua": EVAL_SCRIPT, "counter.lua": COUNTER_SCRIPT, "echo.lua": ECHO_SCRIPT}
 
 
 def cluster_config(store, **overrides):
     cluster = {"redis": store.url, "heartbeatMs": 200, "nodeTimeoutMs": 1000, "requestTimeoutMs": 300, **overrides}
     return {"rateLimit": {"messagesPerSecond": 0}, "metrics": {"public": True}, "cluster": cluster}
-
-
-def ev(server, *expressions):
-    async def main():
-        async with connect(server.url("/eval")) as ws:
-            await recv(ws)
-            out = []
-            for expression in expressions:
-                await ws.send(expression)
-                reply = await recv_json(ws)
-                out.append(reply["r"][0] if reply["n"] == 1 else reply["r"])
-            return out
-    return run(main())
 
 
 def metric(server, name, **labels):
@@ -84,12 +53,12 @@ def test_the_keystore_is_shared_by_every_node_and_loop(wsgate, redis):
     store = redis()
     a = wsgate(SCRIPTS, cluster_config(store))
     b = wsgate(SCRIPTS, cluster_config(store))
-    assert ev(a,
+    assert evaluate_each(a.url("/eval"),
               'Keystore.set{key = "a", value = "text"}',
               'Keystore.set{key = "n", value = 42}',
               'Keystore.set{key = "f", value = 1.5}',
               'Keystore.set{key = "digits", value = "41"}') == [True] * 4
-    assert ev(b,
+    assert evaluate_each(b.url("/eval"),
               'Keystore.get{key = "a"}',
               'math.type(Keystore.get{key = "n"})',
               'Keystore.get{key = "f"}',
@@ -107,7 +76,7 @@ def test_the_keystore_is_shared_by_every_node_and_loop(wsgate, redis):
                                              400, 400, 1, 0, "<nil>"]
     # Values are stored so that redis-cli shows them: integers as digits, strings tagged.
     assert store.command("GET", "wsgate:ks:n") == b"40"
-    assert ev(a, 'Keystore.get{key = "digits"}') == [42]
+    assert evaluate_each(a.url("/eval"), 'Keystore.get{key = "digits"}') == [42]
 
 
 def test_incr_is_atomic_across_nodes_and_loops(wsgate, redis):
@@ -126,27 +95,27 @@ def test_incr_is_atomic_across_nodes_and_loops(wsgate, redis):
                 await ws.close()
 
     run(main())
-    assert ev(nodes[1], 'Keystore.get{key = "hits"}') == [2000]
+    assert evaluate_each(nodes[1].url("/eval"), 'Keystore.get{key = "hits"}') == [2000]
 
 
 def test_ttl_list_and_prefixes(wsgate, redis):
     store = redis()
     a = wsgate(SCRIPTS, cluster_config(store))
     other = wsgate(SCRIPTS, cluster_config(store, prefix="other"))
-    assert ev(a, 'Keystore.set{key = "brief", value = "x", ttl_ms = 150}', 'Keystore.get{key = "brief"}') == [True, "x"]
-    ev(a, 'Keystore.set{key = "user:b", value = 1}', 'Keystore.set{key = "user:a", value = 1}', 'Keystore.set{key = "u*er", value = 1}')
-    assert sorted(ev(a, 'Keystore.list{prefix = "user:"}')[0]) == ["user:a", "user:b"]
-    assert ev(a, 'Keystore.list{prefix = "u*"}') == [["u*er"]]
+    assert evaluate_each(a.url("/eval"), 'Keystore.set{key = "brief", value = "x", ttl_ms = 150}', 'Keystore.get{key = "brief"}') == [True, "x"]
+    evaluate_each(a.url("/eval"), 'Keystore.set{key = "user:b", value = 1}', 'Keystore.set{key = "user:a", value = 1}', 'Keystore.set{key = "u*er", value = 1}')
+    assert sorted(evaluate_each(a.url("/eval"), 'Keystore.list{prefix = "user:"}')[0]) == ["user:a", "user:b"]
+    assert evaluate_each(a.url("/eval"), 'Keystore.list{prefix = "u*"}') == [["u*er"]]
     time.sleep(0.3)
-    assert ev(a, 'Keystore.get{key = "brief"}') == ["<nil>"]
+    assert evaluate_each(a.url("/eval"), 'Keystore.get{key = "brief"}') == ["<nil>"]
     # Another prefix is another cluster: it sees none of these keys.
-    assert ev(other, 'Keystore.get{key = "user:a"}', '#Keystore.list()') == ["<nil>", 0]
+    assert evaluate_each(other.url("/eval"), 'Keystore.get{key = "user:a"}', '#Keystore.list()') == ["<nil>", 0]
     # Over one page: cursors until the last page has none; every key once.
-    ev(a, 'select("#", (function() for i = 1, 12000 do Keystore.set{key = string.format("p:%05d", i), value = i} end end)())')
+    evaluate_each(a.url("/eval"), 'select("#", (function() for i = 1, 12000 do Keystore.set{key = string.format("p:%05d", i), value = i} end end)())')
     keys, cursor, pages = [], None, 0
     while True:
         call = 'Keystore.list{prefix = "p:"%s}' % (f', cursor = "{cursor}"' if cursor else "")
-        page = ev(a, f'(function() local k, c = {call} return #k, c or "", table.concat(k, ",") end)()')[0]
+        page = evaluate_each(a.url("/eval"), f'(function() local k, c = {call} return #k, c or "", table.concat(k, ",") end)()')[0]
         count, cursor, joined = page
         pages += 1
         assert count <= 10000
@@ -162,7 +131,7 @@ def test_nodes_heartbeat_and_a_killed_node_is_forgotten(wsgate, redis):
     b = wsgate(SCRIPTS, cluster_config(store, nodeId="nodeb"))
     wait_until(lambda: metric(a, "wsgate_cluster_nodes") == 2, what="two live nodes")
     assert metric(a, "wsgate_cluster_up") == 1
-    assert ev(a, '"x"') == ["x"]
+    assert evaluate_each(a.url("/eval"), '"x"') == ["x"]
     assert run(_socket_id(a)).startswith("nodea-")
     b.proc.send_signal(signal.SIGKILL)
     b.proc.wait(timeout=5)
@@ -182,17 +151,17 @@ async def _socket_id(server):
 def test_a_stopped_redis_times_out_a_killed_one_is_unavailable_and_both_come_back(wsgate, redis):
     store = redis()
     node = wsgate(SCRIPTS, cluster_config(store))
-    assert ev(node, 'Keystore.set{key = "k", value = 1}') == [True]
+    assert evaluate_each(node.url("/eval"), 'Keystore.set{key = "k", value = 1}') == [True]
 
     store.pause()
     started = time.monotonic()
-    error = ev(node, '(function() local e = Keystore.get{key = "k"} return e.type .. "|" .. e.status end)()')[0]
+    error = evaluate_each(node.url("/eval"), '(function() local e = Keystore.get{key = "k"} return e.type .. "|" .. e.status end)()')[0]
     took = time.monotonic() - started
     assert error == "GatewayTimeout|504" and took < 0.3 + 0.5, (error, took)
     assert echo_works(node)
     assert http_get(node.port, "/api/v1/solution/health")[0] == 200
     store.resume()
-    wait_until(lambda: ev(node, 'Keystore.get{key = "k"}') == [1], what="answers again after SIGCONT")
+    wait_until(lambda: evaluate_each(node.url("/eval"), 'Keystore.get{key = "k"}') == [1], what="answers again after SIGCONT")
 
     # Stopped for longer than two heartbeats: the link is taken for wedged and replaced, and the
     # new one comes up once Redis answers again.
@@ -200,11 +169,11 @@ def test_a_stopped_redis_times_out_a_killed_one_is_unavailable_and_both_come_bac
     time.sleep(1.2)
     assert echo_works(node)
     store.resume()
-    wait_until(lambda: ev(node, 'Keystore.get{key = "k"}') == [1], timeout=10, what="answers again after a long stop")
+    wait_until(lambda: evaluate_each(node.url("/eval"), 'Keystore.get{key = "k"}') == [1], timeout=10, what="answers again after a long stop")
     assert "no reply for" in node.log()
 
     store.kill()
-    error = ev(node, '(function() local e = Keystore.get{key = "k"} return e.type .. "|" .. e.status end)()')[0]
+    error = evaluate_each(node.url("/eval"), '(function() local e = Keystore.get{key = "k"} return e.type .. "|" .. e.status end)()')[0]
     assert error == "ServiceUnavailable|503"
     assert echo_works(node)
     wait_until(lambda: metric(node, "wsgate_cluster_up") == 0, what="cluster down in metrics")
@@ -212,7 +181,7 @@ def test_a_stopped_redis_times_out_a_killed_one_is_unavailable_and_both_come_bac
     store.start()  # empty, same port
     wait_until(lambda: metric(node, "wsgate_cluster_up") == 1, timeout=10, what="reconnected")
     wait_until(lambda: store.command("ZCARD", "wsgate:nodes") == 1, what="the node re-registered")
-    assert ev(node, 'Keystore.get{key = "k"}', 'Keystore.set{key = "k", value = 2}', 'Keystore.get{key = "k"}') == ["<nil>", True, 2]
+    assert evaluate_each(node.url("/eval"), 'Keystore.get{key = "k"}', 'Keystore.set{key = "k", value = 2}', 'Keystore.get{key = "k"}') == ["<nil>", True, 2]
     assert "unreachable" in node.log() and "retrying" in node.log()
 
 
@@ -233,16 +202,16 @@ def test_the_password_comes_from_a_file_and_is_never_logged(wsgate, redis, tmp_p
     good = tmp_path / "redis.pass"
     good.write_text(secret + "\n")
     node = wsgate(SCRIPTS, {**cluster_config(store, passwordFile=str(good)), "logLevel": "debug"})
-    assert ev(node, 'Keystore.set{key = "k", value = "v"}', 'Keystore.get{key = "k"}') == [True, "v"]
+    assert evaluate_each(node.url("/eval"), 'Keystore.set{key = "k", value = "v"}', 'Keystore.get{key = "k"}') == [True, "v"]
 
     bad = tmp_path / "wrong.pass"
     bad.write_text("not-the-password\n")
     refused = wsgate(SCRIPTS, {**cluster_config(store, passwordFile=str(bad)), "logLevel": "debug"})
     refused.wait_for_log("AUTH refused")
-    error = ev(refused, '(function() local e = Keystore.get{key = "k"} return e.status end)()')[0]
+    error = evaluate_each(refused.url("/eval"), '(function() local e = Keystore.get{key = "k"} return e.status end)()')[0]
     assert error == 503
     by_env = wsgate(SCRIPTS, cluster_config(store), env={"REDIS_PASSWORD": secret})
-    assert ev(by_env, 'Keystore.get{key = "k"}') == ["v"]
+    assert evaluate_each(by_env.url("/eval"), 'Keystore.get{key = "k"}') == ["v"]
     for server in (node, refused, by_env):
         assert secret not in server.log() and "not-the-password" not in server.log()
 
@@ -329,7 +298,7 @@ def test_close_all_counts_every_node_and_a_dead_node_is_404(wsgate, redis):
 
     ids, codes = run(count_and_close_all())
     assert codes == [1000] * 4, codes
-    assert ev(b, 'Keystore.get{key = "total"}') == [4]
+    assert evaluate_each(b.url("/eval"), 'Keystore.get{key = "total"}') == [4]
 
     async def holder():
         ws = await connect(b.url("/eval"))

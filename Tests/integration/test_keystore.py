@@ -3,53 +3,21 @@ expire on time, a size cap, errors as the other services."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 
 import pytest
 
-from wsgate_support import connect, recv, recv_json, run
-
-# Each data message is Lua code run with the Keystore in scope; the reply is its results as JSON.
-EVAL = """
-local w = websocketInfo
-if w.type ~= "data" then return end
-local chunk = load("return " .. w.message)
-local results = table.pack(chunk())
-local out = {}
-for i = 1, results.n do out[i] = results[i] == nil and "<nil>" or results[i] end
-w.send(to_json{n = results.n, r = out})
-"""
-
-COUNTER = """
-if websocketInfo.type == "data" then
-  for i = 1, tonumber(websocketInfo.message) do Keystore.incr{key = "hits"} end
-  websocketInfo.send("done")
-end
-"""
+from wsgate_support import COUNTER_SCRIPT, EVAL_SCRIPT, connect, evaluate_each, recv, recv_json, run
 
 
 @pytest.fixture(scope="module")
 def server(wsgate_module):
-    return wsgate_module({"eval.lua": EVAL, "counter.lua": COUNTER},
+    return wsgate_module({"eval.lua": EVAL_SCRIPT, "counter.lua": COUNTER_SCRIPT},
                          {"rateLimit": {"messagesPerSecond": 0}, "keystore": {"maxBytes": 4096}}, workers=2)
 
 
-def ev(server, *expressions):
-    async def main():
-        async with connect(server.url("/eval")) as ws:
-            out = []
-            for expression in expressions:
-                await ws.send(expression)
-                reply = await recv_json(ws)
-                out.append(reply["r"][0] if reply["n"] == 1 else reply["r"])
-            return out
-    return run(main())
-
-
 def test_set_get_delete_and_types(server):
-    assert ev(server,
+    assert evaluate_each(server.url("/eval"),
               'Keystore.set{key = "a", value = "text"}',
               'Keystore.get{key = "a"}',
               'Keystore.set{key = "n", value = 42}',
@@ -67,6 +35,8 @@ def test_state_is_shared_across_loops_and_runs(server):
     async def main():
         sockets = [await connect(server.url("/eval")) for _ in range(6)]
         try:
+            for ws in sockets:
+                await recv(ws)  # its socket id
             for i, ws in enumerate(sockets):
                 await ws.send(f'Keystore.set{{key = "shared:{i}", value = {i}}}')
                 await recv_json(ws)
@@ -84,7 +54,7 @@ def test_state_is_shared_across_loops_and_runs(server):
 
 
 def test_incr_is_atomic_across_loops(server):
-    ev(server, 'Keystore.delete{key = "hits"}')
+    evaluate_each(server.url("/eval"), 'Keystore.delete{key = "hits"}')
 
     async def main():
         sockets = [await connect(server.url("/counter")) for _ in range(8)]
@@ -98,10 +68,10 @@ def test_incr_is_atomic_across_loops(server):
                 await ws.close()
 
     run(main())
-    assert ev(server, 'Keystore.get{key = "hits"}') == [4000]
-    assert ev(server, 'Keystore.incr{key = "hits", by = -4000}', 'Keystore.incr{key = "fresh"}',
+    assert evaluate_each(server.url("/eval"), 'Keystore.get{key = "hits"}') == [4000]
+    assert evaluate_each(server.url("/eval"), 'Keystore.incr{key = "hits", by = -4000}', 'Keystore.incr{key = "fresh"}',
               'Keystore.set{key = "digits", value = "41"}', 'Keystore.incr{key = "digits"}') == [0, 1, True, 42]
-    bad = ev(server, 'Keystore.set{key = "word", value = "x"}', 'Keystore.incr{key = "word"}.status')
+    bad = evaluate_each(server.url("/eval"), 'Keystore.set{key = "word", value = "x"}', 'Keystore.incr{key = "word"}.status')
     assert bad == [True, 400]
 
 
@@ -109,24 +79,24 @@ def test_keys_expire_on_time_without_being_read(server):
     # The cap is 4096 bytes: fill most of it with keys that expire, then wait. A set that fits only
     # once they are gone proves the sweep freed them; nothing read them meanwhile.
     filler = "x" * 900
-    assert ev(server, *[f'Keystore.set{{key = "ttl:{i}", value = "{filler}", ttl_ms = 200}}' for i in range(3)]) == [True] * 3
-    assert ev(server, f'Keystore.set{{key = "big", value = "{filler * 2}"}}.status') == [507]
+    assert evaluate_each(server.url("/eval"), *[f'Keystore.set{{key = "ttl:{i}", value = "{filler}", ttl_ms = 200}}' for i in range(3)]) == [True] * 3
+    assert evaluate_each(server.url("/eval"), f'Keystore.set{{key = "big", value = "{filler * 2}"}}.status') == [507]
     time.sleep(0.5)
-    assert ev(server, f'Keystore.set{{key = "big", value = "{filler * 2}"}}') == [True]
-    assert ev(server, 'Keystore.get{key = "ttl:0"}', 'Keystore.delete{key = "big"}') == ["<nil>", 1]
+    assert evaluate_each(server.url("/eval"), f'Keystore.set{{key = "big", value = "{filler * 2}"}}') == [True]
+    assert evaluate_each(server.url("/eval"), 'Keystore.get{key = "ttl:0"}', 'Keystore.delete{key = "big"}') == ["<nil>", 1]
 
 
 def test_list_with_prefix_and_paging(wsgate):
-    server = wsgate({"eval.lua": EVAL}, {"rateLimit": {"messagesPerSecond": 0}}, workers=1)
-    ev(server, 'Keystore.set{key = "user:b", value = 1}', 'Keystore.set{key = "user:a", value = 1}',
+    server = wsgate({"eval.lua": EVAL_SCRIPT}, {"rateLimit": {"messagesPerSecond": 0}}, workers=1)
+    evaluate_each(server.url("/eval"), 'Keystore.set{key = "user:b", value = 1}', 'Keystore.set{key = "user:a", value = 1}',
        'Keystore.set{key = "other", value = 1}')
-    assert ev(server, 'Keystore.list{prefix = "user:"}') == [["user:a", "user:b"]]
-    assert sorted(ev(server, 'Keystore.list()')[0]) == ["other", "user:a", "user:b"]
+    assert evaluate_each(server.url("/eval"), 'Keystore.list{prefix = "user:"}') == [["user:a", "user:b"]]
+    assert sorted(evaluate_each(server.url("/eval"), 'Keystore.list()')[0]) == ["other", "user:a", "user:b"]
     # Over one page (10,000 keys): a cursor for the rest.
-    ev(server, 'select("#", (function() for i = 1, 10005 do Keystore.set{key = string.format("p:%05d", i), value = i} end end)())')
-    first = ev(server, 'Keystore.list{prefix = "p:"}')[0]
+    evaluate_each(server.url("/eval"), 'select("#", (function() for i = 1, 10005 do Keystore.set{key = string.format("p:%05d", i), value = i} end end)())')
+    first = evaluate_each(server.url("/eval"), 'Keystore.list{prefix = "p:"}')[0]
     assert len(first) == 2 and len(first[0]) == 10000 and first[1] == "p:10000"
-    rest = ev(server, f'Keystore.list{{prefix = "p:", cursor = "{first[1]}"}}')
+    rest = evaluate_each(server.url("/eval"), f'Keystore.list{{prefix = "p:", cursor = "{first[1]}"}}')
     assert rest == [["p:10001", "p:10002", "p:10003", "p:10004", "p:10005"]]
 
 
@@ -140,14 +110,14 @@ def test_list_with_prefix_and_paging(wsgate):
     ('Keystore.incr{key = "k", by = 1.5}', "by must be"),
 ])
 def test_bad_arguments_are_400(server, call, fragment):
-    error = ev(server, f'(function() local e = {call} return e.type .. "|" .. e.status .. "|" .. e.error end)()')[0]
+    error = evaluate_each(server.url("/eval"), f'(function() local e = {call} return e.type .. "|" .. e.status .. "|" .. e.error end)()')[0]
     kind, status, message = error.split("|", 2)
     assert kind == "BadRequest" and status == "400" and fragment in message
 
 
 def test_the_store_survives_a_script_reload(wsgate):
-    server = wsgate({"eval.lua": EVAL}, {"rateLimit": {"messagesPerSecond": 0}}, workers=1)
-    assert ev(server, 'Keystore.set{key = "kept", value = "yes"}') == [True]
-    (server.endpoints_dir / "eval.lua").write_text(EVAL + "\n-- changed\n")
+    server = wsgate({"eval.lua": EVAL_SCRIPT}, {"rateLimit": {"messagesPerSecond": 0}}, workers=1)
+    assert evaluate_each(server.url("/eval"), 'Keystore.set{key = "kept", value = "yes"}') == [True]
+    (server.endpoints_dir / "eval.lua").write_text(EVAL_SCRIPT + "\n-- changed\n")
     server.wait_for_log("script changed: eval.lua")
-    assert ev(server, 'Keystore.get{key = "kept"}') == ["yes"]
+    assert evaluate_each(server.url("/eval"), 'Keystore.get{key = "kept"}') == ["yes"]

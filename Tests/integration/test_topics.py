@@ -12,20 +12,8 @@ import json
 import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from wsgate_support import (HOST, RawClient, connect, connect_on_every_loop, evaluate, free_port, recv, recv_json, run,
+from wsgate_support import (EVAL_SCRIPT, HOST, RawClient, connect, connect_on_every_loop, evaluate, free_port, recv, run,
                             socket_loop)
-
-# Data messages are Lua expressions evaluated with `me` (this socket's id); the reply is the result as JSON.
-EVAL = """
-local w = websocketInfo
-if w.type == "open" then w.send(w.socket_id) return end
-if w.type ~= "data" then return end
-local chunk = load("local me = ... return " .. w.message)
-local results = table.pack(chunk(w.socket_id))
-local out = {}
-for i = 1, results.n do out[i] = results[i] == nil and "<nil>" or results[i] end
-w.send(to_json{n = results.n, r = out})
-"""
 
 TOKEN = "topics-token"
 
@@ -37,7 +25,7 @@ def admin_port():
 
 @pytest.fixture(scope="module")
 def server(wsgate_module, admin_port):
-    return wsgate_module({"eval.lua": EVAL}, {"rateLimit": {"messagesPerSecond": 0},
+    return wsgate_module({"eval.lua": EVAL_SCRIPT}, {"rateLimit": {"messagesPerSecond": 0},
                                               "admin": {"port": admin_port, "token": TOKEN}}, workers=2)
 
 
@@ -164,7 +152,7 @@ def test_errors(server, call, status, fragment):
 
 
 def test_a_slow_subscriber_is_skipped_and_does_not_slow_the_others(wsgate):
-    server = wsgate({"eval.lua": EVAL}, {"rateLimit": {"messagesPerSecond": 0},
+    server = wsgate({"eval.lua": EVAL_SCRIPT}, {"rateLimit": {"messagesPerSecond": 0},
                                          "limits": {"maxMessageBytes": 65536, "sendQueueBytes": 262144}}, workers=2)
     slow = RawClient(server.port, "/eval", rcvbuf=4096)
     slow_id = slow.recv_text()

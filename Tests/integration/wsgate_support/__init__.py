@@ -3,7 +3,8 @@
 Everything here talks to a real ``wsgate`` process over loopback TCP. The tests import from the
 package (``from wsgate_support import X``); the modules are:
 
-* ``constants``: repository root, loopback host, time bounds, WebSocket GUID, the echo script
+* ``constants``: repository root, loopback host, time bounds, WebSocket GUID, the echo script,
+  the EVAL and COUNTER scripts
 * ``waiting``: ``wait_until``, the generic poll
 * ``process``: the binary, its config and endpoints, starting and stopping a server
 * ``http``: HTTP GETs and hand-made upgrade requests on a plain socket
@@ -17,9 +18,9 @@ package (``from wsgate_support import X``); the modules are:
 """
 
 from .bystander import Bystander, report
-from .client import (as_object, close_code, connect, connect_on_every_loop, drain, evaluate, recv, recv_json, recv_until, run,
-                     socket_loop)
-from .constants import ECHO_SCRIPT, HOST, READY_TIMEOUT, REPO_ROOT, STEP_TIMEOUT, TEST_TIMEOUT, WS_GUID
+from .client import (as_object, close_code, connect, connect_on_every_loop, drain, evaluate, evaluate_each, recv, recv_json,
+                     recv_until, run, socket_loop)
+from .constants import COUNTER_SCRIPT, ECHO_SCRIPT, EVAL_SCRIPT, HOST, READY_TIMEOUT, REPO_ROOT, STEP_TIMEOUT, TEST_TIMEOUT, WS_GUID
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, RawClient, ask, close_code_of,
                      parse_server_frame, ws_close_frame, ws_frame)
 from .http import (RawResponse, accept_for, build_request, http_get, https_get, new_key, raw_exchange, read_head,
@@ -34,9 +35,9 @@ from .waiting import wait_until
 
 __all__ = [
     "Bystander", "report",
-    "as_object", "close_code", "connect", "connect_on_every_loop", "drain", "evaluate", "recv", "recv_json", "recv_until",
-    "run", "socket_loop",
-    "ECHO_SCRIPT", "HOST", "READY_TIMEOUT", "REPO_ROOT", "STEP_TIMEOUT", "TEST_TIMEOUT", "WS_GUID",
+    "as_object", "close_code", "connect", "connect_on_every_loop", "drain", "evaluate", "evaluate_each", "recv", "recv_json",
+    "recv_until", "run", "socket_loop",
+    "COUNTER_SCRIPT", "ECHO_SCRIPT", "EVAL_SCRIPT", "HOST", "READY_TIMEOUT", "REPO_ROOT", "STEP_TIMEOUT", "TEST_TIMEOUT", "WS_GUID",
     "OP_BINARY", "OP_CLOSE", "OP_CONT", "OP_PING", "OP_PONG", "OP_TEXT", "RawClient", "ask", "close_code_of",
     "parse_server_frame", "ws_close_frame", "ws_frame",
     "RawResponse", "accept_for", "build_request", "http_get", "https_get", "new_key", "raw_exchange", "read_head",

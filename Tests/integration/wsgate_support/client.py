@@ -81,6 +81,16 @@ async def evaluate(ws, expression: str):
     return reply["r"][0] if reply["n"] == 1 else reply["r"]
 
 
+def evaluate_each(url: str, *expressions: str) -> list:
+    """Opens one socket on a route running EVAL_SCRIPT and evaluates the expressions in turn on
+    it; returns their results as ``evaluate`` gives them."""
+    async def main():
+        async with connect(url) as ws:
+            await recv(ws)  # its socket id
+            return [await evaluate(ws, expression) for expression in expressions]
+    return run(main())
+
+
 async def _recv_by(ws, deadline: float):
     """The next message; ``asyncio.TimeoutError`` once the loop's clock passes ``deadline``."""
     remaining = deadline - asyncio.get_running_loop().time()
