@@ -69,12 +69,14 @@ function handle_websocket_websocket_info(info)
 end
 """
 
-# Spins for about 300 ms of CPU around a 500 ms sleep (scripts.timeoutMs is 400 there).
+# Spins for 200 ms of CPU around a 1,200 ms sleep (scripts.timeoutMs is 1,000 there): the sleep
+# alone is past the timeout, and the spins stay within it even on a machine so busy that 200 ms of
+# CPU take four times as long.
 BUSY = """
 local w = websocketInfo
 if w.type ~= "data" then return end
 local function spin(s) local t = os.clock() while os.clock() - t < s do end end
-spin(0.15) sleep(500) spin(0.15)
+spin(0.1) sleep(1200) spin(0.1)
 w.send("busy done")
 """
 
@@ -91,7 +93,7 @@ SCRIPTS = {
 def server(wsgate_module):
     # One loop: the waiting run and the other sockets share it.
     return wsgate_module(SCRIPTS, {"rateLimit": {"messagesPerSecond": 0},
-                                   "scripts": {"timeoutMs": 400, "waitTimeoutMs": 2000}}, workers=1)
+                                   "scripts": {"timeoutMs": 1000, "waitTimeoutMs": 2000}}, workers=1)
 
 
 def test_a_sleeping_run_does_not_stop_the_loop(server):
