@@ -246,7 +246,22 @@ enum ScriptAPI {
         }
     }
 
-    private static func socketIdArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
+    /// The fields of a message to send or publish: `wait` (see `waitArgument`), `type` and
+    /// `message`, whose bytes stay valid while the call runs (its value stays on the stack).
+    static func messageArguments(_ L: OpaquePointer) -> Result<(wait: Bool, type: String, message: UnsafeRawBufferPointer), ServiceFailure> {
+        let wait: Bool
+        switch waitArgument(L) {
+        case .failure(let failure): return .failure(failure)
+        case .success(let value): wait = value
+        }
+        lua_getfield(L, 1, "type")
+        let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
+        lua_getfield(L, 1, "message")
+        guard let message = lua_bytes(L, -1) else { return .failure(.badRequest("message must be a string (encode tables with to_json)")) }
+        return .success((wait, type, message))
+    }
+
+    static func socketIdArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
         guard case .success(let id?) = optionalString(L, "socket_id") else {
             return .failure(.badRequest("socket_id is required and must be a string"))
@@ -317,16 +332,10 @@ enum ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let value): id = value
             }
-            let wait: Bool
-            switch waitArgument(L) {
+            let (wait, type, message): (Bool, String, UnsafeRawBufferPointer)
+            switch messageArguments(L) {
             case .failure(let failure): return push(L, failure)
-            case .success(let value): wait = value
-            }
-            lua_getfield(L, 1, "type")
-            let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
-            lua_getfield(L, 1, "message")
-            guard let message = lua_bytes(L, -1) else {
-                return push(L, .badRequest("message must be a string (encode tables with to_json)"))
+            case .success(let fields): (wait, type, message) = fields
             }
             guard wait else {
                 switch decodedMessage(type: type, message: message, runner: worker.runner, { worker.owners.sendUnanswered(to: id, $0, $1) }) {

@@ -20,49 +20,36 @@ extension ScriptAPI {
         return .success(topic)
     }
 
-    private static func socketArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
-        guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
-        guard case .success(let id?) = optionalString(L, "socket_id") else { return .failure(.badRequest("socket_id is required and must be a string")) }
-        return .success(id)
+    /// `subscribe` and `unsubscribe`: `{socket_id=, topic=}` → nil or an error, from the socket's node.
+    private typealias TopicChange = (OwnerPath, String, String, ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?>
+
+    private static func changeTopic(_ L: OpaquePointer, _ change: TopicChange) -> Int32 {
+        let worker = worker(L)
+        switch (topicArgument(L), socketIdArgument(L)) {
+        case (.failure(let failure), _), (_, .failure(let failure)):
+            return push(L, failure)
+        case (.success(let topic), .success(let id)):
+            let later = LaterAnswer(L, worker.runner)
+            switch change(worker.owners, id, topic, later?.then(pushOutcome)) {
+            case .now(let failure): return pushOutcome(L, failure)
+            case .later: return later?.wait(L) ?? -1
+            }
+        }
     }
 
     static let websocketSubscribe: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            let worker = worker(L)
-            switch (topicArgument(L), socketArgument(L)) {
-            case (.failure(let failure), _), (_, .failure(let failure)):
-                return push(L, failure)
-            case (.success(let topic), .success(let id)):
-                let later = LaterAnswer(L, worker.runner)
-                switch worker.owners.subscribe(id, topic: topic, then: later?.then(pushOutcome)) {
-                case .now(let failure): return pushOutcome(L, failure)
-                case .later: return later?.wait(L) ?? -1
-                }
-            }
-        }
+        withoutMemoryLimit(L) { changeTopic($0) { $0.subscribe($1, topic: $2, then: $3) } }
     }
 
     static let websocketUnsubscribe: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            let worker = worker(L)
-            switch (topicArgument(L), socketArgument(L)) {
-            case (.failure(let failure), _), (_, .failure(let failure)):
-                return push(L, failure)
-            case (.success(let topic), .success(let id)):
-                let later = LaterAnswer(L, worker.runner)
-                switch worker.owners.unsubscribe(id, topic: topic, then: later?.then(pushOutcome)) {
-                case .now(let failure): return pushOutcome(L, failure)
-                case .later: return later?.wait(L) ?? -1
-                }
-            }
-        }
+        withoutMemoryLimit(L) { changeTopic($0) { $0.unsubscribe($1, topic: $2, then: $3) } }
     }
 
     static let websocketSubscriptions: lua_CFunction = { L in
         withoutMemoryLimit(L) { L in
             guard lua_type(L, 1) == LUA_TTABLE else { return push(L, .badRequest("argument must be a table")) }
             let worker = worker(L)
-            switch socketArgument(L) {
+            switch socketIdArgument(L) {
             case .failure(let failure): return push(L, failure)
             case .success(let id):
                 let later = LaterAnswer(L, worker.runner)
@@ -106,15 +93,11 @@ extension ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let value): topic = value
             }
-            let wait: Bool
-            switch waitArgument(L) {
+            let (wait, type, message): (Bool, String, UnsafeRawBufferPointer)
+            switch messageArguments(L) {
             case .failure(let failure): return push(L, failure)
-            case .success(let value): wait = value
+            case .success(let fields): (wait, type, message) = fields
             }
-            lua_getfield(L, 1, "type")
-            let type = lua_isnoneornil(L, -1) ? "data-text" : (lua_type(L, -1) == LUA_TSTRING ? lua_swiftstring(L, -1)! : "")
-            lua_getfield(L, 1, "message")
-            guard let message = lua_bytes(L, -1) else { return push(L, .badRequest("message must be a string (encode tables with to_json)")) }
             var request: NodeMessage?
             switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload -> Int in
                 if let calls = worker.remoteCalls, worker.redis?.isUp == true {
