@@ -185,6 +185,40 @@ def test_a_stopped_redis_times_out_a_killed_one_is_unavailable_and_both_come_bac
     assert "unreachable" in node.log() and "retrying" in node.log()
 
 
+def test_requests_waiting_on_a_stopped_redis_each_time_out_after_their_own_wait(wsgate, redis):
+    store = redis()
+    # Heartbeats far apart: the link is not taken for wedged while the requests wait.
+    node = wsgate(SCRIPTS, cluster_config(store, heartbeatMs=1000, nodeTimeoutMs=5000), workers=1)
+    call = '(function() local e = Keystore.get{key = "k"} return e.status end)()'
+
+    async def scenario():
+        first, second = await connect(node.url("/eval")), await connect(node.url("/eval"))
+        await recv(first), await recv(second)
+        try:
+            store.pause()
+            loop = asyncio.get_running_loop()
+            sent_first = loop.time()
+            await first.send(call)
+            await asyncio.sleep(0.15)
+            sent_second = loop.time()
+            await second.send(call)
+            answer_first = await recv_json(first)
+            took_first = loop.time() - sent_first
+            answer_second = await recv_json(second)
+            took_second = loop.time() - sent_second
+            return answer_first["r"][0], took_first, answer_second["r"][0], took_second
+        finally:
+            store.resume()
+            await first.close()
+            await second.close()
+
+    status_first, took_first, status_second, took_second = run(scenario())
+    assert (status_first, status_second) == (504, 504)
+    # requestTimeoutMs is 300: neither answers before its own 300 ms, nor long after.
+    assert 0.29 <= took_first < 0.3 + 0.5, took_first
+    assert 0.29 <= took_second < 0.3 + 0.5, took_second
+
+
 def test_cluster_required_makes_health_follow_redis(wsgate, redis):
     store = redis()
     node = wsgate(SCRIPTS, cluster_config(store, required=True))

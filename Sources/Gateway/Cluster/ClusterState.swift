@@ -26,6 +26,11 @@ final class ClusterState {
 
     /// A Redis key or channel of this cluster: the prefix, then the parts, joined by ":".
     func key(_ parts: String...) -> [UInt8] {
-        Array(([settings.prefix] + parts).joined(separator: ":").utf8)
+        var key = Array(settings.prefix.utf8)
+        for part in parts {
+            key.append(UInt8(ascii: ":"))
+            key.append(contentsOf: part.utf8)
+        }
+        return key
     }
 }

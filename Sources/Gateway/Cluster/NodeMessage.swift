@@ -12,6 +12,24 @@ struct NodeMessage: Equatable {
         case subscribe, unsubscribe, subscriptions, subscribers, publish
         /// The management API's description of a socket.
         case describe
+
+        /// The metrics' label of a request for it.
+        var label: String {
+            switch self {
+            case .send: "node_send"
+            case .close: "node_close"
+            case .info: "node_info"
+            case .list: "node_list"
+            case .closeAll: "node_closeAll"
+            case .probe: "node_probe"
+            case .subscribe: "node_subscribe"
+            case .unsubscribe: "node_unsubscribe"
+            case .subscriptions: "node_subscriptions"
+            case .subscribers: "node_subscribers"
+            case .publish: "node_publish"
+            case .describe: "node_describe"
+            }
+        }
     }
 
     var kind: Kind
@@ -37,16 +55,29 @@ struct NodeMessage: Equatable {
     private static let version: UInt8 = 1
 
     func encoded() -> [UInt8] {
-        var out: [UInt8] = [NodeMessage.version, kind.rawValue, operation.rawValue, opcode]
-        out.reserveCapacity(32 + node.utf8.count + socket.utf8.count + error.utf8.count + payload.count)
+        var out: [UInt8] = []
+        out.reserveCapacity(24 + node.utf8.count + socket.utf8.count + topic.utf8.count + error.utf8.count + payload.count)
+        out.append(NodeMessage.version)
+        out.append(kind.rawValue)
+        out.append(operation.rawValue)
+        out.append(opcode)
         for shift in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: id >> UInt64(shift))) }
-        out += [UInt8(loop >> 8), UInt8(truncatingIfNeeded: loop), UInt8(status >> 8), UInt8(truncatingIfNeeded: status)]
-        for text in [node, socket, topic, error] {
+        out.append(UInt8(loop >> 8))
+        out.append(UInt8(truncatingIfNeeded: loop))
+        out.append(UInt8(status >> 8))
+        out.append(UInt8(truncatingIfNeeded: status))
+        func append(_ text: String) {
             let bytes = text.utf8.prefix(Int(UInt16.max))
-            out += [UInt8(truncatingIfNeeded: bytes.count >> 8), UInt8(truncatingIfNeeded: bytes.count)]
-            out += bytes
+            out.append(UInt8(truncatingIfNeeded: bytes.count >> 8))
+            out.append(UInt8(truncatingIfNeeded: bytes.count))
+            out.append(contentsOf: bytes)
         }
-        return out + payload
+        append(node)
+        append(socket)
+        append(topic)
+        append(error)
+        out.append(contentsOf: payload)
+        return out
     }
 
     /// nil for bytes that are not a message of this version.

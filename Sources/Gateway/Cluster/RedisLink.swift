@@ -30,6 +30,8 @@ final class RedisLink {
     /// `pendingHead`, for the wedge check.
     private var pending: [Pending] = []
     private var pendingHead = 0
+    /// A timer is set while any request waits (see `timeOut`).
+    private var timeoutArmed = false
     private var lastFailure = ""
 
     private final class Pending {
@@ -93,9 +95,30 @@ final class RedisLink {
             return
         }
         pending.append(entry)
-        loop.schedule(after: requestTimeoutNanos) { [weak self, weak entry] in
-            guard let self, let entry, entry.done != nil else { return }
-            self.answered(entry, .failure(.gatewayTimeout("no answer from Redis within cluster.requestTimeoutMs (\(self.settings.requestTimeoutMs) ms)")))
+        if !timeoutArmed { armTimeout(after: requestTimeoutNanos) }
+    }
+
+    /// One timer serves every request: they share one timeout and Redis answers them in order, so
+    /// the oldest one still waiting is always the next to time out.
+    private func armTimeout(after nanos: UInt64) {
+        timeoutArmed = true
+        loop.schedule(after: nanos) { [weak self] in self?.timeOut() }
+    }
+
+    /// Fails the requests that have waited cluster.requestTimeoutMs, oldest first, and sets the
+    /// timer for the next one. They stay pending until Redis answers them (the wedge check).
+    private func timeOut() {
+        timeoutArmed = false
+        let limit = requestTimeoutNanos
+        var index = pendingHead
+        while index < pending.count {
+            let entry = pending[index]
+            index += 1
+            guard let done = entry.done else { continue }
+            let waited = loop.now &- entry.sentAt
+            guard waited >= limit else { return armTimeout(after: limit - waited) }
+            entry.done = nil
+            done(.failure(.gatewayTimeout("no answer from Redis within cluster.requestTimeoutMs (\(settings.requestTimeoutMs) ms)")))
         }
     }
 

@@ -41,7 +41,7 @@ final class RemoteCalls {
     func tell(_ request: NodeMessage, to node: String) -> ServiceFailure? {
         guard let link = worker.redis, link.isUp else { return .unavailable("Redis is unreachable (\(cluster.settings.redis))") }
         guard cluster.nodes.contains(node) else { return .notFound("node \(node) is not in the cluster") }
-        link.request("node_\(request.operation)", [Array("PUBLISH".utf8), cluster.key("node", node), request.encoded()]) { _ in }
+        link.request(request.operation.label, [Array("PUBLISH".utf8), cluster.key("node", node), request.encoded()]) { _ in }
         return nil
     }
 
@@ -50,7 +50,7 @@ final class RemoteCalls {
         let id = request.id
         waiting[id] = done
         let channel = cluster.key("node", node)
-        link.request("node_\(request.operation)", [Array("PUBLISH".utf8), channel, request.encoded()]) { [weak self] result in
+        link.request(request.operation.label, [Array("PUBLISH".utf8), channel, request.encoded()]) { [weak self] result in
             guard let self else { return }
             switch result {
             case .failure(let failure):
