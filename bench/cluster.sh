@@ -117,18 +117,10 @@ SEND_SIZE=${SEND_SIZE:-64}
 SEND_WINDOW=${SEND_WINDOW:-16}
 SEND_SECS=${SEND_SECS:-10}
 SEND_WARMUP_SECS=${SEND_WARMUP_SECS:-$WARMUP_SECS}
-FANOUT_SUBS=${FANOUT_SUBS:-10000}
-FANOUT_SIZE=${FANOUT_SIZE:-64}
-FANOUT_SECS=${FANOUT_SECS:-10}
-FANOUT_WINDOW=${FANOUT_WINDOW:-8}
-FANOUT_WARMUP_SECS=${FANOUT_WARMUP_SECS:-$WARMUP_SECS}
-FANOUT_SETUPS=${FANOUT_SETUPS:-200}
-FANOUT_MSG_TIMEOUT=${FANOUT_MSG_TIMEOUT:-10}
-FANOUT_BUSY_POLL=${FANOUT_BUSY_POLL:-1}
+fanout_defaults   # FANOUT_SUBS ... FANOUT_BUSY_POLL, FANOUT
 PUBLISH_WAIT=${PUBLISH_WAIT:-false}
 ROUNDS=${ROUNDS:-3}
 NOISY_PCT=${NOISY_PCT:-10}
-FANOUT=${FANOUT:-/tmp/wsgate-bench-fanout}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 NODE_A_CPU=${NODE_A_CPU:-$SERVER_CPU}
 NODE_B_CPU=${NODE_B_CPU:-$SERVER_CPU}
@@ -137,23 +129,11 @@ ALL_WORKLOADS=(send fanout)
 
 usage() { echo "usage: $0 [WORKLOAD...]   (workloads: ${ALL_WORKLOADS[*]}; default both; see the header comment for the tunables)" >&2; exit 2; }
 declare -a SHOWN=()
-for arg in "$@"; do
-  case " ${ALL_WORKLOADS[*]} " in
-    *" $arg "*) [[ " ${SHOWN[*]} " == *" $arg "* ]] || SHOWN+=("$arg") ;;
-    *) usage ;;
-  esac
-done
-(( ${#SHOWN[@]} > 0 )) || SHOWN=("${ALL_WORKLOADS[@]}")
-for v in SEND_PAIRS SEND_SECS SEND_WINDOW FANOUT_SUBS FANOUT_SECS FANOUT_WINDOW FANOUT_SETUPS FANOUT_MSG_TIMEOUT ROUNDS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
-done
+pick_names ALL_WORKLOADS SHOWN "$@"
+need_positive SEND_PAIRS SEND_SECS SEND_WINDOW FANOUT_SUBS FANOUT_SECS FANOUT_WINDOW FANOUT_SETUPS FANOUT_MSG_TIMEOUT ROUNDS
 [[ $PUBLISH_WAIT == true || $PUBLISH_WAIT == false ]] || die "PUBLISH_WAIT must be true or false"
-for v in SEND_WARMUP_SECS FANOUT_WARMUP_SECS; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer"
-done
-for v in SEND_SIZE FANOUT_SIZE; do
-  if ! [[ ${!v} =~ ^[0-9]+$ ]] || (( ${!v} < 40 || ${!v} > 65535 )); then die "$v must be 40..65535"; fi
-done
+need_nonnegative SEND_WARMUP_SECS FANOUT_WARMUP_SECS
+need_msg_size SEND_SIZE FANOUT_SIZE
 (( SEND_WINDOW <= 64 && FANOUT_WINDOW <= 64 )) || die "SEND_WINDOW and FANOUT_WINDOW must be 1..64"
 (( SEND_PAIRS <= 1000 )) || die "SEND_PAIRS must be 1..1000"
 [[ $FANOUT_BUSY_POLL == 0 || $FANOUT_BUSY_POLL == 1 ]] || die "FANOUT_BUSY_POLL must be 0 or 1"
@@ -165,29 +145,12 @@ SERVERS=(wsgate)
 bench_init
 
 # ------------------------------------------------------------- helpers ----
-# "median min max" of the numeric arguments ("null" skipped), as in fanout.sh.
-stats() {
-  printf '%s\n' "$@" | grep -v '^null$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "null null null"; exit }
-      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
-json_list() { local IFS=,; echo "[$*]"; }
-ratio() {
-  if [[ $1 == null || $2 == null ]]; then echo null
-  else awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "null"; else printf "%.3f", a / b }'; fi
-}
+# (stats, ratio, json_list, us_to_ms, median_of, phase_line and the like are lib.sh's.)
 fmt() {
   if [[ $2 == null || -z $2 ]]; then echo "-"; else awk -v f="$1" -v x="$2" 'BEGIN { printf f, x }'; fi
 }
-us_to_ms() { awk -v x="$1" 'BEGIN { if (x == "null") print "null"; else print x / 1000 }'; }
 # a / b * c, null when either is null or b is 0.
 per() { awk -v a="$1" -v b="$2" -v c="${3:-1}" 'BEGIN { if (a == "null" || b == "null" || b + 0 == 0) print "null"; else printf "%.0f", a / b * c }'; }
-# The JSON line of a phase in the client's output file.
-phase_line() { grep "^{.*\"phase\":\"$1\"" "$2" | tail -n 1 || true; }
 # Element $3 (from 0) of the array field $1 of the JSON line $2, or null.
 jarr() {
   local v
@@ -347,24 +310,15 @@ cluster_run() {
   wait_quiet
   # shellcheck disable=SC2206  # pids, one word each
   local -a srv_pids=(${pids//,/ })
-  local t0 t1 secs run_other
-  proc_snapshot "$TMP_ROOT/snap0"
-  t0=$(date +%s.%N)
+  cpu_watch_pids "${srv_pids[@]}"
   log "round $round/$ROUNDS, ${LABEL[$run]}: fanout ${args[*]} ${urls[*]}"
   start_load "$out" "${args[@]}" "${urls[@]}"
-  for _ in $(seq 1 $(( (120 + 60 + 10) * 10 ))); do
-    ready=$(sed -n 's/^READY \([0-9]*\) .*/\1/p' "$out")
-    [[ -n $ready ]] && break
-    alive "$LOAD_PID" || break
-    sleep 0.1
-  done
+  ready=$(fanout_ready "$out")
   [[ -n $ready ]] && log "  READY $ready ($(sed -n 's/^READY [0-9]* \([0-9]*\)$/\1/p' "$out") ms after the last upgrade)"
   wait "$LOAD_PID" || rc=$?
   LOAD_PID=""
-  t1=$(date +%s.%N)
-  proc_snapshot "$TMP_ROOT/snap1"
-  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-  run_other=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$secs" "${srv_pids[@]}")
+  cpu_watch_stop
+  local run_other=$RUN_OTHER_PCT
   (( rc == 0 )) || { log "WARNING: ${LABEL[$run]}: fanout exited with status $rc: $(head -c 2000 "$out.err")"; ok=FAIL; }
   [[ -s $out.err ]] && log "  fanout stderr: $(head -c 2000 "$out.err")"
   # Cluster calls that failed (504, Redis errors), as the nodes count them.
@@ -389,22 +343,14 @@ cluster_run() {
     log "  notes: $notes"
   fi
 
-  local ph res k m i summary="" expect
+  local ph res m i summary="" expect
   expect=$([[ $run == local || $run == cross* ]] && echo "$SEND_PAIRS" || echo "$FANOUT_SUBS")
   for ph in "${PHASES[@]}"; do
     res=$(phase_line "$ph" "$out")
     if [[ -z $res ]]; then
       log "WARNING: ${LABEL[$run]} $ph: no result"; ok=FAIL
     else
-      for k in open missing gave_up bad_frames bad_seq closed_by_server connect_fail errors; do
-        m=$(jnum "$k" "$res")
-        if [[ $k == open ]]; then
-          [[ $m == "$expect" ]] || { log "WARNING: ${LABEL[$run]} $ph: $m of $expect open"; ok=FAIL; }
-        elif [[ -z $m || $m != 0 ]]; then
-          log "WARNING: ${LABEL[$run]} $ph: $k=$m"; ok=FAIL
-        fi
-      done
-      [[ $res == *'"aborted":false'* ]] || { log "WARNING: ${LABEL[$run]} $ph: aborted"; ok=FAIL; }
+      fanout_phase_ok "${LABEL[$run]} $ph" "$res" "$expect" open || ok=FAIL
     fi
     for m in deliveries_per_s last_p50_us last_p99_us last_p999_us each_p50_us busy_pct; do
       VALS["$run $ph $m"]+="$(jval "$m" "${res:-}") "
@@ -447,7 +393,6 @@ node_core_pct() {
 }
 
 # ------------------------------------------------------------ summary ----
-median_of() { local -a v; read -ra v <<<"${VALS[$1]:-}"; local m; read -r m _ _ < <(stats "${v[@]}"); echo "$m"; }
 
 # Per-round values of the deliveries per CPU-second of node N (a or b) of
 # RUN's phase: url<i>_dps / cpu_<n> * 100, round by round.
@@ -611,13 +556,11 @@ report() {
   SEND_RATIOS="" FANOUT_RATIOS=""
   for w in "${SHOWN[@]}"; do "report_$w"; done
   local noisy total
-  # shellcheck disable=SC2086
-  read -r noisy total < <(for run in "${RUNS[@]}"; do printf '%s\n' ${VALS["$run other"]}; done | awk -v lim="$NOISY_PCT" \
-    'NF { n++; if ($1 > lim) k++ } END { print k + 0, n + 0 }')
+  read -r noisy total < <(for run in "${RUNS[@]}"; do echo "${VALS["$run other"]}"; done | count_noisy)
   echo
   echo "   processes: node a on cpu $NODE_A_CPU, node b on cpu $NODE_B_CPU, redis on cpu $REDIS_CPU, bench/fanout.c on cpu $LOAD_CPU (busy-poll $([[ $FANOUT_BUSY_POLL == 1 ]] && echo on || echo off))"
   echo "   wsgate: $WSGATE_SRC_BIN (modified $WSGATE_BUILT), 1 worker per node; $("$REDIS_SERVER" --version | awk '{ print $1, $2, $3 }')"
-  (( noisy == 0 )) || echo "   WARNING: $noisy of $total runs had other% above $NOISY_PCT (other processes busy): noisy figures"
+  noisy_warning "$noisy" "$total"
   for run in "${RUNS[@]}"; do
     [[ -n ${NOTES[$run]:-} ]] || continue
     echo "   ${LABEL[$run]}: logs and cluster errors:"
@@ -635,16 +578,9 @@ check_prereqs "$REDIS_SERVER:redis-server"
 build_c_tool "$BENCH_DIR/fanout.c" "$FANOUT"
 LOADGEN=$FANOUT
 need=$(( FANOUT_SUBS + 2 * SEND_PAIRS + 256 ))
-if (( $(ulimit -n) < need )); then
-  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  (( $(ulimit -n) >= need )) || die "open-file limit $(ulimit -n) is too low for FANOUT_SUBS=$FANOUT_SUBS (need $need)"
-fi
+need_nofile "$need" "FANOUT_SUBS=$FANOUT_SUBS (need $need)"
 
-WSGATE_SRC_BIN=$WSGATE_BIN
-WSGATE_BUILT=$(date -r "$WSGATE_BIN" '+%Y-%m-%d %H:%M:%S')
-cp "$WSGATE_BIN" "$TMP_ROOT/wsgate"
-WSGATE_BIN=$TMP_ROOT/wsgate
-log "wsgate: $WSGATE_SRC_BIN (modified $WSGATE_BUILT), copied to $WSGATE_BIN"
+copy_wsgate_bin
 mkdir -p "$TMP_ROOT/endpoints"
 cat >"$TMP_ROOT/endpoints/sink.lua" <<'EOF'
 -- bench/cluster.sh: a receiver; its first and only message is its own socket id.

@@ -76,14 +76,8 @@ ALL_WORKLOADS=(echo64-p1 echo64-p16 bin16k text16k handshake idle)
 usage() { echo "usage: $0 [WORKLOAD...]   (workloads: ${ALL_WORKLOADS[*]}; default all)" >&2; exit 2; }
 
 declare -a WORKLOADS=()
-for arg in "$@"; do
-  case " ${ALL_WORKLOADS[*]} " in
-    *" $arg "*) [[ " ${WORKLOADS[*]} " == *" $arg "* ]] || WORKLOADS+=("$arg") ;;
-    *) usage ;;
-  esac
-done
-(( ${#WORKLOADS[@]} > 0 )) || WORKLOADS=("${ALL_WORKLOADS[@]}")
-[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+pick_names ALL_WORKLOADS WORKLOADS "$@"
+need_positive ROUNDS
 
 # The temp dir becomes the working directory: binaries named relatively must
 # be resolved first.
@@ -173,21 +167,9 @@ declare -A VALS=() CPUS=() OTHERS=() FAILS=()
 # runs (server cpu% and other% over the whole measurement, the settle waits
 # included). Sets RUN_SRV_PCT and RUN_OTHER_PCT.
 measured_idle() {
-  local url=$1 dir=$2 srv_pids c0 c1 t0 t1 secs
-  srv_pids="$SERVER_PID $(descendants "$SERVER_PID" | tr '\n' ' ')"
-  proc_snapshot "$TMP_ROOT/snap0"
-  # shellcheck disable=SC2086
-  c0=$(cpu_ticks $srv_pids)
-  t0=$(date +%s.%N)
-  measure_idle "$url" "$dir" browser -B
-  # shellcheck disable=SC2086
-  c1=$(cpu_ticks $srv_pids)
-  t1=$(date +%s.%N)
-  proc_snapshot "$TMP_ROOT/snap1"
-  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-  RUN_SRV_PCT=$(awk -v c="$(( c1 - c0 ))" -v hz="$CLK_TCK" -v s="$secs" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
-  # shellcheck disable=SC2086
-  RUN_OTHER_PCT=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$secs" $srv_pids)
+  cpu_watch_start
+  measure_idle "$1" "$2" browser -B
+  cpu_watch_stop
 }
 
 # One measurement: fresh server NAME, warm-up, workload W, stop. Appends to
@@ -255,26 +237,10 @@ bench_one() {
 }
 
 # ------------------------------------------------------------ summary ----
-# "median min max" of the numeric arguments ("null" entries skipped; the
-# median of an even count is the mean of the middle two); "null null null"
-# if there are none.
-stats() {
-  printf '%s\n' "$@" | grep -v '^null$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "null null null"; exit }
-      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
+# (stats, ratio and json_list are lib.sh's.)
 fmt() {
   if [[ $2 == null ]]; then echo null; else awk -v f="$1" -v x="$2" 'BEGIN { printf f, x }'; fi
 }
-ratio() {
-  if [[ $1 == null || $2 == null ]]; then echo null
-  else awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "null"; else printf "%.3f", a / b }'; fi
-}
-json_list() { local IFS=,; echo "[$*]"; }
 
 report() {
   local w m s first med mn mx rv rb cpus others chk
@@ -317,9 +283,8 @@ report() {
 
   echo "   (B/conn and srv us/cycle: lower is better, so there a ratio below 1 favours the row's server)"
   local noisy total
-  read -r noisy total < <(printf '%s\n' "${OTHERS[@]}" | tr ' ' '\n' | awk -v lim="$NOISY_PCT" \
-    'NF { n++; if ($1 > lim) k++ } END { print k + 0, n + 0 }')
-  (( noisy == 0 )) || echo "   WARNING: $noisy of $total runs had other% above $NOISY_PCT (other processes busy): noisy figures"
+  read -r noisy total < <(printf '%s\n' "${OTHERS[@]}" | count_noisy)
+  noisy_warning "$noisy" "$total"
 
   echo
   local line mj rn rbj

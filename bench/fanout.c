@@ -120,22 +120,11 @@
  * run as a whole by the sum of those and the phases.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+
+#define PROG "fanout"
+#define BUF_FIRST_CAP 256 /* only pongs and the publisher's frames wait here */
+#include "wsbench.h"
 
 #define MAX_WINDOW 64
 #define RING 1024             /* message slots; > MAX_WINDOW, a power of two */
@@ -152,16 +141,8 @@
 #define MAX_PAIRS 1000        /* -R: each pair has its own RING of messages */
 #define MIN_SIZE 40
 #define NS 1000000000LL
-/* RFC 6455, section 1.3: this key's accept value. */
-#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 enum state { ST_FREE, ST_TCP, ST_UPGRADE, ST_OPEN, ST_DONE };
-
-struct buf {
-    unsigned char *p;
-    size_t len, off, cap; /* data is p[off .. len) */
-};
 
 struct conn {
     int fd;
@@ -203,8 +184,7 @@ struct phase {
     int64_t t0, t_end, t_drained;
     long long msgs, msgs_done, deliveries, deliveries_total, missing, gave_up, late;
     long long bad_frames, bad_seq, errors, closed, connect_fail_at_start;
-    uint32_t *last_us, *first_us;
-    size_t nlast, caplast, nfirst, capfirst;
+    struct u32s last_us, first_us;
     uint64_t *hist;
     long long nhist;
     long long url_deliveries[MAX_URLS]; /* deliveries in the window, by subscriber URL */
@@ -243,7 +223,7 @@ static int ep;
 static unsigned char *pad;         /* the expected message bytes after the header */
 static unsigned char rbuf[READ_CHUNK + HEAD_CAP];
 static uint32_t frame_cap;         /* a subscriber's partial-frame buffer */
-static uint32_t rng = 2463534242u;
+static uint32_t rng;
 
 static long long subs_open, upgraded, connect_fail, errors, closed_by_server, bad_frames, bad_seq;
 static long long subs_settled, pubs_settled; /* opened, or failed to */
@@ -270,14 +250,6 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * NS + t.tv_nsec;
 }
 
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
 /* utime + stime of -C's k-th process, in clock ticks; -1 when unknown. */
 static long long server_ticks(int k)
 {
@@ -294,47 +266,6 @@ static long long server_ticks(int k)
     /* after ") ": state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2) return -1;
     return (long long)(ut + stt);
-}
-
-static uint32_t rnd32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return rng;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "fanout: out of memory\n");
-        exit(1);
-    }
-    return q;
-}
-
-static void buf_reserve(struct buf *b, size_t extra)
-{
-    if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
-    if (b->len + extra <= b->cap) return;
-    if (b->off > 0) {
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->len + extra <= b->cap) return;
-    }
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + extra) cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_put(struct buf *b, const void *p, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
 }
 
 static unsigned hist_bucket(uint64_t us)
@@ -368,27 +299,10 @@ static double hist_quantile(const uint64_t *hist, long long n, double q)
     return hist_value(HIST_BUCKETS - 1);
 }
 
-static void push_us(uint32_t **arr, size_t *n, size_t *cap, int64_t ns)
+static void push_us(struct u32s *s, int64_t ns)
 {
-    if (*n == *cap) {
-        *cap = *cap ? *cap * 2 : 4096;
-        *arr = xrealloc(*arr, *cap * sizeof **arr);
-    }
     int64_t us = ns / 1000;
-    (*arr)[(*n)++] = us < 0 ? 0 : us > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)us;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static uint32_t pct(const uint32_t *v, size_t n, double q)
-{
-    if (n == 0) return 0;
-    size_t i = (size_t)((double)n * q);
-    return v[i < n ? i : n - 1];
+    u32s_push(s, us < 0 ? 0 : us > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)us, 4096);
 }
 
 static struct phase *reporting(void)
@@ -443,9 +357,7 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
     }
     if (logged < MAX_LOGGED_FAILURES) {
         logged++;
-        fprintf(stderr, "fanout: %s %d %s: %s%s%s\n", role(c), conn_no(c),
-                before_open ? "failed to open" : "failed", why, saved_errno ? ": " : "",
-                saved_errno ? strerror(saved_errno) : "");
+        log_failure(role(c), conn_no(c), before_open, why, saved_errno);
     }
     bool was_open = c->st == ST_OPEN;
     if (pairs && !c->is_pub && (before_open || c->want_id)) {
@@ -476,42 +388,14 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
 /* Write out as much of c->out as the socket takes. False if c failed. */
 static bool conn_flush(struct conn *c)
 {
-    while (c->out.off < c->out.len) {
-        ssize_t r = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
-        if (r >= 0) {
-            c->out.off += (size_t)r;
-            continue;
-        }
-        if (errno == EAGAIN || errno == EINTR) return true;
-        conn_fail(c, "write error", errno);
-        return false;
-    }
-    c->out.off = c->out.len = 0;
-    return true;
+    if (buf_send(c->fd, &c->out) >= 0) return true;
+    conn_fail(c, "write error", errno);
+    return false;
 }
 
-/* Queue one masked frame (clients must mask, RFC 6455 section 5.3). */
 static void send_frame(struct conn *c, int opcode, const unsigned char *data, size_t n)
 {
-    unsigned char h[14];
-    size_t hl = 0;
-    h[hl++] = (unsigned char)(0x80 | opcode);
-    if (n < 126) {
-        h[hl++] = (unsigned char)(0x80 | n);
-    } else {
-        h[hl++] = 0x80 | 126;
-        h[hl++] = (unsigned char)(n >> 8);
-        h[hl++] = (unsigned char)n;
-    }
-    uint32_t key = rnd32();
-    unsigned char *mask = h + hl;
-    memcpy(mask, &key, 4);
-    hl += 4;
-    buf_put(&c->out, h, hl);
-    buf_reserve(&c->out, n);
-    unsigned char *dst = c->out.p + c->out.len;
-    for (size_t i = 0; i < n; i++) dst[i] = data[i] ^ mask[i & 3];
-    c->out.len += n;
+    ws_put_frame(&c->out, opcode, data, n, xorshift32(&rng));
 }
 
 /* ------------------------------------------------------------ messages ---- */
@@ -566,8 +450,8 @@ static void msg_check_done(struct group *g, struct msg *m, int64_t t)
             ph->missing += m->missed;
             if (m->missed == 0) {
                 ph->msgs_done++;
-                push_us(&ph->last_us, &ph->nlast, &ph->caplast, t - m->t_send);
-                push_us(&ph->first_us, &ph->nfirst, &ph->capfirst, m->t_first - m->t_send);
+                push_us(&ph->last_us, t - m->t_send);
+                push_us(&ph->first_us, m->t_first - m->t_send);
             }
         }
     }
@@ -744,23 +628,16 @@ static long parse_frames(struct conn *c, const unsigned char *p, size_t n, int64
         const unsigned char *f = p + off;
         size_t avail = n - off;
         if (avail < 2) break;
-        bool fin = f[0] & 0x80;
-        int op = f[0] & 15;
-        uint64_t len = f[1] & 127;
-        size_t hl = 2;
-        if (f[1] & 0x80) { conn_fail(c, "server sent a masked frame", 0); return -1; }
-        if (f[0] & 0x70) { conn_fail(c, "frame with reserved bits set", 0); return -1; }
-        if (len == 126) {
-            if (avail < 4) break;
-            len = (uint64_t)f[2] << 8 | f[3];
-            hl = 4;
-        } else if (len == 127) {
-            if (avail < 10) break;
-            len = 0;
-            for (int i = 0; i < 8; i++) len = len << 8 | f[2 + i];
-            hl = 10;
-        }
-        if (op >= 8 && (!fin || len > 125)) { conn_fail(c, "bad control frame", 0); return -1; }
+        struct ws_head h;
+        bool whole = ws_parse_head(f, avail, &h);
+        if (h.masked) { conn_fail(c, "server sent a masked frame", 0); return -1; }
+        if (h.rsv) { conn_fail(c, "frame with reserved bits set", 0); return -1; }
+        if (!whole) break;
+        bool fin = h.fin;
+        int op = h.op;
+        uint64_t len = h.len;
+        size_t hl = h.hl;
+        if (!ws_control_ok(&h)) { conn_fail(c, "bad control frame", 0); return -1; }
         /* Only frames of -s bytes (and -R's ids, at most MAX_ID) are
          * expected, so a partial frame always fits the connection's small
          * buffer. */
@@ -784,8 +661,7 @@ static long parse_frames(struct conn *c, const unsigned char *p, size_t n, int64
             break;
         case 8: {
             char why[64];
-            int code = len >= 2 ? (d[0] << 8 | d[1]) : 1005;
-            snprintf(why, sizeof why, "server closed the WebSocket (code %d)", code);
+            ws_close_why(why, sizeof why, d, len);
             closed_by_server++;
             if (reporting()) reporting()->closed++;
             conn_fail(c, why, 0);
@@ -809,16 +685,7 @@ static void queue_upgrade(struct conn *c)
 {
     const struct url *u = c->is_pub ? &pub_url : &sub_urls[c->url];
     char req[1200 + sizeof u->path + 3 * MAX_ID];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\n"
-                     "Host: %s\r\n"
-                     "Upgrade: websocket\r\n"
-                     "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: " WS_KEY "\r\n"
-                     "Sec-WebSocket-Version: 13\r\n"
-                     "Origin: http://localhost\r\n"
-                     "\r\n",
-                     c->path ? c->path : u->path, u->hostport);
+    int n = ws_sample_upgrade(req, sizeof req, c->path ? c->path : u->path, u->hostport);
     buf_put(&c->out, req, (size_t)n);
     c->st = ST_UPGRADE;
 }
@@ -828,13 +695,11 @@ static void queue_upgrade(struct conn *c)
 static long check_upgrade_answer(struct conn *c)
 {
     unsigned char *p = c->part;
-    size_t avail = c->partlen, head_len = 0;
-    unsigned char *e = memmem(p, avail, "\r\n\r\n", 4);
-    if (!e) {
+    size_t avail = c->partlen, head_len = http_head_len(p, avail);
+    if (head_len == 0) {
         if (avail >= HEAD_CAP) { conn_fail(c, "upgrade answer too large", 0); return -1; }
         return 0;
     }
-    head_len = (size_t)(e - p) + 4;
     char head[HEAD_CAP + 1];
     memcpy(head, p, head_len);
     head[head_len] = 0;
@@ -843,19 +708,14 @@ static long check_upgrade_answer(struct conn *c)
     if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
         why = "no 101 answer";
     } else {
-        for (char *line = strstr(head, "\r\n"); line && line[2] && line[2] != '\r'; line = strstr(line + 2, "\r\n")) {
-            char *name = line + 2, *colon = strchr(name, ':'), *end = strstr(name, "\r\n");
-            if (!colon || colon > end) continue;
-            size_t nl = (size_t)(colon - name);
-            char *v = colon + 1;
-            while (*v == ' ' || *v == '\t') v++;
-            size_t vl = (size_t)(end - v);
-            while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t')) vl--;
-            if (nl == 20 && strncasecmp(name, "Sec-WebSocket-Accept", nl) == 0)
+        const char *pos = head, *name, *v;
+        size_t nl, vl;
+        while (head_field(&pos, &name, &nl, &v, &vl, " \t")) {
+            if (span_is(name, nl, "Sec-WebSocket-Accept"))
                 accept_ok = vl == strlen(WS_ACCEPT) && strncmp(v, WS_ACCEPT, vl) == 0;
-            else if (nl == 7 && strncasecmp(name, "Upgrade", nl) == 0)
-                upgrade_ok = vl == 9 && strncasecmp(v, "websocket", 9) == 0;
-            else if (nl == 24 && strncasecmp(name, "Sec-WebSocket-Extensions", nl) == 0)
+            else if (span_is(name, nl, "Upgrade"))
+                upgrade_ok = span_is(v, vl, "websocket");
+            else if (span_is(name, nl, "Sec-WebSocket-Extensions"))
                 ext = true;
         }
         if (!accept_ok) why = "missing or wrong Sec-WebSocket-Accept";
@@ -903,9 +763,7 @@ static void drive(struct conn *c, uint32_t events)
 {
     if (c->st == ST_TCP) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        int err = connect_error(c->fd);
         if (err) { conn_fail(c, "connect", err); return; }
         queue_upgrade(c);
         c->part = xrealloc(NULL, HEAD_CAP);
@@ -970,23 +828,8 @@ static void conn_start(struct conn *c, int i)
 {
     const struct url *u = c->is_pub ? &pub_url : &sub_urls[c->url];
     c->st = ST_TCP;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) { conn_fail(c, "socket", errno); return; }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (nsrc > 0) {
-        /* Pick the port at connect() time, per destination, not at bind(). */
-        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        struct sockaddr_in src = {.sin_family = AF_INET};
-        src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % nsrc));
-        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) { conn_fail(c, "bind", errno); return; }
-    }
-    if (connect(c->fd, (const struct sockaddr *)&u->addr, sizeof u->addr) < 0 && errno != EINPROGRESS) {
-        conn_fail(c, "connect", errno);
-        return;
-    }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = (uint32_t)i};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) conn_fail(c, "epoll_ctl", errno);
+    const char *why = tcp_start(ep, &c->fd, &u->addr, nsrc, i, (uint32_t)i);
+    if (why) conn_fail(c, why, errno);
 }
 
 /* ------------------------------------------------------------- phases ---- */
@@ -1057,8 +900,8 @@ static void print_phase(const struct phase *ph)
            ph->msgs, ph->msgs_done, ph->deliveries, ph->deliveries_total, dps, nsubs > 0 ? dps / nsubs : 0.0);
     printf("\"last_p50_us\":%u,\"last_p99_us\":%u,\"last_p999_us\":%u,\"last_max_us\":%u,\"first_p50_us\":%u,"
            "\"each_p50_us\":%.0f,\"each_p99_us\":%.0f,\"each_p999_us\":%.0f,",
-           pct(ph->last_us, ph->nlast, 0.5), pct(ph->last_us, ph->nlast, 0.99), pct(ph->last_us, ph->nlast, 0.999),
-           ph->nlast ? ph->last_us[ph->nlast - 1] : 0, pct(ph->first_us, ph->nfirst, 0.5),
+           u32s_pct(&ph->last_us, 0.5), u32s_pct(&ph->last_us, 0.99), u32s_pct(&ph->last_us, 0.999),
+           u32s_max(&ph->last_us), u32s_pct(&ph->first_us, 0.5),
            hist_quantile(ph->hist, ph->nhist, 0.5), hist_quantile(ph->hist, ph->nhist, 0.99),
            hist_quantile(ph->hist, ph->nhist, 0.999));
     printf("\"urls\":%d,\"url_deliveries_per_s\":[", nurls);
@@ -1087,10 +930,8 @@ static void phase_finish(int64_t t)
     if (ph->cpu1 == 0) ph->cpu1 = cpu_seconds();
     read_server_cpu(ph);
     if (ph->wait1 == 0) ph->wait1 = wait_ns;
-    if (ph->nlast) {
-        qsort(ph->last_us, ph->nlast, sizeof *ph->last_us, cmp_u32);
-        qsort(ph->first_us, ph->nfirst, sizeof *ph->first_us, cmp_u32);
-    }
+    u32s_sort(&ph->last_us);
+    u32s_sort(&ph->first_us);
     if (fatal) ph->aborted = true;
     if (ph->reported) print_phase(ph);
 }
@@ -1105,44 +946,20 @@ static void usage(void)
     exit(2);
 }
 
-static int int_arg(const char *s, int lo, int hi)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) usage();
-    return (int)v;
-}
-
 static void parse_url(const char *url, struct url *u)
 {
     char host[64];
     int port = 80;
     if (strncmp(url, "ws://", 5) != 0) usage();
-    const char *rest = url + 5;
-    size_t hlen = strcspn(rest, ":/");
-    if (hlen == 0 || hlen >= sizeof host) usage();
-    memcpy(host, rest, hlen);
-    host[hlen] = 0;
-    rest += hlen;
-    if (*rest == ':') {
-        char *end;
-        long p = strtol(rest + 1, &end, 10);
-        if (p < 1 || p > 65535 || (*end && *end != '/')) usage();
-        port = (int)p;
-        rest = end;
-    }
+    const char *rest = parse_hostport(url + 5, host, sizeof host, &port);
+    if (!rest) usage();
     snprintf(u->path, sizeof u->path, "/");
     if (*rest == '/') {
-        if (strlen(rest) >= sizeof u->path || strpbrk(rest, " \r\n")) usage();
+        if (!path_ok(rest, sizeof u->path)) usage();
         snprintf(u->path, sizeof u->path, "%s", rest);
     }
     snprintf(u->hostport, sizeof u->hostport, "%s:%d", host, port);
-    u->addr.sin_family = AF_INET;
-    u->addr.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &u->addr.sin_addr) != 1) {
-        fprintf(stderr, "fanout: host must be an IPv4 address: %s\n", host);
-        exit(2);
-    }
+    if (!ipv4_addr(&u->addr, host, port)) exit(2);
 }
 
 /* -C's list: up to MAX_PIDS pids separated by commas. */
@@ -1189,8 +1006,7 @@ int main(int argc, char **argv)
     parse_url(argv[argc - 1], &pub_url);
 
     signal(SIGPIPE, SIG_IGN);
-    rng ^= (uint32_t)getpid() * 2654435761u;
-    if (rng == 0) rng = 1;
+    rng = xorshift32_seed();
     pad = xrealloc(NULL, (size_t)msg_size);
     for (int i = HDR_LEN; i < msg_size; i++) pad[i - HDR_LEN] = (unsigned char)('a' + i % 26);
     frame_cap = (uint32_t)msg_size + 14 > 256 ? (uint32_t)msg_size + 14 : 256;

@@ -89,17 +89,9 @@ ROOT=$(dirname "$BENCH_DIR")
 # shellcheck source=bench/lib.sh
 source "$BENCH_DIR/lib.sh"
 
-FANOUT_SUBS=${FANOUT_SUBS:-10000}
-FANOUT_SIZE=${FANOUT_SIZE:-64}
-FANOUT_SECS=${FANOUT_SECS:-10}
-FANOUT_WINDOW=${FANOUT_WINDOW:-8}
-FANOUT_WARMUP_SECS=${FANOUT_WARMUP_SECS:-$WARMUP_SECS}
-FANOUT_SETUPS=${FANOUT_SETUPS:-200}
-FANOUT_MSG_TIMEOUT=${FANOUT_MSG_TIMEOUT:-10}
-FANOUT_BUSY_POLL=${FANOUT_BUSY_POLL:-1}
+fanout_defaults
 ROUNDS=${ROUNDS:-3}
 NOISY_PCT=${NOISY_PCT:-10}     # other% above this marks a run as noisy in the summary
-FANOUT=${FANOUT:-/tmp/wsgate-bench-fanout}
 NODE=${NODE:-node}
 NODE_MODULES=/usr/share/nodejs # Debian's node-ws lives here
 VENV=${VENV:-$ROOT/.venv-test}
@@ -107,22 +99,14 @@ ALL_SERVERS=(wsgate node-ws websockets)
 
 usage() { echo "usage: $0 [SERVER...]   (servers: ${ALL_SERVERS[*]}; default all; see the header comment for the tunables)" >&2; exit 2; }
 declare -a SHOWN=()
-for arg in "$@"; do
-  case " ${ALL_SERVERS[*]} " in
-    *" $arg "*) [[ " ${SHOWN[*]} " == *" $arg "* ]] || SHOWN+=("$arg") ;;
-    *) usage ;;
-  esac
-done
-(( ${#SHOWN[@]} > 0 )) || SHOWN=("${ALL_SERVERS[@]}")
-for v in FANOUT_SUBS FANOUT_SECS FANOUT_WINDOW FANOUT_SETUPS FANOUT_MSG_TIMEOUT ROUNDS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
-done
-[[ $FANOUT_WARMUP_SECS =~ ^[0-9]+$ ]] || die "FANOUT_WARMUP_SECS must be a non-negative integer"
-if ! [[ $FANOUT_SIZE =~ ^[0-9]+$ ]] || (( FANOUT_SIZE < 40 || FANOUT_SIZE > 65535 )); then die "FANOUT_SIZE must be 40..65535"; fi
+pick_names ALL_SERVERS SHOWN "$@"
+need_positive FANOUT_SUBS FANOUT_SECS FANOUT_WINDOW FANOUT_SETUPS FANOUT_MSG_TIMEOUT ROUNDS
+need_nonnegative FANOUT_WARMUP_SECS
+need_msg_size FANOUT_SIZE
 (( FANOUT_WINDOW <= 64 )) || die "FANOUT_WINDOW must be 1..64"
 [[ $FANOUT_BUSY_POLL == 0 || $FANOUT_BUSY_POLL == 1 ]] || die "FANOUT_BUSY_POLL must be 0 or 1"
 FANOUT_SRCS=${FANOUT_SRCS:-$(( FANOUT_SUBS > 20000 ? (FANOUT_SUBS + 19999) / 20000 : 0 ))}
-[[ $FANOUT_SRCS =~ ^[0-9]+$ ]] || die "FANOUT_SRCS must be a non-negative integer"
+need_nonnegative FANOUT_SRCS
 
 # The temp dir becomes the working directory: binaries named relatively must
 # be resolved first.
@@ -135,26 +119,10 @@ SERVERS=()
 bench_init
 
 # ------------------------------------------------------------- helpers ----
-# "median min max" of the numeric arguments ("null" skipped), as in compare.sh.
-stats() {
-  printf '%s\n' "$@" | grep -v '^null$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "null null null"; exit }
-      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
-json_list() { local IFS=,; echo "[$*]"; }
-ratio() {
-  if [[ $1 == null || $2 == null ]]; then echo null
-  else awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "null"; else printf "%.3f", a / b }'; fi
-}
+# (stats, ratio, json_list, phase_line and the like are lib.sh's.)
 fmt() {
   if [[ $2 == null ]]; then echo "-"; else awk -v f="$1" -v x="$2" 'BEGIN { printf f, x }'; fi
 }
-# The JSON line of a phase in the client's output file.
-phase_line() { grep "^{.*\"phase\":\"$1\"" "$2" | tail -n 1 || true; }
 
 # The Debian package node-ws, and the venv with PyPI's websockets (made as
 # scripts/test makes it). Only for the servers being run.
@@ -246,22 +214,11 @@ fanout_run() {
   out=$dir/fanout.out
 
   wait_quiet
-  local srv_pids c0 c1 l0 l1 t0 t1 secs
-  srv_pids="$SERVER_PID $(descendants "$SERVER_PID" | tr '\n' ' ')"
-  proc_snapshot "$TMP_ROOT/snap0"
-  # shellcheck disable=SC2086
-  c0=$(cpu_ticks $srv_pids)
-  l0=$(reaped_ticks)
-  t0=$(date +%s.%N)
+  cpu_watch_start
   log "round $round/$ROUNDS, $name: fanout ${args[*]}"
   start_load "$out" "${args[@]}" "ws://127.0.0.1:$port/sub" "ws://127.0.0.1:$port/pub"
   # READY: every subscription is in place; the client now pauses SETTLE_SECS.
-  for _ in $(seq 1 $(( (120 + 60 + 10) * 10 ))); do
-    ready=$(sed -n 's/^READY \([0-9]*\) .*/\1/p' "$out")
-    [[ -n $ready ]] && break
-    alive "$LOAD_PID" || break
-    sleep 0.1
-  done
+  ready=$(fanout_ready "$out")
   rss=null
   if [[ -n $ready ]]; then
     sleep 1
@@ -271,38 +228,21 @@ fanout_run() {
   fi
   wait "$LOAD_PID" || rc=$?
   LOAD_PID=""
-  l1=$(reaped_ticks)
-  # shellcheck disable=SC2086
-  c1=$(cpu_ticks $srv_pids)
-  t1=$(date +%s.%N)
-  proc_snapshot "$TMP_ROOT/snap1"
-  secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-  local run_srv run_load run_other
-  run_srv=$(awk -v c="$(( c1 - c0 ))" -v hz="$CLK_TCK" -v s="$secs" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
-  run_load=$(awk -v c="$(( l1 - l0 ))" -v hz="$CLK_TCK" -v s="$secs" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
-  # shellcheck disable=SC2086
-  run_other=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$secs" $srv_pids)
+  cpu_watch_stop
+  local run_srv=$RUN_SRV_PCT run_load=$RUN_LOAD_PCT run_other=$RUN_OTHER_PCT
   (( rc == 0 )) || { log "WARNING: $name: fanout exited with status $rc: $(head -c 2000 "$out.err")"; ok=FAIL; }
   [[ -s $out.err ]] && log "  fanout stderr: $(head -c 2000 "$out.err")"
   alive "$SERVER_PID" || { log "WARNING: $name died during the run"; ok=FAIL; }
   stop_server
 
-  local ph res m k summary=""
+  local ph res m summary=""
   for ph in "${PHASES[@]}"; do
     res=$(phase_line "$ph" "$out")
     log "  $ph: ${res:-(no result)}"
     if [[ -z $res ]]; then
       ok=FAIL
     else
-      for k in open missing gave_up bad_frames bad_seq closed_by_server connect_fail errors; do
-        m=$(jnum "$k" "$res")
-        if [[ $k == open ]]; then
-          [[ $m == "$FANOUT_SUBS" ]] || { log "WARNING: $name $ph: $m of $FANOUT_SUBS subscribers open"; ok=FAIL; }
-        elif [[ -z $m || $m != 0 ]]; then
-          log "WARNING: $name $ph: $k=$m"; ok=FAIL
-        fi
-      done
-      [[ $res == *'"aborted":false'* ]] || { log "WARNING: $name $ph: aborted"; ok=FAIL; }
+      fanout_phase_ok "$name $ph" "$res" "$FANOUT_SUBS" "subscribers open" || ok=FAIL
     fi
     for m in "${PHASE_METRICS[@]}"; do VALS["$name $ph $m"]+="$(jval "$m" "$res") "; done
     summary+="$ph $(jnum deliveries_per_s "$res") deliveries/s, last p50 $(fmt '%.1f' "$(us_to_ms "$(jval last_p50_us "$res")")") ms; "
@@ -323,11 +263,6 @@ fanout_run() {
 }
 
 # ------------------------------------------------------------ summary ----
-# Microseconds to milliseconds (null stays null).
-us_to_ms() { awk -v x="$1" 'BEGIN { if (x == "null") print "null"; else print x / 1000 }'; }
-# Median of VALS[$1] (null if none).
-median_of() { local -a v; read -ra v <<<"${VALS[$1]:-}"; local m; read -r m _ _ < <(stats "${v[@]}"); echo "$m"; }
-
 report() {
   local s ph med mn mx chk rss first
   local -a vals
@@ -377,10 +312,8 @@ report() {
     done
   fi
   local noisy total
-  # shellcheck disable=SC2086
-  read -r noisy total < <(for s in "${SHOWN[@]}"; do printf '%s\n' ${VALS["$s other"]}; done | awk -v lim="$NOISY_PCT" \
-    'NF { n++; if ($1 > lim) k++ } END { print k + 0, n + 0 }')
-  (( noisy == 0 )) || echo "   WARNING: $noisy of $total runs had other% above $NOISY_PCT (other processes busy): noisy figures"
+  read -r noisy total < <(for s in "${SHOWN[@]}"; do echo "${VALS["$s other"]}"; done | count_noisy)
+  noisy_warning "$noisy" "$total"
   for s in "${SHOWN[@]}"; do
     [[ -n ${NOTES[$s]:-} ]] || continue
     echo "   $s's log ($([[ $s == wsgate ]] && echo "WARN/ERROR lines" || echo "beyond its banner")):"
@@ -418,17 +351,10 @@ peer_prereqs
 build_c_tool "$BENCH_DIR/fanout.c" "$FANOUT"
 LOADGEN=$FANOUT
 # FANOUT_SUBS + 1 sockets in the client and as many in the server.
-if (( $(ulimit -n) < FANOUT_SUBS + 256 )); then
-  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  (( $(ulimit -n) >= FANOUT_SUBS + 256 )) || die "open-file limit $(ulimit -n) is too low for FANOUT_SUBS=$FANOUT_SUBS (need $(( FANOUT_SUBS + 256 )))"
-fi
+need_nofile $(( FANOUT_SUBS + 256 )) "FANOUT_SUBS=$FANOUT_SUBS (need $(( FANOUT_SUBS + 256 )))"
 
 if [[ " ${SHOWN[*]} " == *" wsgate "* ]]; then
-  WSGATE_SRC_BIN=$WSGATE_BIN
-  WSGATE_BUILT=$(date -r "$WSGATE_BIN" '+%Y-%m-%d %H:%M:%S')
-  cp "$WSGATE_BIN" "$TMP_ROOT/wsgate"
-  WSGATE_BIN=$TMP_ROOT/wsgate
-  log "wsgate: $WSGATE_SRC_BIN (modified $WSGATE_BUILT), copied to $WSGATE_BIN"
+  copy_wsgate_bin
   mkdir -p "$TMP_ROOT/endpoints"
   cat >"$TMP_ROOT/endpoints/sub.lua" <<'EOF'
 -- bench/fanout.sh: every socket of /sub listens to the topic "bench".

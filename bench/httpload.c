@@ -44,22 +44,10 @@
  * there were errors or no response at all, 2 on bad usage.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+
+#define PROG "httpload"
+#include "wsbench.h"
 
 #define READ_CHUNK 65536
 #define MAX_HEAD_BYTES 65536
@@ -100,55 +88,12 @@ static double t_measure0, t_end; /* the measured window (0 until it opens) */
 static long long status_win[1000], status_all[1000];
 static long long n_win, n_all, reconnects, connect_fail, errors;
 static int settled, logged;
-static uint32_t *lat;
-static size_t nlat, latcap;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "httpload: out of memory\n");
-        exit(1);
-    }
-    return q;
-}
+static struct u32s lat;
 
 static void record_latency(double seconds)
 {
-    if (nlat == latcap) {
-        latcap = latcap ? latcap * 2 : (size_t)1 << 16;
-        lat = xrealloc(lat, latcap * sizeof *lat);
-    }
     double us = seconds * 1e6;
-    lat[nlat++] = us > 4e9 ? UINT32_MAX : (uint32_t)us;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static uint32_t percentile(double q)
-{
-    if (nlat == 0) return 0;
-    size_t i = (size_t)((double)nlat * q);
-    return lat[i < nlat ? i : nlat - 1];
+    u32s_push(&lat, us > 4e9 ? UINT32_MAX : (uint32_t)us, (size_t)1 << 16);
 }
 
 static bool in_window(double t) { return t_measure0 > 0 && t >= t_measure0 && t < t_end; }
@@ -176,9 +121,7 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
     errors++;
     if (logged < MAX_LOGGED_FAILURES) {
         logged++;
-        fprintf(stderr, "httpload: connection %d %s: %s%s%s\n", (int)(c - conns),
-                connecting ? "failed to open" : "failed", why, saved_errno ? ": " : "",
-                saved_errno ? strerror(saved_errno) : "");
+        log_failure("connection", (int)(c - conns), connecting, why, saved_errno);
     }
     conn_close(c);
     c->st = ST_DEAD;
@@ -292,12 +235,7 @@ static bool on_input(struct conn *c, double t, bool eof, bool *closing)
             return false;
         }
         unsigned char *p = c->in;
-        size_t n = c->in_len, head_len = 0;
-        for (size_t i = 0; i + 3 < n; i++)
-            if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
-                head_len = i + 4;
-                break;
-            }
+        size_t n = c->in_len, head_len = http_head_len(p, n);
         if (head_len == 0) {
             if (n > MAX_HEAD_BYTES) { conn_fail(c, "response head too large", 0); return false; }
             if (eof) { conn_fail(c, "server closed in the middle of a response head", 0); return false; }
@@ -384,9 +322,7 @@ static void drive(int i, uint32_t events, double t)
     struct conn *c = &conns[i];
     if (c->st == ST_CONNECTING) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        int err = connect_error(c->fd);
         if (err) { conn_fail(c, "connect", err); return; }
         c->st = ST_ACTIVE;
         settled++;
@@ -436,16 +372,8 @@ static void conn_start(int i)
     c->in_len = 0;
     c->out_off = 0;
     c->waiting = false;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) { conn_fail(c, "socket", errno); return; }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(c->fd, (struct sockaddr *)&dest, sizeof dest) < 0 && errno != EINPROGRESS) {
-        conn_fail(c, "connect", errno);
-        return;
-    }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = (uint32_t)i};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) conn_fail(c, "epoll_ctl", errno);
+    const char *why = tcp_start(ep, &c->fd, &dest, 0, 0, (uint32_t)i);
+    if (why) conn_fail(c, why, errno);
 }
 
 /* --------------------------------------------------------------- main ---- */
@@ -454,14 +382,6 @@ static void usage(void)
     fprintf(stderr, "usage: httpload [-c conns] [-d secs] [-w warmup_secs] [-m METHOD] [-b body]\n"
                     "                [-H \"Name: value\"]... http://IPv4:port/path\n");
     exit(2);
-}
-
-static int int_arg(const char *s, int lo, int hi)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) usage();
-    return (int)v;
 }
 
 static void build_request(void)
@@ -522,29 +442,12 @@ int main(int argc, char **argv)
 
     const char *url = argv[optind], *rest;
     if (strncmp(url, "http://", 7) != 0) usage();
-    rest = url + 7;
-    size_t hlen = strcspn(rest, ":/");
-    if (hlen == 0 || hlen >= sizeof host) usage();
-    memcpy(host, rest, hlen);
-    host[hlen] = 0;
-    rest += hlen;
-    if (*rest == ':') {
-        char *end;
-        long p = strtol(rest + 1, &end, 10);
-        if (p < 1 || p > 65535 || (*end && *end != '/')) usage();
-        port = (int)p;
-        rest = end;
-    }
+    if (!(rest = parse_hostport(url + 7, host, sizeof host, &port))) usage();
     if (*rest == '/') {
-        if (strlen(rest) >= sizeof path || strpbrk(rest, " \r\n")) usage();
+        if (!path_ok(rest, sizeof path)) usage();
         snprintf(path, sizeof path, "%s", rest);
     }
-    dest.sin_family = AF_INET;
-    dest.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &dest.sin_addr) != 1) {
-        fprintf(stderr, "httpload: host must be an IPv4 address: %s\n", host);
-        return 2;
-    }
+    if (!ipv4_addr(&dest, host, port)) return 2;
     build_request();
 
     signal(SIGPIPE, SIG_IGN);
@@ -611,15 +514,15 @@ int main(int argc, char **argv)
     double measured = t_measure0 > 0 ? (t_stop < t_end ? t_stop : t_end) - t_measure0 : 0;
     if (measured < 0) measured = 0;
     double cpu_pct = measured >= 0.1 && cpu_start > 0 ? 100.0 * (cpu_end - cpu_start) / measured : 0;
-    if (nlat) qsort(lat, nlat, sizeof *lat, cmp_u32);
+    u32s_sort(&lat);
 
     printf("{\"url\":\"http://%s:%d%s\",\"method\":\"%s\",\"conns\":%d,\"secs\":%d,\"warmup_secs\":%d,"
            "\"body_bytes\":%zu,\"requests\":%lld,\"requests_per_s\":%.0f,",
            host, port, path, method, nconns, secs, warmup, body ? strlen(body) : 0, n_win,
            measured > 0 ? (double)n_win / measured : 0.0);
     print_statuses("statuses", status_win);
-    printf(",\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,", percentile(0.5),
-           percentile(0.9), percentile(0.99), percentile(0.999), nlat ? lat[nlat - 1] : 0);
+    printf(",\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"p999_us\":%u,\"max_us\":%u,", u32s_pct(&lat, 0.5),
+           u32s_pct(&lat, 0.9), u32s_pct(&lat, 0.99), u32s_pct(&lat, 0.999), u32s_max(&lat));
     printf("\"requests_total\":%lld,", n_all);
     print_statuses("statuses_total", status_all);
     printf(",\"reconnects\":%lld,\"connect_fail\":%lld,\"errors\":%lld,\"cpu_pct\":%.0f}\n", reconnects,

@@ -2,16 +2,17 @@
 # shellcheck disable=SC2034  # results are read by the sourcing scripts
 # Shared helpers of the benchmark harnesses bench/run.sh (ws://) and
 # bench/run-tls.sh (wss://), also used by bench/compare.sh (alternating
-# rounds, ratios of medians), bench/churn-memory.sh, bench/push.sh and
-# bench/waiting-latency.sh. Sourced, never run;
+# rounds, ratios of medians), bench/churn-memory.sh, bench/push.sh,
+# bench/waiting-latency.sh, bench/fanout.sh and bench/cluster.sh. Sourced, never run;
 # the caller sets `set -euo pipefail` and BENCH_DIR / ROOT first.
 #
 # What lives here: tunables common to both harnesses, installing what they
-# need, building the load generator (bench/wsload.c), process and CPU/RSS
-# bookkeeping, the quiet-machine wait, starting/stopping wsgate and nginx
-# (optionally with TLS), running the load generator, and the two
-# measurements both harnesses make: echo throughput and idle-connection
-# memory. Each harness prints its own tables.
+# need, building the load generator (bench/wsload.c) and the other C tools,
+# process and CPU/RSS bookkeeping, the quiet-machine wait, starting/stopping
+# wsgate and nginx (optionally with TLS), running the load generator, the
+# two measurements both harnesses make: echo throughput and idle-connection
+# memory, and the checks and summary helpers (medians, ratios) the other
+# harnesses share. Each harness prints its own tables.
 
 # ------------------------------------------------------------ tunables ----
 WSGATE_BIN=${WSGATE_BIN:-$ROOT/.build/release/wsgate}
@@ -42,6 +43,8 @@ QUIET_BUSY_PCT=${QUIET_BUSY_PCT:-15}
 # /tmp/wsload is neither used nor overwritten.
 WSLOAD_SRC=$BENCH_DIR/wsload.c
 WSLOAD=${WSLOAD:-/tmp/wsgate-bench-wsload}
+# Every C tool of the bench includes it.
+WSBENCH_H=$BENCH_DIR/wsbench.h
 LOADGEN=$WSLOAD
 # http or https: how the health route is probed.
 HEALTH_SCHEME=http
@@ -245,8 +248,8 @@ check_prereqs() {
   command -v ss >/dev/null || missing+=(iproute2)
   command -v pgrep >/dev/null || missing+=(procps)
   # The load generator is built from source unless WSLOAD already points at
-  # a usable binary the source is not newer than.
-  if [[ ! -x $WSLOAD || $WSLOAD_SRC -nt $WSLOAD ]]; then
+  # a usable binary its sources are not newer than.
+  if c_tool_stale "$WSLOAD_SRC" "$WSLOAD"; then
     command -v cc >/dev/null || missing+=(gcc libc6-dev)
     [[ -f /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
   fi
@@ -271,23 +274,21 @@ check_prereqs() {
   (( $(nproc) >= 2 )) || log "WARNING: fewer than 2 CPUs; server and load generator will share a core"
 }
 
-# Build bench/wsload.c into $WSLOAD when the binary is missing or older than
-# the source. The binary is written under a temporary name and renamed, so a
-# harness running at the same time never executes a half-written file.
-build_loadgen() {
-  [[ -x $WSLOAD && ! $WSLOAD_SRC -nt $WSLOAD ]] && return 0
-  log "building $WSLOAD from $WSLOAD_SRC"
-  local tmp=$WSLOAD.$$.tmp
-  cc -O2 -Wall -Wextra -o "$tmp" "$WSLOAD_SRC" -lssl -lcrypto || { rm -f "$tmp"; die "cannot build $WSLOAD_SRC"; }
-  mv -f "$tmp" "$WSLOAD"
-}
+# True when the C tool BIN ($2) is missing or older than its source SRC ($1)
+# or the header all the tools share.
+c_tool_stale() { [[ ! -x $2 || $1 -nt $2 || $WSBENCH_H -nt $2 ]]; }
 
-# Build another of the bench's C tools (libc only unless libraries are
-# given), the same way: build_c_tool SRC BIN [LIBS...] builds SRC into BIN
-# when BIN is missing or older than SRC, through a temporary name.
+# Build bench/wsload.c into $WSLOAD when the binary is missing or stale.
+build_loadgen() { build_c_tool "$WSLOAD_SRC" "$WSLOAD" -lssl -lcrypto; }
+
+# Build one of the bench's C tools (libc only unless libraries are given):
+# build_c_tool SRC BIN [LIBS...] builds SRC into BIN when BIN is missing or
+# stale (c_tool_stale). The binary is written under a temporary name and
+# renamed, so a harness running at the same time never executes a
+# half-written file.
 build_c_tool() {
   local src=$1 bin=$2; shift 2
-  [[ -x $bin && ! $src -nt $bin ]] && return 0
+  c_tool_stale "$src" "$bin" || return 0
   command -v cc >/dev/null || apt_install gcc libc6-dev
   log "building $bin from $src"
   local tmp=$bin.$$.tmp
@@ -437,35 +438,52 @@ start_server() {
 }
 
 # ------------------------------------------------------- measurements ----
-# One load-generator run on a quiet machine, with CPU accounting. Usage:
-#   measured_run OUTFILE ARGS...
-# Sets RUN_RES (the JSON line, also written to OUTFILE), RUN_SECS (wall time
-# of the whole run: connect + measure + drain), RUN_SRV_TICKS, RUN_SRV_PCT
-# (server CPU, % of one core, over the whole run), RUN_LOAD_PCT (the load
-# generator's) and RUN_OTHER_PCT (unrelated processes, see foreign_pct).
-measured_run() {
-  local out=$1; shift
-  local srv_pids c0 c1 l0 l1 t0 t1
-  wait_quiet
-  srv_pids="$SERVER_PID $(descendants "$SERVER_PID" | tr '\n' ' ')"
+# CPU accounting around whatever runs between cpu_watch_start (or
+# cpu_watch_pids PID..., naming the server's processes itself) and
+# cpu_watch_stop: the server's (SERVER_PID and its descendants), this
+# shell's reaped children (the load generator, waited for in between) and
+# everything else on the machine. cpu_watch_stop sets RUN_SECS (wall time),
+# RUN_SRV_TICKS, RUN_SRV_PCT (server CPU, % of one core), RUN_LOAD_PCT (the
+# load generator's) and RUN_OTHER_PCT (unrelated processes, see foreign_pct;
+# OTHER_EXCLUDE_PIDS are left out too).
+WATCH_PIDS="" WATCH_C0=0 WATCH_L0=0 WATCH_T0=0
+# shellcheck disable=SC2046  # pids, one word each
+cpu_watch_start() { cpu_watch_pids "$SERVER_PID" $(descendants "$SERVER_PID"); }
+cpu_watch_pids() {
+  WATCH_PIDS="$*"
   proc_snapshot "$TMP_ROOT/snap0"
   # shellcheck disable=SC2086
-  c0=$(cpu_ticks $srv_pids)
-  l0=$(reaped_ticks)
-  t0=$(date +%s.%N)
-  run_load "$@" >"$out"
+  WATCH_C0=$(cpu_ticks $WATCH_PIDS)
+  WATCH_L0=$(reaped_ticks)
+  WATCH_T0=$(date +%s.%N)
+}
+cpu_watch_stop() {
+  local c1 l1 t1
   l1=$(reaped_ticks)
   # shellcheck disable=SC2086
-  c1=$(cpu_ticks $srv_pids)
+  c1=$(cpu_ticks $WATCH_PIDS)
   t1=$(date +%s.%N)
   proc_snapshot "$TMP_ROOT/snap1"
-  RUN_RES=$(cat "$out")
-  RUN_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-  RUN_SRV_TICKS=$(( c1 - c0 ))
+  RUN_SECS=$(awk -v a="$WATCH_T0" -v b="$t1" 'BEGIN { print b - a }')
+  RUN_SRV_TICKS=$(( c1 - WATCH_C0 ))
   RUN_SRV_PCT=$(awk -v c="$RUN_SRV_TICKS" -v hz="$CLK_TCK" -v s="$RUN_SECS" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
-  RUN_LOAD_PCT=$(awk -v c="$(( l1 - l0 ))" -v hz="$CLK_TCK" -v s="$RUN_SECS" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
+  RUN_LOAD_PCT=$(awk -v c="$(( l1 - WATCH_L0 ))" -v hz="$CLK_TCK" -v s="$RUN_SECS" 'BEGIN { printf "%d", 100 * c / hz / s + 0.5 }')
   # shellcheck disable=SC2086
-  RUN_OTHER_PCT=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$RUN_SECS" $srv_pids $OTHER_EXCLUDE_PIDS)
+  RUN_OTHER_PCT=$(foreign_pct "$TMP_ROOT/snap0" "$TMP_ROOT/snap1" "$RUN_SECS" $WATCH_PIDS $OTHER_EXCLUDE_PIDS)
+}
+
+# One load-generator run on a quiet machine, with CPU accounting. Usage:
+#   measured_run OUTFILE ARGS...
+# Sets RUN_RES (the JSON line, also written to OUTFILE) and, through
+# cpu_watch_stop, RUN_SECS (the whole run: connect + measure + drain) and the
+# CPU figures.
+measured_run() {
+  local out=$1; shift
+  wait_quiet
+  cpu_watch_start
+  run_load "$@" >"$out"
+  cpu_watch_stop
+  RUN_RES=$(cat "$out")
 }
 
 # Unreported warm-up: ECHO_CONNS connections echoing for WARMUP_SECS.
@@ -583,4 +601,159 @@ bench_all() {
     log "some runs reported errors (see warnings above)"
     exit 1
   fi
+}
+
+# ------------------------------------------------- checks and summaries ----
+# Die unless each variable named holds a positive integer / a non-negative
+# integer / a message size fanout.c takes.
+need_positive() {
+  local v
+  for v in "$@"; do [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"; done
+}
+need_nonnegative() {
+  local v
+  for v in "$@"; do [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer"; done
+}
+need_msg_size() {
+  local v
+  for v in "$@"; do
+    if ! [[ ${!v} =~ ^[0-9]+$ ]] || (( ${!v} < 40 || ${!v} > 65535 )); then die "$v must be 40..65535"; fi
+  done
+}
+
+# The script's arguments ($3...), each one of the names in the array named
+# $1, into the array named $2: each once, in their order; all the names when
+# there are none. An unknown one calls the script's usage.
+pick_names() {
+  local -n names_all=$1 names_out=$2
+  local arg
+  shift 2
+  names_out=()
+  for arg in "$@"; do
+    case " ${names_all[*]} " in
+      *" $arg "*) [[ " ${names_out[*]} " == *" $arg "* ]] || names_out+=("$arg") ;;
+      *) usage ;;
+    esac
+  done
+  (( ${#names_out[@]} > 0 )) || names_out=("${names_all[@]}")
+}
+
+# Raise the open-file limit to at least $1 (for the client's sockets and as
+# many in the server), or die saying what needs it ($2).
+need_nofile() {
+  if (( $(ulimit -n) < $1 )); then
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    (( $(ulimit -n) >= $1 )) || die "open-file limit $(ulimit -n) is too low for $2"
+  fi
+}
+
+# Run a copy of WSGATE_BIN from the temp dir, so that a rebuild during the
+# run cannot give the rounds different binaries. Sets WSGATE_SRC_BIN and
+# WSGATE_BUILT (the original and its modification time) for the report.
+copy_wsgate_bin() {
+  WSGATE_SRC_BIN=$WSGATE_BIN
+  WSGATE_BUILT=$(date -r "$WSGATE_BIN" '+%Y-%m-%d %H:%M:%S')
+  cp "$WSGATE_BIN" "$TMP_ROOT/wsgate"
+  WSGATE_BIN=$TMP_ROOT/wsgate
+  log "wsgate: $WSGATE_SRC_BIN (modified $WSGATE_BUILT), copied to $WSGATE_BIN"
+}
+
+# "median min max" of the numeric arguments ("null" entries skipped; the
+# median of an even count is the mean of the middle two); "null null null"
+# if there are none.
+stats() {
+  printf '%s\n' "$@" | grep -v '^null$' | sort -g | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) { print "null null null"; exit }
+      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+      print m, v[1], v[NR]
+    }'
+}
+json_list() { local IFS=,; echo "[$*]"; }
+# a / b to three decimals; null when either is null or b is 0.
+ratio() {
+  if [[ $1 == null || $2 == null ]]; then echo null
+  else awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "null"; else printf "%.3f", a / b }'; fi
+}
+# Microseconds to milliseconds (null stays null).
+us_to_ms() { awk -v x="$1" 'BEGIN { if (x == "null") print "null"; else print x / 1000 }'; }
+# Median of VALS[$1], the script's space-separated per-round values (null if none).
+median_of() { local -a v; read -ra v <<<"${VALS[$1]:-}"; local m; read -r m _ _ < <(stats "${v[@]}"); echo "$m"; }
+
+# "noisy total" of the other% values on stdin (one or more a line): how
+# many exceed NOISY_PCT, of how many.
+count_noisy() {
+  tr ' ' '\n' | awk -v lim="$NOISY_PCT" 'NF { n++; if ($1 > lim) k++ } END { print k + 0, n + 0 }'
+}
+noisy_warning() {
+  (( $1 == 0 )) || echo "   WARNING: $1 of $2 runs had other% above $NOISY_PCT (other processes busy): noisy figures"
+}
+
+# ------------------------------------------------- bench/fanout.c runs ----
+# The defaults of the fan-out tunables bench/fanout.sh and bench/cluster.sh
+# both take (see bench/fanout.sh's header).
+fanout_defaults() {
+  FANOUT_SUBS=${FANOUT_SUBS:-10000}
+  FANOUT_SIZE=${FANOUT_SIZE:-64}
+  FANOUT_SECS=${FANOUT_SECS:-10}
+  FANOUT_WINDOW=${FANOUT_WINDOW:-8}
+  FANOUT_WARMUP_SECS=${FANOUT_WARMUP_SECS:-$WARMUP_SECS}
+  FANOUT_SETUPS=${FANOUT_SETUPS:-200}
+  FANOUT_MSG_TIMEOUT=${FANOUT_MSG_TIMEOUT:-10}
+  FANOUT_BUSY_POLL=${FANOUT_BUSY_POLL:-1}
+  FANOUT=${FANOUT:-/tmp/wsgate-bench-fanout}
+}
+
+# The number of subscribers fanout.c reports READY with in its output file
+# $1, once it does (empty if it exits first or takes longer than its own
+# set-up limits).
+fanout_ready() {
+  local ready=""
+  for _ in $(seq 1 $(( (120 + 60 + 10) * 10 ))); do
+    ready=$(sed -n 's/^READY \([0-9]*\) .*/\1/p' "$1")
+    [[ -n $ready ]] && break
+    alive "$LOAD_PID" || break
+    sleep 0.1
+  done
+  echo "$ready"
+}
+
+# The JSON line of a phase ($1) in fanout.c's output file $2.
+phase_line() { grep "^{.*\"phase\":\"$1\"" "$2" | tail -n 1 || true; }
+
+# Check the phase's JSON line $2 of a run described as $1: $3 sockets open
+# ("N of $3 $4" otherwise), nothing missing, failed or aborted. Each
+# problem is logged as a WARNING; false if there was any.
+fanout_phase_ok() {
+  local what=$1 res=$2 expect=$3 open_words=$4 k m rc=0
+  for k in open missing gave_up bad_frames bad_seq closed_by_server connect_fail errors; do
+    m=$(jnum "$k" "$res")
+    if [[ $k == open ]]; then
+      [[ $m == "$expect" ]] || { log "WARNING: $what: $m of $expect $open_words"; rc=1; }
+    elif [[ -z $m || $m != 0 ]]; then
+      log "WARNING: $what: $k=$m"; rc=1
+    fi
+  done
+  [[ $res == *'"aborted":false'* ]] || { log "WARNING: $what: aborted"; rc=1; }
+  return "$rc"
+}
+
+# ------------------------------------------------------ bench/wssink.c ----
+# The message count of the wssink (pid $1, stdout in file $2) now: SIGUSR1
+# makes it print a COUNT line. Status 1 (nothing printed) when the sink is
+# gone, 2 when it does not answer.
+read_sink_count() {
+  local pid=$1 out=$2 before n
+  before=$(grep -c '^COUNT ' "$out" || true)
+  kill -USR1 "$pid" 2>/dev/null || return 1
+  for _ in $(seq 1 200); do
+    n=$(grep -c '^COUNT ' "$out" || true)
+    if (( n > before )); then
+      grep '^COUNT ' "$out" | tail -n 1 | awk '{ print $2 }'
+      return 0
+    fi
+    sleep 0.025
+  done
+  return 2
 }

@@ -70,10 +70,8 @@ WSSINK=${WSSINK:-/tmp/wsgate-bench-wssink}
 TARGETS=(admin script)
 
 (( $# == 0 )) || { echo "usage: $0   (no arguments; see the header comment for the tunables)" >&2; exit 2; }
-for v in PUSH_SECS PUSH_ROUNDS PUSH_CONNS PUSH_SIZE; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
-done
-[[ $PUSH_WARMUP_SECS =~ ^[0-9]+$ ]] || die "PUSH_WARMUP_SECS must be a non-negative integer"
+need_positive PUSH_SECS PUSH_ROUNDS PUSH_CONNS PUSH_SIZE
+need_nonnegative PUSH_WARMUP_SECS
 
 # The temp dir becomes the working directory: a binary named relatively must
 # be resolved first.
@@ -95,38 +93,16 @@ push_cleanup() {
 trap push_cleanup EXIT
 
 # ------------------------------------------------------------- helpers ----
-# "median min max" of the numeric arguments ("null" skipped), as in compare.sh.
-stats() {
-  printf '%s\n' "$@" | grep -v '^null$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "null null null"; exit }
-      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
-json_list() { local IFS=,; echo "[$*]"; }
-ratio() {
-  if [[ $1 == null || $2 == null ]]; then echo null
-  else awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "null"; else printf "%.3f", a / b }'; fi
-}
+# (stats, ratio and json_list are lib.sh's.)
 # The inside of a flat JSON object field: jobj statuses_total '{"statuses_total":{"204":5}}' -> "204":5
 jobj() { sed -n "s/.*\"$1\":{\\([^}]*\\)}.*/\\1/p" <<<"$2"; }
 
-# The sink's message count now (SIGUSR1 makes it print a COUNT line).
+# The sink's message count now.
 sink_count() {
-  local before n
-  before=$(grep -c '^COUNT ' "$SINK_OUT" || true)
-  kill -USR1 "$SINK_PID" 2>/dev/null || die "the sink (pid $SINK_PID) is gone: $(cat "$SINK_OUT.err")"
-  for _ in $(seq 1 200); do
-    n=$(grep -c '^COUNT ' "$SINK_OUT" || true)
-    if (( n > before )); then
-      grep '^COUNT ' "$SINK_OUT" | tail -n 1 | awk '{ print $2 }'
-      return 0
-    fi
-    sleep 0.025
-  done
-  die "the sink did not answer SIGUSR1: $(cat "$SINK_OUT.err")"
+  local rc=0
+  read_sink_count "$SINK_PID" "$SINK_OUT" || rc=$?
+  (( rc != 1 )) || die "the sink (pid $SINK_PID) is gone: $(cat "$SINK_OUT.err")"
+  (( rc != 2 )) || die "the sink did not answer SIGUSR1: $(cat "$SINK_OUT.err")"
 }
 
 # Wait until the sink's count reaches $1 + $2 (its count before the run plus
@@ -238,9 +214,8 @@ report() {
   local r; r=$(ratio "${median[script]}" "${median[admin]}")
   echo "   ratio of medians script/admin: $r"
   local noisy total
-  read -r noisy total < <(printf '%s\n' ${OTHERS[admin]} ${OTHERS[script]} | awk -v lim="$NOISY_PCT" \
-    'NF { n++; if ($1 > lim) k++ } END { print k + 0, n + 0 }')
-  (( noisy == 0 )) || echo "   WARNING: $noisy of $total runs had other% above $NOISY_PCT (other processes busy): noisy figures"
+  read -r noisy total < <(echo "${OTHERS[admin]} ${OTHERS[script]}" | count_noisy)
+  noisy_warning "$noisy" "$total"
   echo
   line="{\"bench\":\"push\",\"rounds\":$PUSH_ROUNDS,\"conns\":$PUSH_CONNS,\"body_bytes\":$PUSH_SIZE,\"secs\":$PUSH_SECS,\"warmup_secs\":$PUSH_WARMUP_SECS,\"targets\":{$tj},\"ratio_script_vs_admin\":$r,\"noisy_runs\":$noisy}"
   echo "$line"

@@ -66,10 +66,8 @@ PYTHON=${PYTHON:-python3}
 WSSINK=${WSSINK:-/tmp/wsgate-bench-wssink}
 
 (( $# == 0 )) || { echo "usage: $0   (no arguments; see the header comment for the tunables)" >&2; exit 2; }
-for v in ROUNDS WAITING ECHO_SECS ECHO_SIZE SETUP_WAIT_SECS; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
-done
-[[ $WARMUP_SECS =~ ^[0-9]+$ ]] || die "WARMUP_SECS must be a non-negative integer"
+need_positive ROUNDS WAITING ECHO_SECS ECHO_SIZE SETUP_WAIT_SECS
+need_nonnegative WARMUP_SECS
 (( ECHO_SECS + WARMUP_SECS <= 45 )) || die "ECHO_SECS + WARMUP_SECS must be at most 45 (wait.lua's Http.request times out after 60 s)"
 
 # The temp dir becomes the working directory: a binary named relatively must
@@ -96,21 +94,7 @@ waiting_cleanup() {
 trap waiting_cleanup EXIT
 
 # ------------------------------------------------------------- helpers ----
-# "median min max" of the numeric arguments ("null" skipped), as in compare.sh.
-stats() {
-  printf '%s\n' "$@" | grep -v '^null$' | sort -g | awk '
-    { v[NR] = $1 }
-    END {
-      if (NR == 0) { print "null null null"; exit }
-      m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-      print m, v[1], v[NR]
-    }'
-}
-json_list() { local IFS=,; echo "[$*]"; }
-ratio() {
-  if [[ $1 == null || $2 == null ]]; then echo null
-  else awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "null"; else printf "%.3f", a / b }'; fi
-}
+# (stats, ratio and json_list are lib.sh's.)
 
 # A field of the black hole's last STATE line: accepted, open, bytes, released.
 hole() {
@@ -119,21 +103,8 @@ hole() {
   echo "${v:-0}"
 }
 
-# The sink's message count now (SIGUSR1 makes it print a COUNT line).
-sink_count() {
-  local before n
-  before=$(grep -c '^COUNT ' "$SINK_OUT" || true)
-  kill -USR1 "$SINK_PID" 2>/dev/null || { echo -1; return 0; }
-  for _ in $(seq 1 200); do
-    n=$(grep -c '^COUNT ' "$SINK_OUT" || true)
-    if (( n > before )); then
-      grep '^COUNT ' "$SINK_OUT" | tail -n 1 | awk '{ print $2 }'
-      return 0
-    fi
-    sleep 0.025
-  done
-  echo -1
-}
+# The sink's message count now, -1 when it cannot be read.
+sink_count() { read_sink_count "$SINK_PID" "$SINK_OUT" || echo -1; }
 
 # Results: space-separated, one entry per run, keyed "PHASE METRIC".
 declare -A VALS=()
@@ -249,9 +220,8 @@ report() {
   echo "   black hole: new connections per waiting phase ${HOLE_ACCEPTED[*]}; runs still suspended after the measurement: ${HELD[*]}; \"done\" after the release: ${DONE_AFTER[*]}"
   (( PHASE_FAILS == 0 )) || echo "   WARNING: $PHASE_FAILS waiting phase(s) could not be verified (see warnings above)"
   local noisy total
-  read -r noisy total < <(printf '%s\n' ${VALS["baseline other"]} ${VALS["waiting other"]} | awk -v lim="$NOISY_PCT" \
-    'NF { n++; if ($1 > lim) k++ } END { print k + 0, n + 0 }')
-  (( noisy == 0 )) || echo "   WARNING: $noisy of $total runs had other% above $NOISY_PCT (other processes busy): noisy figures"
+  read -r noisy total < <(echo "${VALS["baseline other"]} ${VALS["waiting other"]}" | count_noisy)
+  noisy_warning "$noisy" "$total"
   echo
   line="{\"bench\":\"waiting-latency\",\"rounds\":$ROUNDS,\"waiting\":$WAITING,\"echo_secs\":$ECHO_SECS,\"size\":$ECHO_SIZE,\"warmup_secs\":$WARMUP_SECS,\"phases\":{$pj},\"ratio_waiting_vs_baseline\":{\"p50_us\":$r50,\"p99_us\":$r99,\"p999_us\":$r999,\"msgs_per_s\":$rm},\"blackhole_accepted\":$(json_list "${HOLE_ACCEPTED[@]}"),\"suspended_through_run\":$(json_list "${HELD[@]}"),\"done_after_release\":$(json_list "${DONE_AFTER[@]}"),\"failed_phases\":$PHASE_FAILS,\"noisy_runs\":$noisy}"
   echo "$line"
@@ -263,10 +233,7 @@ build_loadgen
 build_c_tool "$BENCH_DIR/wssink.c" "$WSSINK"
 # WAITING sockets in the sink and as many (twice: client and black hole
 # side) in the server; lib.sh's raise_nofile asks for the idle test's limit.
-if (( $(ulimit -n) < 2 * WAITING + 256 )); then
-  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-  (( $(ulimit -n) >= 2 * WAITING + 256 )) || die "open-file limit $(ulimit -n) is too low for WAITING=$WAITING"
-fi
+need_nofile $(( 2 * WAITING + 256 )) "WAITING=$WAITING"
 # The interpreter itself (not a wrapper such as a pyenv shim), so that the
 # pid we signal is the black hole's.
 PYTHON=$("$PYTHON" -c 'import sys; print(sys.executable)')

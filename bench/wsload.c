@@ -57,26 +57,14 @@
  * reuse this client against anything that matters.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+
+#define PROG "wsload"
+#include "wsbench.h"
 
 #define MAX_DEPTH 64
 #define READ_CHUNK 16384
@@ -95,11 +83,6 @@ enum state {
     ST_UPGRADE,   /* request sent (or queued), waiting for the 101 */
     ST_OPEN,      /* WebSocket open */
     ST_CLOSING,   /* churn mode: our close frame sent, waiting for the server's */
-};
-
-struct buf {
-    unsigned char *p;
-    size_t len, off, cap; /* data is p[off .. len) */
 };
 
 struct conn {
@@ -146,26 +129,10 @@ static struct {
     int logged;
 } st;
 
-static uint32_t *lat;
-static size_t nlat, latcap;
+static struct u32s lat;
 static char tls_version[32] = "", tls_cipher[64] = "", alpn[32] = "", deflate_answer[256] = "";
 
 /* --------------------------------------------------------------- util ---- */
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
 /* Masking keys only have to be unknown to intermediaries ahead of time; a
  * seeded xorshift is plenty for a load generator. */
 static uint32_t rnd32(void)
@@ -176,66 +143,10 @@ static uint32_t rnd32(void)
     return (uint32_t)(rng_state >> 16);
 }
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "wsload: out of memory\n");
-        exit(1);
-    }
-    return q;
-}
-
-static void buf_reserve(struct buf *b, size_t extra)
-{
-    if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
-    if (b->len + extra <= b->cap) return;
-    if (b->off > 0) { /* compact first */
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->len + extra <= b->cap) return;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra) cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
-static void buf_put(struct buf *b, const void *p, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
 static void record_latency(double seconds)
 {
-    if (nlat == latcap) {
-        latcap = latcap ? latcap * 2 : (size_t)1 << 16;
-        lat = xrealloc(lat, latcap * sizeof *lat);
-    }
     double us = seconds * 1e6;
-    lat[nlat++] = us > 4e9 ? UINT32_MAX : (uint32_t)us;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static uint32_t percentile(double q)
-{
-    if (nlat == 0) return 0;
-    size_t i = (size_t)((double)nlat * q);
-    return lat[i < nlat ? i : nlat - 1];
+    u32s_push(&lat, us > 4e9 ? UINT32_MAX : (uint32_t)us, (size_t)1 << 16);
 }
 
 static void log_openssl_errors(void)
@@ -275,9 +186,7 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
     else st.errors++;
     if (st.logged < MAX_LOGGED_FAILURES) {
         st.logged++;
-        fprintf(stderr, "wsload: connection %d %s: %s%s%s\n", (int)(c - conns),
-                before_open ? "failed to open" : "failed", why,
-                saved_errno ? ": " : "", saved_errno ? strerror(saved_errno) : "");
+        log_failure("connection", (int)(c - conns), before_open, why, saved_errno);
         log_openssl_errors();
     }
     ERR_clear_error();
@@ -368,31 +277,9 @@ static bool conn_fill(struct conn *c, bool *eof)
 }
 
 /* ------------------------------------------------------------- frames ---- */
-/* Queue one masked frame (clients must mask, RFC 6455 section 5.3). */
 static void send_frame(struct conn *c, int opcode, const unsigned char *data, size_t n)
 {
-    unsigned char h[14];
-    size_t hl = 0;
-    h[hl++] = (unsigned char)(0x80 | opcode);
-    if (n < 126) {
-        h[hl++] = (unsigned char)(0x80 | n);
-    } else if (n < 65536) {
-        h[hl++] = 0x80 | 126;
-        h[hl++] = (unsigned char)(n >> 8);
-        h[hl++] = (unsigned char)n;
-    } else {
-        h[hl++] = 0x80 | 127;
-        for (int s = 56; s >= 0; s -= 8) h[hl++] = (unsigned char)((uint64_t)n >> s);
-    }
-    uint32_t key = rnd32();
-    unsigned char *mask = h + hl;
-    memcpy(mask, &key, 4);
-    hl += 4;
-    buf_put(&c->out, h, hl);
-    buf_reserve(&c->out, n);
-    unsigned char *dst = c->out.p + c->out.len;
-    for (size_t i = 0; i < n; i++) dst[i] = data[i] ^ mask[i & 3];
-    c->out.len += n;
+    ws_put_frame(&c->out, opcode, data, n, rnd32());
 }
 
 static void send_message(struct conn *c)
@@ -423,33 +310,21 @@ static bool on_frames(struct conn *c, bool counting, double t)
     for (;;) {
         unsigned char *p = c->in.p + c->in.off;
         size_t avail = c->in.len - c->in.off;
-        if (avail < 2) break;
-        bool fin = p[0] & 0x80;
-        int rsv = (p[0] >> 4) & 7, op = p[0] & 15;
-        uint64_t n = p[1] & 127;
-        size_t hl = 2;
-        if (p[1] & 0x80) { conn_fail(c, "server sent a masked frame", 0); return false; }
-        if (rsv) {
-            conn_fail(c, st.deflate ? "server sent a compressed frame (wsload cannot inflate)"
-                                    : "frame with reserved bits set", 0);
+        struct ws_head f;
+        const char *why;
+        int r = ws_next_frame(p, avail, (uint64_t)64 << 20, &f, &why);
+        if (r == 0) break;
+        if (r < 0) {
+            if (!f.masked && f.rsv && st.deflate) why = "server sent a compressed frame (wsload cannot inflate)";
+            conn_fail(c, why, 0);
             return false;
         }
-        if (n == 126) {
-            if (avail < 4) break;
-            n = (uint64_t)p[2] << 8 | p[3];
-            hl = 4;
-        } else if (n == 127) {
-            if (avail < 10) break;
-            n = 0;
-            for (int i = 0; i < 8; i++) n = n << 8 | p[2 + i];
-            hl = 10;
-        }
-        if (n > (uint64_t)64 << 20) { conn_fail(c, "frame too large", 0); return false; }
-        if (avail < hl + n) break;
-        const unsigned char *data = p + hl;
-        c->in.off += hl + (size_t)n;
+        bool fin = f.fin;
+        int op = f.op;
+        uint64_t n = f.len;
+        const unsigned char *data = p + f.hl;
+        c->in.off += f.hl + (size_t)n;
 
-        if (op >= 8 && (!fin || n > 125)) { conn_fail(c, "bad control frame", 0); return false; }
         switch (op) {
         case 0: case 1: case 2:
             if ((op == 0) != c->in_msg) { conn_fail(c, "bad fragmentation", 0); return false; }
@@ -471,10 +346,9 @@ static bool on_frames(struct conn *c, bool counting, double t)
             if (c->st == ST_CLOSING) { /* churn mode: the cycle is complete */
                 return false;
             } else {
-                char why[64];
-                int code = n >= 2 ? (data[0] << 8 | data[1]) : 1005;
-                snprintf(why, sizeof why, "server closed the WebSocket (code %d)", code);
-                conn_fail(c, why, 0);
+                char reason[64];
+                ws_close_why(reason, sizeof reason, data, n);
+                conn_fail(c, reason, 0);
                 return false;
             }
         case 9:
@@ -614,12 +488,11 @@ static bool on_upgrade_answer(struct conn *c, bool *done)
     *done = false;
     unsigned char *p = c->in.p + c->in.off;
     size_t avail = c->in.len - c->in.off;
-    unsigned char *end = memmem(p, avail, "\r\n\r\n", 4);
-    if (!end) {
+    size_t head_len = http_head_len(p, avail);
+    if (head_len == 0) {
         if (avail > 16384) { conn_fail(c, "upgrade answer too long", 0); return false; }
         return true;
     }
-    size_t head_len = (size_t)(end - p) + 4;
     char *head = xrealloc(NULL, head_len + 1);
     memcpy(head, p, head_len);
     head[head_len] = 0;
@@ -725,9 +598,7 @@ static void drive(int i, uint32_t events, double t)
 
     if (c->st == ST_TCP) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        int err = connect_error(c->fd);
         if (err) { conn_fail(c, "connect", err); return; }
         if (!use_tls) {
             queue_upgrade(c);
@@ -795,23 +666,8 @@ static void conn_start(int i)
     c->out = out;
     c->st = ST_TCP;
     c->t_start = now();
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) { conn_fail(c, "socket", errno); return; }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (nsrc > 0) {
-        /* Pick the port at connect() time, per destination, not at bind(). */
-        setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-        struct sockaddr_in src = {.sin_family = AF_INET};
-        src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)(i % nsrc));
-        if (bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) { conn_fail(c, "bind", errno); return; }
-    }
-    if (connect(c->fd, (struct sockaddr *)&dest, sizeof dest) < 0 && errno != EINPROGRESS) {
-        conn_fail(c, "connect", errno);
-        return;
-    }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = (uint32_t)i};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) conn_fail(c, "epoll_ctl", errno);
+    const char *why = tcp_start(ep, &c->fd, &dest, nsrc, i, (uint32_t)i);
+    if (why) conn_fail(c, why, errno);
 }
 
 /* --------------------------------------------------------------- main ---- */
@@ -821,14 +677,6 @@ static void usage(void)
             "usage: wsload [-m echo|idle|churn] [-c conns] [-d secs] [-s bytes] [-p depth] [-b]\n"
             "              [-S sources] [-k setups] [-z] [-r] [-B] ws://IPv4:port/path | wss://IPv4:port/path\n");
     exit(2);
-}
-
-static int int_arg(const char *s, int lo, int hi)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) usage();
-    return (int)v;
 }
 
 static bool setup_tls(void)
@@ -876,25 +724,9 @@ int main(int argc, char **argv)
     if (!strncmp(url, "wss://", 6)) { use_tls = true; rest = url + 6; port = 443; }
     else if (!strncmp(url, "ws://", 5)) { use_tls = false; rest = url + 5; port = 80; }
     else usage();
-    size_t hlen = strcspn(rest, ":/");
-    if (hlen == 0 || hlen >= sizeof host) usage();
-    memcpy(host, rest, hlen);
-    host[hlen] = 0;
-    rest += hlen;
-    if (*rest == ':') {
-        char *end;
-        long p = strtol(rest + 1, &end, 10);
-        if (p < 1 || p > 65535 || (*end && *end != '/')) usage();
-        port = (int)p;
-        rest = end;
-    }
+    if (!(rest = parse_hostport(rest, host, sizeof host, &port))) usage();
     if (*rest == '/') snprintf(path, sizeof path, "%s", rest);
-    dest.sin_family = AF_INET;
-    dest.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &dest.sin_addr) != 1) {
-        fprintf(stderr, "wsload: host must be an IPv4 address: %s\n", host);
-        return 2;
-    }
+    if (!ipv4_addr(&dest, host, port)) return 2;
     if (offer_deflate && mode == M_ECHO) {
         fprintf(stderr, "wsload: -z cannot be used in echo mode (wsload does not inflate)\n");
         return 2;
@@ -994,7 +826,7 @@ int main(int argc, char **argv)
     double measured = t_end > t_measure0 ? t_end - t_measure0 : 0;
     if (cpu_end < 0) cpu_end = cpu_seconds();
     double cpu_pct = measured > 0 ? 100.0 * (cpu_end - cpu_start) / measured : 0;
-    if (nlat) qsort(lat, nlat, sizeof *lat, cmp_u32);
+    u32s_sort(&lat);
     static const char *const names[] = {"echo", "idle", "churn"};
     long long open_at_end = st.open_now;
     printf("{\"mode\":\"%s\",\"tls\":%s,\"tls_version\":\"%s\",\"cipher\":\"%s\",\"alpn\":\"%s\","
@@ -1008,7 +840,7 @@ int main(int argc, char **argv)
            mode == M_CHURN ? st.cycles : st.upgraded, st.cycles_total,
            mode == M_CHURN && measured > 0 ? (double)st.cycles / measured : 0.0, st.resumed);
     printf("\"cpu_pct\":%.0f,", cpu_pct);
-    printf("\"p50_us\":%u,\"p99_us\":%u,\"p999_us\":%u,", percentile(0.5), percentile(0.99), percentile(0.999));
+    printf("\"p50_us\":%u,\"p99_us\":%u,\"p999_us\":%u,", u32s_pct(&lat, 0.5), u32s_pct(&lat, 0.99), u32s_pct(&lat, 0.999));
     printf("\"deflate_offered\":%s,\"deflate_negotiated\":%lld,\"deflate_answer\":\"%s\","
            "\"bad_echo\":%lld,\"connect_fail\":%lld,\"errors\":%lld}\n",
            offer_deflate ? "true" : "false", st.deflate, deflate_answer, st.bad_echo, st.connect_fail,

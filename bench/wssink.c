@@ -33,35 +33,16 @@
  * server) or none opened, 2 on bad usage.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+
+#define PROG "wssink"
+#include "wsbench.h"
 
 #define READ_CHUNK 262144
 #define MAX_LOGGED_FAILURES 5
 #define SETUP_TIMEOUT_S 60.0
-/* RFC 6455, section 1.3: this key's accept value. */
-#define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
-#define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 enum state { ST_FREE, ST_TCP, ST_UPGRADE, ST_OPEN, ST_DONE };
-
-struct buf {
-    unsigned char *p;
-    size_t len, off, cap; /* data is p[off .. len) */
-};
 
 struct conn {
     int fd;
@@ -76,7 +57,7 @@ struct conn {
 static int nconns = 1;
 static const char *text;
 static bool print_first;
-static char host[64], path[1024] = "/";
+static char host[64], path[1024] = "/", hostport[80];
 static int port = 80;
 static struct sockaddr_in dest;
 
@@ -85,55 +66,7 @@ static int ep;
 static long long open_now, upgraded, msgs, bytes, closed_by_server, connect_fail, errors;
 static int settled, logged;
 static volatile sig_atomic_t want_count, want_stop;
-static uint32_t rng = 2463534242u;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n);
-    if (!q) {
-        fprintf(stderr, "wssink: out of memory\n");
-        exit(1);
-    }
-    return q;
-}
-
-static void buf_reserve(struct buf *b, size_t extra)
-{
-    if (b->off > 0 && b->off == b->len) b->off = b->len = 0;
-    if (b->len + extra <= b->cap) return;
-    if (b->off > 0) {
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->len + extra <= b->cap) return;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + extra) cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-
-static void buf_put(struct buf *b, const void *p, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-static uint32_t rnd32(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return rng;
-}
+static uint32_t rng;
 
 static void conn_release(struct conn *c)
 {
@@ -153,9 +86,7 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
     errors++;
     if (logged < MAX_LOGGED_FAILURES) {
         logged++;
-        fprintf(stderr, "wssink: connection %d %s: %s%s%s\n", (int)(c - conns),
-                before_open ? "failed to open" : "failed", why, saved_errno ? ": " : "",
-                saved_errno ? strerror(saved_errno) : "");
+        log_failure("connection", (int)(c - conns), before_open, why, saved_errno);
     }
     conn_release(c);
 }
@@ -163,45 +94,14 @@ static void conn_fail(struct conn *c, const char *why, int saved_errno)
 /* Write out as much of c->out as the socket takes. False if c failed. */
 static bool conn_flush(struct conn *c)
 {
-    while (c->out.off < c->out.len) {
-        ssize_t r = send(c->fd, c->out.p + c->out.off, c->out.len - c->out.off, MSG_NOSIGNAL);
-        if (r >= 0) {
-            c->out.off += (size_t)r;
-            continue;
-        }
-        if (errno == EAGAIN || errno == EINTR) return true;
-        conn_fail(c, "write error", errno);
-        return false;
-    }
-    c->out.off = c->out.len = 0;
-    return true;
+    if (buf_send(c->fd, &c->out) >= 0) return true;
+    conn_fail(c, "write error", errno);
+    return false;
 }
 
-/* Queue one masked frame (clients must mask). */
 static void send_frame(struct conn *c, int opcode, const unsigned char *data, size_t n)
 {
-    unsigned char h[14];
-    size_t hl = 0;
-    h[hl++] = (unsigned char)(0x80 | opcode);
-    if (n < 126) {
-        h[hl++] = (unsigned char)(0x80 | n);
-    } else if (n < 65536) {
-        h[hl++] = 0x80 | 126;
-        h[hl++] = (unsigned char)(n >> 8);
-        h[hl++] = (unsigned char)n;
-    } else {
-        h[hl++] = 0x80 | 127;
-        for (int s = 56; s >= 0; s -= 8) h[hl++] = (unsigned char)((uint64_t)n >> s);
-    }
-    uint32_t key = rnd32();
-    unsigned char *mask = h + hl;
-    memcpy(mask, &key, 4);
-    hl += 4;
-    buf_put(&c->out, h, hl);
-    buf_reserve(&c->out, n);
-    unsigned char *dst = c->out.p + c->out.len;
-    for (size_t i = 0; i < n; i++) dst[i] = data[i] ^ mask[i & 3];
-    c->out.len += n;
+    ws_put_frame(&c->out, opcode, data, n, xorshift32(&rng));
 }
 
 static void print_first_message(struct conn *c)
@@ -222,28 +122,16 @@ static bool on_frames(struct conn *c)
     for (;;) {
         unsigned char *p = c->in.p + c->in.off;
         size_t avail = c->in.len - c->in.off;
-        if (avail < 2) break;
-        bool fin = p[0] & 0x80;
-        int op = p[0] & 15;
-        uint64_t n = p[1] & 127;
-        size_t hl = 2;
-        if (p[1] & 0x80) { conn_fail(c, "server sent a masked frame", 0); return false; }
-        if (p[0] & 0x70) { conn_fail(c, "frame with reserved bits set", 0); return false; }
-        if (n == 126) {
-            if (avail < 4) break;
-            n = (uint64_t)p[2] << 8 | p[3];
-            hl = 4;
-        } else if (n == 127) {
-            if (avail < 10) break;
-            n = 0;
-            for (int i = 0; i < 8; i++) n = n << 8 | p[2 + i];
-            hl = 10;
-        }
-        if (n > (uint64_t)256 << 20) { conn_fail(c, "frame too large", 0); return false; }
-        if (avail < hl + n) break;
-        const unsigned char *data = p + hl;
-        c->in.off += hl + (size_t)n;
-        if (op >= 8 && (!fin || n > 125)) { conn_fail(c, "bad control frame", 0); return false; }
+        struct ws_head f;
+        const char *why;
+        int r = ws_next_frame(p, avail, (uint64_t)256 << 20, &f, &why);
+        if (r == 0) break;
+        if (r < 0) { conn_fail(c, why, 0); return false; }
+        bool fin = f.fin;
+        int op = f.op;
+        uint64_t n = f.len;
+        const unsigned char *data = p + f.hl;
+        c->in.off += f.hl + (size_t)n;
         switch (op) {
         case 0: case 1: case 2: {
             if ((op == 0) != c->in_msg) { conn_fail(c, "bad fragmentation", 0); return false; }
@@ -296,16 +184,7 @@ static bool on_frames(struct conn *c)
 static void queue_upgrade(struct conn *c)
 {
     char req[1400];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\n"
-                     "Host: %s:%d\r\n"
-                     "Upgrade: websocket\r\n"
-                     "Connection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: " WS_KEY "\r\n"
-                     "Sec-WebSocket-Version: 13\r\n"
-                     "Origin: http://localhost\r\n"
-                     "\r\n",
-                     path, host, port);
+    int n = ws_sample_upgrade(req, sizeof req, path, hostport);
     buf_put(&c->out, req, (size_t)n);
     c->st = ST_UPGRADE;
 }
@@ -315,12 +194,7 @@ static bool on_upgrade_answer(struct conn *c, bool *done)
 {
     *done = false;
     unsigned char *p = c->in.p + c->in.off;
-    size_t avail = c->in.len - c->in.off, head_len = 0;
-    for (size_t i = 0; i + 3 < avail; i++)
-        if (p[i] == '\r' && p[i + 1] == '\n' && p[i + 2] == '\r' && p[i + 3] == '\n') {
-            head_len = i + 4;
-            break;
-        }
+    size_t avail = c->in.len - c->in.off, head_len = http_head_len(p, avail);
     if (head_len == 0) {
         if (avail > 16384) { conn_fail(c, "upgrade answer too large", 0); return false; }
         return true;
@@ -334,18 +208,11 @@ static bool on_upgrade_answer(struct conn *c, bool *done)
         why = "no 101 answer";
     } else {
         bool accept_ok = false;
-        for (char *line = strstr(head, "\r\n"); line && line[2] && line[2] != '\r'; line = strstr(line + 2, "\r\n")) {
-            char *name = line + 2, *colon = strchr(name, ':'), *end = strstr(name, "\r\n");
-            if (!colon || colon > end) continue;
-            if ((size_t)(colon - name) == strlen("Sec-WebSocket-Accept") &&
-                strncasecmp(name, "Sec-WebSocket-Accept", (size_t)(colon - name)) == 0) {
-                char *v = colon + 1;
-                while (*v == ' ') v++;
-                size_t vl = (size_t)(end - v);
-                while (vl > 0 && v[vl - 1] == ' ') vl--;
+        const char *pos = head, *name, *v;
+        size_t nl, vl;
+        while (head_field(&pos, &name, &nl, &v, &vl, " "))
+            if (span_is(name, nl, "Sec-WebSocket-Accept"))
                 accept_ok = vl == strlen(WS_ACCEPT) && strncmp(v, WS_ACCEPT, vl) == 0;
-            }
-        }
         if (!accept_ok) why = "missing or wrong Sec-WebSocket-Accept";
     }
     if (why) {
@@ -370,9 +237,7 @@ static void drive(int i, uint32_t events)
     struct conn *c = &conns[i];
     if (c->st == ST_TCP) {
         if (!(events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) return;
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+        int err = connect_error(c->fd);
         if (err) { conn_fail(c, "connect", err); return; }
         queue_upgrade(c);
     }
@@ -408,16 +273,8 @@ static void conn_start(int i)
 {
     struct conn *c = &conns[i];
     c->st = ST_TCP;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0) { conn_fail(c, "socket", errno); return; }
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(c->fd, (struct sockaddr *)&dest, sizeof dest) < 0 && errno != EINPROGRESS) {
-        conn_fail(c, "connect", errno);
-        return;
-    }
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.u32 = (uint32_t)i};
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) conn_fail(c, "epoll_ctl", errno);
+    const char *why = tcp_start(ep, &c->fd, &dest, 0, 0, (uint32_t)i);
+    if (why) conn_fail(c, why, errno);
 }
 
 static void on_signal(int sig)
@@ -437,13 +294,7 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt(argc, argv, "c:t:i")) != -1) {
         switch (opt) {
-        case 'c': {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 1 || v > 1000000) usage();
-            nconns = (int)v;
-            break;
-        }
+        case 'c': nconns = int_arg(optarg, 1, 1000000); break;
         case 't': text = optarg; break;
         case 'i': print_first = true; break;
         default: usage();
@@ -452,29 +303,13 @@ int main(int argc, char **argv)
     if (optind != argc - 1) usage();
     const char *url = argv[optind], *rest;
     if (strncmp(url, "ws://", 5) != 0) usage();
-    rest = url + 5;
-    size_t hlen = strcspn(rest, ":/");
-    if (hlen == 0 || hlen >= sizeof host) usage();
-    memcpy(host, rest, hlen);
-    host[hlen] = 0;
-    rest += hlen;
-    if (*rest == ':') {
-        char *end;
-        long p = strtol(rest + 1, &end, 10);
-        if (p < 1 || p > 65535 || (*end && *end != '/')) usage();
-        port = (int)p;
-        rest = end;
-    }
+    if (!(rest = parse_hostport(url + 5, host, sizeof host, &port))) usage();
     if (*rest == '/') {
-        if (strlen(rest) >= sizeof path || strpbrk(rest, " \r\n")) usage();
+        if (!path_ok(rest, sizeof path)) usage();
         snprintf(path, sizeof path, "%s", rest);
     }
-    dest.sin_family = AF_INET;
-    dest.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &dest.sin_addr) != 1) {
-        fprintf(stderr, "wssink: host must be an IPv4 address: %s\n", host);
-        return 2;
-    }
+    snprintf(hostport, sizeof hostport, "%s:%d", host, port);
+    if (!ipv4_addr(&dest, host, port)) return 2;
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
@@ -484,8 +319,7 @@ int main(int argc, char **argv)
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
-    rng ^= (uint32_t)getpid() * 2654435761u;
-    if (rng == 0) rng = 1;
+    rng = xorshift32_seed();
 
     conns = calloc((size_t)nconns, sizeof *conns);
     if (!conns) { fprintf(stderr, "wssink: out of memory\n"); return 1; }
