@@ -35,7 +35,7 @@ struct NodeMessage: Equatable {
     var kind: Kind
     var operation: Operation
     /// Pairs a reply with its request: unique per requesting loop, from 1; 0 for a request that
-    /// wants no reply (an uncounted publish).
+    /// wants no reply (a call that does not wait: `wait=false`).
     var id: UInt64
     /// Who asked, and the loop that waits for the reply.
     var node: String

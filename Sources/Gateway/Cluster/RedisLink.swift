@@ -95,20 +95,23 @@ final class RedisLink {
             return
         }
         pending.append(entry)
-        if !timeoutArmed { armTimeout(after: requestTimeoutNanos) }
+        // One timer serves every request: they share one timeout and Redis answers them in order,
+        // so the oldest one still waiting is always the next to time out.
+        if !timeoutArmed {
+            timeoutArmed = true
+            scheduleTimeOut(after: requestTimeoutNanos)
+        }
     }
 
-    /// One timer serves every request: they share one timeout and Redis answers them in order, so
-    /// the oldest one still waiting is always the next to time out.
-    private func armTimeout(after nanos: UInt64) {
-        timeoutArmed = true
+    private func scheduleTimeOut(after nanos: UInt64) {
         loop.schedule(after: nanos) { [weak self] in self?.timeOut() }
     }
 
     /// Fails the requests that have waited cluster.requestTimeoutMs, oldest first, and sets the
-    /// timer for the next one. They stay pending until Redis answers them (the wedge check).
+    /// timer for the next one. They stay pending until Redis answers them (the wedge check). The
+    /// timer counts as set until the end, so that requests made by the failed ones' callbacks do
+    /// not set a second one: the loop reaches them.
     private func timeOut() {
-        timeoutArmed = false
         let limit = requestTimeoutNanos
         var index = pendingHead
         while index < pending.count {
@@ -116,10 +119,11 @@ final class RedisLink {
             index += 1
             guard let done = entry.done else { continue }
             let waited = loop.now &- entry.sentAt
-            guard waited >= limit else { return armTimeout(after: limit - waited) }
+            guard waited >= limit else { return scheduleTimeOut(after: limit - waited) }
             entry.done = nil
             done(.failure(.gatewayTimeout("no answer from Redis within cluster.requestTimeoutMs (\(settings.requestTimeoutMs) ms)")))
         }
+        timeoutArmed = false
     }
 
     private func answered(_ entry: Pending, _ result: Result<RedisReply, ServiceFailure>) {

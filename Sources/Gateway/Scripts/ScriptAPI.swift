@@ -234,7 +234,6 @@ enum ScriptAPI {
         return .success(value)
     }
 
-    /// The `socket_id` field of the table argument, or the failure to report.
     /// The optional `wait` field of a call that may reach another node: false asks it not to wait
     /// for that node's answer.
     static func waitArgument(_ L: OpaquePointer) -> Result<Bool, ServiceFailure> {
@@ -261,6 +260,7 @@ enum ScriptAPI {
         return .success((wait, type, message))
     }
 
+    /// The `socket_id` field of the table argument, or the failure to report.
     static func socketIdArgument(_ L: OpaquePointer) -> Result<String, ServiceFailure> {
         guard lua_type(L, 1) == LUA_TTABLE else { return .failure(.badRequest("argument must be a table")) }
         guard case .success(let id?) = optionalString(L, "socket_id") else {

@@ -20,9 +20,9 @@ extension ScriptAPI {
         return .success(topic)
     }
 
-    /// `subscribe` and `unsubscribe`: `{socket_id=, topic=}` → nil or an error, from the socket's node.
     private typealias TopicChange = (OwnerPath, String, String, ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?>
 
+    /// `subscribe` and `unsubscribe`: `{socket_id=, topic=}` → nil or an error, from the socket's node.
     private static func changeTopic(_ L: OpaquePointer, _ change: TopicChange) -> Int32 {
         let worker = worker(L)
         switch (topicArgument(L), socketIdArgument(L)) {
@@ -111,7 +111,7 @@ extension ScriptAPI {
             }) {
             case .failure(let failure): return push(L, failure)
             case .success(let delivered):
-                guard let request, let calls = worker.remoteCalls, request.wantsReply else {
+                guard let request, let calls = worker.remoteCalls, wait else {
                     if let request { worker.remoteCalls?.publishUncounted(request) }
                     lua_pushinteger(L, lua_Integer(delivered))
                     return 1
