@@ -101,15 +101,9 @@ final class AdminAPI {
             switch message(head, body) {
             case .failure(let failure): return failed(failure)
             case .success(let opcode):
-                let delivered = body.withUnsafeBytes { worker.owners.publish(topic, opcode, $0) }
-                guard let calls = worker.remoteCalls, worker.redis?.isUp == true else { return json("{\"delivered\":\(delivered)}") }
-                var request = calls.request(.publish, answered: wait)
-                (request.topic, request.opcode, request.payload) = (topic, opcode.rawValue, body)
-                guard wait else {
-                    calls.publishUncounted(request)
-                    return json("{\"delivered\":\(delivered)}")
-                }
-                calls.publish(request) { [self] remote in later(json("{\"delivered\":\(delivered + remote)}")) }
+                let answered = { [self] (delivered: Int) in json("{\"delivered\":\(delivered)}") }
+                let answer = body.withUnsafeBytes { worker.owners.publish(topic, opcode, $0, wait: wait) { later(answered($0)) } }
+                if case .now(let delivered) = answer { return answered(delivered) }
                 return nil
             }
         }

@@ -98,34 +98,19 @@ extension ScriptAPI {
             case .failure(let failure): return push(L, failure)
             case .success(let fields): (wait, type, message) = fields
             }
-            var request: NodeMessage?
-            switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload -> Int in
-                if let calls = worker.remoteCalls, worker.redis?.isUp == true {
-                    var publish = calls.request(.publish, answered: wait)
-                    publish.topic = topic
-                    publish.opcode = opcode.rawValue
-                    publish.payload = Array(payload)
-                    request = publish
-                }
-                return worker.owners.publish(topic, opcode, payload)
+            let later = LaterAnswer(L, worker.runner)
+            switch decodedMessage(type: type, message: message, runner: worker.runner, { opcode, payload in
+                worker.owners.publish(topic, opcode, payload, wait: wait, then: later?.then(pushCount))
             }) {
             case .failure(let failure): return push(L, failure)
-            case .success(let delivered):
-                guard let request, let calls = worker.remoteCalls, wait else {
-                    if let request { worker.remoteCalls?.publishUncounted(request) }
-                    lua_pushinteger(L, lua_Integer(delivered))
-                    return 1
-                }
-                // The other nodes' subscribers: a node that does not answer in time counts none.
-                guard let later = LaterAnswer(L, worker.runner) else { return -1 }
-                calls.publish(request) { remote in
-                    later.answer { L in
-                        lua_pushinteger(L, lua_Integer(delivered + remote))
-                        return 1
-                    }
-                }
-                return later.wait(L)
+            case .success(.now(let delivered)): return pushCount(L, delivered)
+            case .success(.later): return later?.wait(L) ?? -1
             }
         }
+    }
+
+    private static func pushCount(_ L: OpaquePointer, _ count: Int) -> Int32 {
+        lua_pushinteger(L, lua_Integer(count))
+        return 1
     }
 }

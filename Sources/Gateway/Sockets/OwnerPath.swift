@@ -236,6 +236,24 @@ extension OwnerPath {
         return calls.tell(request, to: node)
     }
 
+    /// `publish` on every node: this node's subscribers at once, then the topic's channel for the
+    /// others. Waiting, the answer is the total, later (a node that does not answer in time counts
+    /// none); with `wait` false, or while Redis is unreachable, it is this node's count, now.
+    func publish(_ topic: String, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer, wait: Bool,
+                 then: ((Int) -> Void)?) -> OwnerAnswer<Int> {
+        let delivered = publish(topic, opcode, payload)
+        guard let calls = worker.remoteCalls, worker.redis?.isUp == true else { return .now(delivered) }
+        var request = calls.request(.publish, answered: wait)
+        (request.topic, request.opcode, request.payload) = (topic, opcode.rawValue, Array(payload))
+        guard wait else {
+            calls.publishUncounted(request)
+            return .now(delivered)
+        }
+        guard let then else { return .later }
+        calls.publish(request) { then(delivered + $0) }
+        return .later
+    }
+
     func close(_ socketId: String, then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
         guard let node = remoteNode(of: socketId) else { return .now(close(.socket(socketId))) }
         guard let then else { return .later }
