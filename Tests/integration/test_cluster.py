@@ -41,6 +41,13 @@ def two_nodes(wsgate, store):
     return nodes
 
 
+def wait_listening(store, topic, nodes):
+    """Until `nodes` nodes listen on the topic's channel: a node subscribes to it when it gets its
+    first subscriber, and a message published before Redis has that subscription misses it."""
+    channel = f"wsgate:topic:{topic}"
+    wait_until(lambda: store.command("PUBSUB", "NUMSUB", channel) == [channel.encode(), nodes], what=f"{nodes} nodes on {topic}")
+
+
 def echo_works(server):
     async def main():
         async with connect(server.url("/echo")) as ws:
@@ -407,6 +414,7 @@ def test_topics_span_the_nodes(wsgate, redis):
             for socket_id in ids[:3]:
                 assert await evaluate(publisher, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
             assert await evaluate(sockets[3], 'Websocket.subscribe{socket_id = "' + ids[3] + '", topic = "news"}') == "<nil>"
+            wait_listening(store, "news", 2)
             subscribers = await evaluate(publisher, 'Websocket.subscribers{topic = "news"}')
             of_b = await evaluate(publisher, f'Websocket.subscriptions{{socket_id = "{ids[2]}"}}')
             count = await evaluate(publisher, 'Websocket.publish{topic = "news", message = "to all"}')
@@ -449,6 +457,7 @@ def test_an_uncounted_publish_does_not_wait_for_the_other_nodes_and_keeps_their_
         try:
             for socket_id in ids[:2]:
                 await evaluate(pub, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "feed"}}')
+            wait_listening(store, "feed", 2)
             counted = await evaluate(pub, 'Websocket.publish{topic = "feed", message = "counted"}')
             got = [await recv(ws) for ws in (sub_a, sub_b)]
             replies_before = (metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0)
@@ -553,6 +562,7 @@ def test_the_management_api_of_any_node_reaches_every_node(wsgate, redis):
         idb = await recv(on_b)
         try:
             await evaluate(on_b, f'Websocket.subscribe{{socket_id = "{idb}", topic = "ops"}}')
+            wait_listening(store, "ops", 1)
             posted = admin("POST", f"/@connections/{idb}", b"pushed through node a")
             got = await recv(on_b)
             described = admin("GET", f"/@connections/{idb}")
