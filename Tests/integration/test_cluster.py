@@ -41,13 +41,6 @@ def two_nodes(wsgate, store):
     return nodes
 
 
-def wait_listening(store, topic, nodes):
-    """Until `nodes` nodes listen on the topic's channel: a node subscribes to it when it gets its
-    first subscriber, and a message published before Redis has that subscription misses it."""
-    channel = f"wsgate:topic:{topic}"
-    wait_until(lambda: store.command("PUBSUB", "NUMSUB", channel) == [channel.encode(), nodes], what=f"{nodes} nodes on {topic}")
-
-
 def echo_works(server):
     async def main():
         async with connect(server.url("/echo")) as ws:
@@ -414,7 +407,6 @@ def test_topics_span_the_nodes(wsgate, redis):
             for socket_id in ids[:3]:
                 assert await evaluate(publisher, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "news"}}') == "<nil>"
             assert await evaluate(sockets[3], 'Websocket.subscribe{socket_id = "' + ids[3] + '", topic = "news"}') == "<nil>"
-            wait_listening(store, "news", 2)
             subscribers = await evaluate(publisher, 'Websocket.subscribers{topic = "news"}')
             of_b = await evaluate(publisher, f'Websocket.subscriptions{{socket_id = "{ids[2]}"}}')
             count = await evaluate(publisher, 'Websocket.publish{topic = "news", message = "to all"}')
@@ -447,6 +439,48 @@ def test_topics_span_the_nodes(wsgate, redis):
     wait_until(lambda: store.command("PUBSUB", "NUMSUB", "wsgate:topic:news") == [b"wsgate:topic:news", 0], what="the channel left")
 
 
+def test_subscribe_answers_once_the_node_listens_on_the_topic(wsgate, redis):
+    """A message published on any node after `subscribe` returned reaches the socket: the answer
+    waits until Redis has confirmed the node's subscription to the topic's channel."""
+    store = redis()
+    # Heartbeats far apart: the links are not taken for wedged while Redis is stopped.
+    a, b = [wsgate(SCRIPTS, cluster_config(store, nodeId=name, heartbeatMs=1000, nodeTimeoutMs=5000)) for name in ("nodea", "nodeb")]
+    wait_until(lambda: all(metric(n, "wsgate_cluster_nodes") == 2 for n in (a, b)), what="two live nodes")
+    numsub = lambda topic: store.command("PUBSUB", "NUMSUB", f"wsgate:topic:{topic}")[1]  # noqa: E731
+
+    async def scenario():
+        on_a, on_b = await connect(a.url("/eval")), await connect(b.url("/eval"))
+        id_a, id_b = await recv(on_a), await recv(on_b)
+        try:
+            # Subscribed from its own node, and from another node: listened on when answered.
+            listened = []
+            for i in range(20):
+                assert await evaluate(on_b, f'Websocket.subscribe{{socket_id = "{id_b}", topic = "own{i}"}}') == "<nil>"
+                listened.append(numsub(f"own{i}"))
+                assert await evaluate(on_a, f'Websocket.subscribe{{socket_id = "{id_b}", topic = "far{i}"}}') == "<nil>"
+                listened.append(numsub(f"far{i}"))
+            # Redis stopped: no answer until it confirms.
+            store.pause()
+            try:
+                await on_b.send(f'Websocket.subscribe{{socket_id = "{id_b}", topic = "held"}}')
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(recv(on_b), 0.6)
+            finally:
+                store.resume()
+            held = (await recv_json(on_b))["n"]
+            held_listened = numsub("held")
+            counted = await evaluate(on_a, 'Websocket.publish{topic = "held", message = "after"}')
+            return listened, held, held_listened, counted, await recv(on_b)
+        finally:
+            await on_a.close()
+            await on_b.close()
+
+    listened, held, held_listened, counted, got = run(scenario())
+    assert listened == [1] * 40
+    assert held == 0 and held_listened == 1
+    assert counted == 1 and got == "after"
+
+
 def test_an_uncounted_publish_does_not_wait_for_the_other_nodes_and_keeps_their_order(wsgate, redis):
     store = redis()
     a, b = two_nodes(wsgate, store)
@@ -457,7 +491,6 @@ def test_an_uncounted_publish_does_not_wait_for_the_other_nodes_and_keeps_their_
         try:
             for socket_id in ids[:2]:
                 await evaluate(pub, f'Websocket.subscribe{{socket_id = "{socket_id}", topic = "feed"}}')
-            wait_listening(store, "feed", 2)
             counted = await evaluate(pub, 'Websocket.publish{topic = "feed", message = "counted"}')
             got = [await recv(ws) for ws in (sub_a, sub_b)]
             replies_before = (metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0)
@@ -562,7 +595,6 @@ def test_the_management_api_of_any_node_reaches_every_node(wsgate, redis):
         idb = await recv(on_b)
         try:
             await evaluate(on_b, f'Websocket.subscribe{{socket_id = "{idb}", topic = "ops"}}')
-            wait_listening(store, "ops", 1)
             posted = admin("POST", f"/@connections/{idb}", b"pushed through node a")
             got = await recv(on_b)
             described = admin("GET", f"/@connections/{idb}")

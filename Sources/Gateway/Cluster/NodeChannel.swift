@@ -29,6 +29,14 @@ final class NodeChannel {
         if worker.shared.topics.hasSubscribers(topic) { link.subscribe(channel) } else { link.unsubscribe(channel) }
     }
 
+    /// Runs `then` once Redis has this node listening on the topic's channel (or cannot: Redis is
+    /// unreachable), so that a subscription is not reported made while a message published on
+    /// another node can still miss it. It may run at once.
+    func listening(to topic: String, then: @escaping () -> Void) {
+        guard worker.shared.topics.hasSubscribers(topic) else { return then() }
+        link.subscribe(String(decoding: cluster.key("topic", topic), as: UTF8.self), listening: then)
+    }
+
     func start() {
         link.onMessage = { [weak self] _, payload in self?.received(payload) }
         link.onUp = { [weak self] in
@@ -53,8 +61,12 @@ final class NodeChannel {
         case .request:
             let result = serve(message)
             guard message.wantsReply else { return }
-            let reply = message.reply(from: cluster.nodeId, result)
-            worker.redis?.request("node_reply", [Array("PUBLISH".utf8), cluster.key("node", message.node), reply.encoded()]) { _ in }
+            let answer = { [weak self] in
+                guard let self else { return }
+                let reply = message.reply(from: self.cluster.nodeId, result)
+                self.worker.redis?.request("node_reply", [Array("PUBLISH".utf8), self.cluster.key("node", message.node), reply.encoded()]) { _ in }
+            }
+            if message.operation == .subscribe, case .success = result { listening(to: message.topic, then: answer) } else { answer() }
         }
     }
 

@@ -207,28 +207,68 @@ final class RedisLink {
         }
     }
 
-    /// Adds a channel to a subscriber link (subscribed at once when up, and on every reconnection).
-    func subscribe(_ channel: String) {
-        guard !channels.contains(channel) else { return }
-        channels.append(channel)
-        if isUp { _ = connection?.subscribe(channel) }
+    /// Adds a channel to a subscriber link (subscribed at once when connected, and on every
+    /// reconnection). `listening` runs on the loop, maybe at once, when Redis has confirmed the
+    /// subscription (a message published from then on reaches this node), or when it cannot: the
+    /// link is down or goes down first.
+    func subscribe(_ channel: String, listening: (() -> Void)? = nil) {
+        if !channels.contains(channel) {
+            channels.append(channel)
+            if subscribed, let connection { send(subscribeTo: channel, on: connection) }
+        }
+        guard let listening else { return }
+        if unconfirmed[channel] != nil { unconfirmed[channel]!.waiting.append(listening) } else { listening() }
     }
 
     func unsubscribe(_ channel: String) {
         guard let index = channels.firstIndex(of: channel) else { return }
         channels.remove(at: index)
-        if isUp { _ = connection?.unsubscribe(channel) }
+        if subscribed { _ = connection?.unsubscribe(channel) }
+    }
+
+    /// A channel's SUBSCRIBEs Redis has not confirmed yet on this connection, and who waits for
+    /// them: after SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE the channel is listened on at the second
+    /// confirmation, not the first.
+    private struct Unconfirmed {
+        var outstanding = 0
+        var waiting: [() -> Void] = []
+    }
+
+    private var unconfirmed: [String: Unconfirmed] = [:]
+    /// The connection is in subscribed mode: channels added now are subscribed to at once.
+    private var subscribed = false
+
+    private func send(subscribeTo channel: String, on fresh: RedisConnection, then: (() -> Void)? = nil) {
+        unconfirmed[channel, default: Unconfirmed()].outstanding += 1
+        let sent = fresh.subscribe(channel) { [weak self, weak fresh] confirmed in
+            guard let self, let fresh, self.connection === fresh else { return }
+            self.confirmed(channel)
+            if confirmed { then?() }
+        }
+        // Refused: the connection is ending, and its end answers whoever waits.
+        if !sent { confirmed(channel) }
+    }
+
+    private func confirmed(_ channel: String) {
+        guard var entry = unconfirmed[channel] else { return }
+        entry.outstanding -= 1
+        guard entry.outstanding == 0 else {
+            unconfirmed[channel] = entry
+            return
+        }
+        unconfirmed[channel] = nil
+        for listening in entry.waiting { listening() }
     }
 
     private func subscribeAll(_ fresh: RedisConnection) {
         guard !channels.isEmpty else { return cameUp() }
         fresh.onMessage = { [weak self] channel, payload in self?.onMessage?(channel, payload) }
+        subscribed = true
         var remaining = channels.count
         for channel in channels {
-            _ = fresh.subscribe(channel) { [weak self, weak fresh] confirmed in
-                guard let self, let fresh, self.connection === fresh, confirmed else { return }
+            send(subscribeTo: channel, on: fresh) { [weak self] in
                 remaining -= 1
-                if remaining == 0 { self.cameUp() }
+                if remaining == 0 { self?.cameUp() }
             }
         }
     }
@@ -262,6 +302,10 @@ final class RedisLink {
     private func wentDown() {
         let was = isUp
         isUp = false
+        subscribed = false
+        let stillWaiting = unconfirmed.values.flatMap(\.waiting)
+        unconfirmed = [:]
+        for listening in stillWaiting { listening() }
         let waiting = pending[pendingHead...]
         pending = []
         pendingHead = 0

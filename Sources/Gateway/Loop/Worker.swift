@@ -79,6 +79,17 @@ final class Worker {
         }
     }
 
+    /// Runs `then` on this loop, later, once this node of a cluster listens on the topic's channel
+    /// in Redis or cannot (loop 0 holds that subscription).
+    func listening(to topic: String, then: @escaping () -> Void) {
+        let caller = loop
+        let first = shared.workers[0]
+        first.loop.post {
+            guard let channel = first.nodeChannel else { return caller.post(then) }
+            channel.listening(to: topic) { caller.post(then) }
+        }
+    }
+
     /// Why the health route answers 503, or nil when it answers 200: shutting down, or Redis
     /// unreachable while cluster.required.
     var unhealthy: String? {

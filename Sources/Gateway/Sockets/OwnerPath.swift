@@ -276,8 +276,15 @@ extension OwnerPath {
         return .later
     }
 
+    /// In a cluster the answer waits until this node (or the socket's) listens on the topic's
+    /// channel: from then on a message published on any node reaches the socket.
     func subscribe(_ socketId: String, topic: String, then: ((ServiceFailure?) -> Void)?) -> OwnerAnswer<ServiceFailure?> {
-        guard let node = remoteNode(of: socketId) else { return .now(subscribe(socketId, topic: topic)) }
+        guard let node = remoteNode(of: socketId) else {
+            let failure = subscribe(socketId, topic: topic)
+            guard failure == nil, worker.shared.cluster != nil, let then else { return .now(failure) }
+            worker.listening(to: topic) { then(nil) }
+            return .later
+        }
         guard let then else { return .later }
         ask(node, .subscribe, socket: socketId, { $0.topic = topic }) { then($0.failure) }
         return .later
