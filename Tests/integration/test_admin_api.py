@@ -34,14 +34,15 @@ def server(wsgate_module, admin_port, tmp_path_factory):
 
 
 class Admin:
-    def __init__(self, port, token=TOKEN):
+    def __init__(self, port, token=TOKEN, scheme="Bearer"):
         self.conn = http.client.HTTPConnection(HOST, port, timeout=10)
         self.token = token
+        self.scheme = scheme
 
     def __call__(self, method, path, body=None, headers=None):
         headers = dict(headers or {})
         if self.token is not None:
-            headers["Authorization"] = f"Bearer {self.token}"
+            headers["Authorization"] = f"{self.scheme} {self.token}"
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
@@ -58,18 +59,35 @@ def admin(admin_port):
 
 
 def test_tokens_missing_wrong_and_right(server, admin_port):
-    for token, expected in ((None, 401), ("wrong", 403), (TOKEN + "x", 403), (TOKEN[:-1], 403), ("", 403)):
-        client = Admin(admin_port, token)
-        try:
-            assert client("GET", "/@connections")[0] == expected, token
-        finally:
-            client.close()
-    client = Admin(admin_port)
-    try:
-        status, _, body = client("GET", "/api/v1/solution/health")
-        assert status == 200 and body == b"OK"
-    finally:
-        client.close()
+    async def main():
+        async with connect(server.url("/room")) as ws:
+            socket_id = await recv(ws)
+            requests = [("GET", "/@connections", None), ("GET", f"/@connections/{socket_id}", None),
+                        ("POST", f"/@connections/{socket_id}", b"refused"), ("DELETE", f"/@connections/{socket_id}", None),
+                        ("GET", "/api/v1/solution/health", None), ("GET", "/metrics", None)]
+            refused = {}
+            for scheme, token, expected in (("Bearer", None, 401), ("Bearer", "wrong", 403), ("Bearer", TOKEN + "x", 403),
+                                            ("Bearer", TOKEN[:-1], 403), ("Bearer", "", 403), ("Basic", TOKEN, 403)):
+                for method, path, body in requests:
+                    client = Admin(admin_port, token, scheme)
+                    try:
+                        status = client(method, path, body)[0]
+                    finally:
+                        client.close()
+                    refused[(scheme, token, method, path)] = (status, expected)
+            # The scheme is case-insensitive; the refused POSTs and DELETEs did nothing.
+            client = Admin(admin_port, TOKEN, "bearer")
+            try:
+                health = client("GET", "/api/v1/solution/health")
+                posted = client("POST", f"/@connections/{socket_id}", b"accepted")[0]
+            finally:
+                client.close()
+            return refused, health, posted, await recv(ws)
+
+    refused, (status, _, body), posted, first = run(main())
+    assert {key: got for key, (got, expected) in refused.items() if got != expected} == {}
+    assert status == 200 and body == b"OK"
+    assert posted == 204 and first == "accepted"
     assert TOKEN not in server.log()
 
 
@@ -114,6 +132,14 @@ def test_post_get_delete_a_socket(server, admin):
 def test_gone_sockets_are_410(server, admin):
     for method in ("GET", "POST", "DELETE"):
         assert admin(method, "/@connections/no-such-socket", body=b"x" if method == "POST" else None)[0] == 410
+
+    async def closed_socket_id():
+        async with connect(server.url("/room")) as ws:
+            return await recv(ws)
+
+    closed = run(closed_socket_id())
+    for method in ("GET", "POST", "DELETE"):
+        assert admin(method, f"/@connections/{closed}", body=b"x" if method == "POST" else None)[0] == 410, method
     assert admin("GET", "/@connections/a/b")[0] == 404
     assert admin("PUT", "/@connections/x")[0] == 405
     assert admin("GET", "/elsewhere")[0] == 404

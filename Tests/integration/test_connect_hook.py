@@ -25,7 +25,7 @@ HOOK = """
 local w = websocketInfo
 local mode = w.parameters.mode
 if mode == "reject" then
-  w.reject{status = 401, message = "no entry for " .. (w.parameters.who or "?")}
+  w.reject{status = tonumber(w.parameters.status) or 401, message = "no entry for " .. (w.parameters.who or "?")}
 elseif mode == "claims" then
   w.accept{claims = {sub = w.parameters.who, roles = {"reader"}, seen = {type = w.type, route = w.route,
            uri = w.uri, subprotocol = w.subprotocol, remote_addr = w.remote_addr, agent = w.headers["user-agent"]}}}
@@ -91,6 +91,14 @@ def refused(server, path):
 
 def test_a_rejection_answers_its_status_and_message(server):
     assert refused(server, "/room?mode=reject&who=eve") == (401, b"no entry for eve")
+    for status in (400, 403, 429, 499, 503):
+        assert refused(server, f"/room?mode=reject&who=bob&status={status}") == (status, b"no entry for bob")
+
+
+@pytest.mark.parametrize("status", [200, 399, 500, 502, 504])
+def test_a_rejection_outside_4xx_and_503_fails_closed(server, status):
+    assert refused(server, f"/room?mode=reject&status={status}")[0] == 503
+    server.wait_for_log("reject's status must be")
 
 
 def test_accepted_claims_stay_with_the_socket(server, admin_port):

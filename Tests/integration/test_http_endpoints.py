@@ -147,12 +147,15 @@ def test_a_failing_script_is_a_500_and_logged(server, how, logged):
 def test_keep_alive_carries_many_requests_on_one_connection(server):
     conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
     try:
+        local_ports = set()
         for i in range(20):
             conn.request("POST", "/mirror/k", body=f"n{i}".encode())
             response = conn.getresponse()
             assert response.status == 200 and json.loads(response.read())["body"] == f"n{i}"
-        sock = conn.sock
-        assert sock is not None  # the same socket throughout: http.client reconnects only after a close
+            assert response.getheader("Connection", "").lower() != "close"
+            # http.client opens a new socket when the last one was closed: one port means one connection.
+            local_ports.add(conn.sock.getsockname()[1])
+        assert len(local_ports) == 1
     finally:
         conn.close()
 

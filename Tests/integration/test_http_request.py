@@ -4,11 +4,14 @@ badly on purpose."""
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import json
 import socket
 import ssl
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -27,6 +30,13 @@ w.send(to_json(result))
 
 ECHO = """
 if websocketInfo.type == "data" then websocketInfo.send(websocketInfo.message) end
+"""
+
+# An HTTP endpoint script that waits on Http.request: GET /fetch?url=...
+FETCH = """
+local r = Http.request{url = request.parameters.url}
+response.code = r.status
+response.message = r.body or r.error
 """
 
 
@@ -168,7 +178,7 @@ def plain():
 
 @pytest.fixture(scope="module")
 def server(wsgate_module):
-    return wsgate_module({"call.lua": CALLER, "echo.lua": ECHO},
+    return wsgate_module({"call.lua": CALLER, "echo.lua": ECHO, "fetch.http.lua": FETCH},
                          {"rateLimit": {"messagesPerSecond": 0}, "limits": {"httpResponseBytes": 100000}}, workers=1)
 
 
@@ -244,6 +254,48 @@ def test_a_slow_response_does_not_hold_the_loop(server, plain):
     result, latencies, elapsed = run(main())
     assert result["body"] == "slow" and elapsed >= 0.45
     assert max(latencies) < 0.3, latencies
+
+
+def test_an_http_endpoint_script_waits_on_a_slow_response_without_holding_the_loop(server, plain):
+    fetched = {}
+
+    def fetch():
+        started = time.monotonic()
+        conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+        try:
+            conn.request("GET", "/fetch?url=" + urllib.parse.quote(plain.url("/slow/500"), safe=""))
+            response = conn.getresponse()
+            fetched.update(status=response.status, body=response.read(), took=time.monotonic() - started)
+        finally:
+            conn.close()
+
+    async def main():
+        async with connect(server.url("/echo")) as fast:
+            waiting = threading.Thread(target=fetch)
+            waiting.start()
+            latencies = []
+            while waiting.is_alive() and len(latencies) < 200:
+                t = time.monotonic()
+                await fast.send("m")
+                assert await recv(fast) == "m"
+                latencies.append(time.monotonic() - t)
+                await asyncio.sleep(0.01)
+            waiting.join()
+            return latencies
+
+    latencies = run(main())
+    assert fetched["status"] == 200 and fetched["body"] == b"slow" and fetched["took"] >= 0.45
+    # The loop (one worker) served the socket all along while the run waited.
+    assert len(latencies) >= 10 and max(latencies) < 0.3, latencies
+
+
+def test_a_ca_file_that_cannot_be_loaded_is_bad_request(server, plain, tmp_path):
+    missing = call(server, {"url": "https://127.0.0.1:1/", "ca_file": str(tmp_path / "no-such.pem")})
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate\n")
+    garbage = call(server, {"url": "https://127.0.0.1:1/", "ca_file": str(not_pem)})
+    assert missing["type"] == "BadRequest" and missing["status"] == 400
+    assert garbage["type"] == "BadRequest" and garbage["status"] == 400
 
 
 def test_a_timeout_is_gateway_timeout(server, plain):

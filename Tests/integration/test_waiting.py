@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from wsgate_support import close_code, connect, recv, recv_json, run
+from wsgate_support import OP_TEXT, RawClient, close_code, connect, recv, recv_json, rss_kib, run, ws_frame
 
 # "slow:N" sleeps N ms, then answers; anything else is echoed at once. Every data run reports the
 # globals it set before its wait, so interleaved runs show whether they share them.
@@ -80,7 +80,15 @@ spin(0.1) sleep(1200) spin(0.1)
 w.send("busy done")
 """
 
+# "hold" waits 1.5 s; every other message is answered with its length.
+HOLDER = """
+local w = websocketInfo
+if w.type ~= "data" then return end
+if w.message == "hold" then sleep(1500) w.send("held") else w.send(tostring(#w.message)) end
+"""
+
 SCRIPTS = {
+    "holder.lua": HOLDER,
     "sleeper.lua": SLEEPER,
     "ordered.lua": ORDERED,
     "reporter.lua": REPORTER,
@@ -228,3 +236,33 @@ def test_a_socket_closing_while_its_run_waits_loses_nothing(server):
             return await recv(ws)
 
     assert run(main()) == "still here"
+
+
+def test_a_waiting_runs_socket_is_not_read_so_its_backlog_stays_in_the_kernel(server):
+    client = RawClient(server.port, "/holder")
+    try:
+        client.send_text("hold")
+        time.sleep(0.2)
+        before = rss_kib(server.proc.pid)
+        message = ws_frame(OP_TEXT, b"x" * 60000)
+        backlog = message * 800  # 48 MB
+        client.sock.setblocking(False)
+        accepted = 0
+        deadline = time.monotonic() + 0.8
+        while time.monotonic() < deadline:
+            try:
+                accepted += client.sock.send(backlog[accepted:accepted + (1 << 20)])
+            except BlockingIOError:
+                time.sleep(0.02)
+        grown = rss_kib(server.proc.pid) - before
+        client.sock.setblocking(True)
+        client.sock.settimeout(10)
+        client.sock.sendall(backlog[accepted:])
+        answers = [client.read_frame(timeout=10)[2] for _ in range(801)]
+    finally:
+        client.sock.close()
+    # While the run waited the gateway read none of it: what got in sits in the kernel's buffers.
+    assert accepted < 16 << 20, accepted
+    assert grown < 16 * 1024, f"RSS grew by {grown} KiB"
+    # Nothing was lost: the messages ran after the waiting run, in order.
+    assert answers == [b"held"] + [b"60000"] * 800

@@ -36,12 +36,20 @@ final class AdminAPI {
                                                          headers: ["WWW-Authenticate: Bearer"]))
             return
         }
-        guard authorization.hasPrefix("Bearer "), AdminAPI.sameBytes(Array(authorization.utf8.dropFirst(7)), token) else {
+        guard let given = AdminAPI.bearerToken(authorization), AdminAPI.sameBytes(given, token) else {
             Log.warn("admin: refused a request with a wrong token from \(connection.remoteAddress)")
             connection.respondAndClose(HTTPResponse.make(status: 403, reason: "Forbidden", body: "wrong token\n"))
             return
         }
         connection.readRequest(IncomingRequest(head: head, maxBodyBytes: worker.config.maxMessageBytes, handler: .admin))
+    }
+
+    /// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
+    static func bearerToken(_ authorization: String) -> [UInt8]? {
+        let bytes = Array(authorization.utf8)
+        guard bytes.count > 7, bytes[6] == 0x20,
+              zip(bytes[0..<6], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }
+        return Array(bytes[7...].drop { $0 == 0x20 })
     }
 
     /// Compares in time that depends only on the expected token's length.
