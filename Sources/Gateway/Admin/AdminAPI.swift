@@ -45,7 +45,7 @@ final class AdminAPI {
     }
 
     /// The credentials of `Bearer <token>`; the scheme is case-insensitive (RFC 9110, 11.1).
-    static func bearerToken(_ authorization: String) -> [UInt8]? {
+    private static func bearerToken(_ authorization: String) -> [UInt8]? {
         let bytes = Array(authorization.utf8)
         guard bytes.count > 7, bytes[6] == 0x20,
               zip(bytes[0..<6], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }) else { return nil }

@@ -25,8 +25,11 @@ final class NodeChannel {
 
     /// Listens on a topic's channel while this node has subscribers to it, and only then.
     private func follow(_ topic: String) {
-        let channel = String(decoding: cluster.key("topic", topic), as: UTF8.self)
-        if worker.shared.topics.hasSubscribers(topic) { link.subscribe(channel) } else { link.unsubscribe(channel) }
+        if worker.shared.topics.hasSubscribers(topic) { link.subscribe(channel(of: topic)) } else { link.unsubscribe(channel(of: topic)) }
+    }
+
+    private func channel(of topic: String) -> String {
+        String(decoding: cluster.key("topic", topic), as: UTF8.self)
     }
 
     /// Runs `then` once Redis has this node listening on the topic's channel (or cannot: Redis is
@@ -34,7 +37,7 @@ final class NodeChannel {
     /// another node can still miss it. It may run at once.
     func listening(to topic: String, then: @escaping () -> Void) {
         guard worker.shared.topics.hasSubscribers(topic) else { return then() }
-        link.subscribe(String(decoding: cluster.key("topic", topic), as: UTF8.self), listening: then)
+        link.subscribe(channel(of: topic), listening: then)
     }
 
     func start() {
