@@ -62,54 +62,56 @@ final class NodeChannel {
             let owner = worker.shared.workers[loop]
             if owner === worker { worker.remoteCalls?.answered(message) } else { owner.loop.post { owner.remoteCalls?.answered(message) } }
         case .request:
-            let result = serve(message)
-            guard message.wantsReply else { return }
-            let answer = { [weak self] in
-                guard let self else { return }
+            serve(message) { [weak self] result in
+                guard let self, message.wantsReply else { return }
                 let reply = message.reply(from: self.cluster.nodeId, result)
                 self.worker.redis?.request("node_reply", [Array("PUBLISH".utf8), self.cluster.key("node", message.node), reply.encoded()]) { _ in }
             }
-            if message.operation == .subscribe, case .success = result { listening(to: message.topic, then: answer) } else { answer() }
         }
     }
 
-    /// What this node answers a request with, exactly what a local caller would get.
-    private func serve(_ request: NodeMessage) -> Result<[UInt8], ServiceFailure> {
+    /// What this node answers a request with, exactly what a local caller would get: at once, or
+    /// for a subscription once this node listens on the topic's channel (the owner path waits).
+    private func serve(_ request: NodeMessage, answer: @escaping (Result<[UInt8], ServiceFailure>) -> Void) {
         let owners = worker.owners
+        let outcome = { (failure: ServiceFailure?) -> Result<[UInt8], ServiceFailure> in failure.map { .failure($0) } ?? .success([]) }
+        let result: Result<[UInt8], ServiceFailure>
         switch request.operation {
         case .send:
-            guard let opcode = Opcode(rawValue: request.opcode), !opcode.isControl else { return .failure(.badRequest("bad opcode")) }
-            let failure = request.payload.withUnsafeBytes { owners.send(to: .socket(request.socket), opcode, $0) }
-            return failure.map { .failure($0) } ?? .success([])
+            guard let opcode = Opcode(rawValue: request.opcode), !opcode.isControl else { return answer(.failure(.badRequest("bad opcode"))) }
+            result = outcome(request.payload.withUnsafeBytes { owners.send(to: .socket(request.socket), opcode, $0) })
         case .close:
-            return owners.close(.socket(request.socket)).map { .failure($0) } ?? .success([])
+            result = outcome(owners.close(.socket(request.socket)))
         case .info:
-            return owners.info(request.socket).map { Array($0.scriptFieldsJSON.utf8) }
+            result = owners.info(request.socket).map { Array($0.scriptFieldsJSON.utf8) }
         case .describe:
-            return owners.info(request.socket).map { Array(AdminAPI.describe($0).utf8) }
+            result = owners.info(request.socket).map { Array(AdminAPI.describe($0).utf8) }
         case .list:
-            return .success(Array(worker.shared.registry.all().map(\.info.socketId).joined(separator: "\n").utf8))
+            result = .success(Array(worker.shared.registry.all().map(\.info.socketId).joined(separator: "\n").utf8))
         case .closeAll:
             var closed = 0
             for entry in worker.shared.registry.all() where owners.close(.socket(entry.info.socketId)) == nil { closed += 1 }
-            return .success(Array(String(closed).utf8))
+            result = .success(Array(String(closed).utf8))
         case .probe:
-            return .success([])
+            result = .success([])
         case .subscribe:
-            return owners.subscribe(request.socket, topic: request.topic).map { .failure($0) } ?? .success([])
+            let done = { answer(outcome($0)) }
+            guard case .now(let failure) = owners.subscribe(request.socket, topic: request.topic, then: done) else { return }
+            result = outcome(failure)
         case .unsubscribe:
-            return owners.unsubscribe(request.socket, topic: request.topic).map { .failure($0) } ?? .success([])
+            result = outcome(owners.unsubscribe(request.socket, topic: request.topic))
         case .subscriptions:
-            return owners.subscriptions(request.socket).map { Array($0.joined(separator: "\n").utf8) }
+            result = owners.subscriptions(request.socket).map { Array($0.joined(separator: "\n").utf8) }
         case .subscribers:
-            return .success(Array(worker.shared.topics.subscribers(of: request.topic).map(\.info.socketId).joined(separator: "\n").utf8))
+            result = .success(Array(worker.shared.topics.subscribers(of: request.topic).map(\.info.socketId).joined(separator: "\n").utf8))
         case .publish:
             // Its own publication: delivered on this node already.
-            guard request.node != cluster.nodeId else { return .success(Array("0".utf8)) }
-            guard let opcode = Opcode(rawValue: request.opcode), !opcode.isControl else { return .failure(.badRequest("bad opcode")) }
+            guard request.node != cluster.nodeId else { return answer(.success(Array("0".utf8))) }
+            guard let opcode = Opcode(rawValue: request.opcode), !opcode.isControl else { return answer(.failure(.badRequest("bad opcode"))) }
             let delivered = request.payload.withUnsafeBytes { owners.publish(request.topic, opcode, $0) }
-            return .success(Array(String(delivered).utf8))
+            result = .success(Array(String(delivered).utf8))
         }
+        answer(result)
     }
 
     private func scheduleProbe() {
