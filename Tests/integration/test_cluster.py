@@ -502,18 +502,28 @@ def test_an_uncounted_publish_does_not_wait_for_the_other_nodes_and_keeps_their_
             on_a = [await recv(sub_a) for _ in range(200)]
             replies_after = (metric(b, "wsgate_cluster_requests_total", op="node_reply") or 0)
             bad = await evaluate(pub, 'Websocket.publish{topic = "feed", message = "x", wait = "no"}')
-            return counted, got, counts, on_a, on_b, replies_after - replies_before, bad
+            # In a coroutine of the script's own a counted publish cannot wait: it raises before
+            # delivering anything, here or elsewhere; an uncounted one works there.
+            in_coroutine = await evaluate(pub, '(function() local ok, e = coroutine.resume(coroutine.create(function() '
+                                               'return Websocket.publish{topic = "feed", message = "held"} end)) '
+                                               'local ok2, n = coroutine.resume(coroutine.create(function() '
+                                               'return Websocket.publish{topic = "feed", message = "free", wait = false} end)) '
+                                               'return {ok, e, ok2, n} end)()')
+            after = [await recv(ws) for ws in (sub_a, sub_b)]
+            return counted, got, counts, on_a, on_b, replies_after - replies_before, bad, in_coroutine, after
         finally:
             for ws in (sub_a, sub_b, pub):
                 await ws.close()
 
-    counted, got, counts, on_a, on_b, replies, bad = run(scenario())
+    counted, got, counts, on_a, on_b, replies, bad, in_coroutine, after = run(scenario())
     assert counted == 2 and got == ["counted"] * 2
     assert counts == ",".join(["1"] * 200)
     assert on_b == [str(i) for i in range(1, 201)] and on_a == on_b
     # Node b delivered without answering a count.
     assert replies == 0
     assert bad["status"] == 400 and bad["error"] == "wait must be a boolean"
+    assert in_coroutine[0] is False and "cannot wait inside a coroutine" in in_coroutine[1]
+    assert in_coroutine[2:] == [True, 1] and after == ["free", "free"]
 
 
 def test_an_unanswered_send_does_not_wait_for_the_owner_and_keeps_its_order(wsgate, redis):

@@ -241,15 +241,16 @@ extension OwnerPath {
     /// none); with `wait` false, or while Redis is unreachable, it is this node's count, now.
     func publish(_ topic: String, _ opcode: Opcode, _ payload: UnsafeRawBufferPointer, wait: Bool,
                  then: ((Int) -> Void)?) -> OwnerAnswer<Int> {
+        guard let calls = worker.remoteCalls, worker.redis?.isUp == true else { return .now(publish(topic, opcode, payload)) }
+        // A caller that cannot wait gets nothing done, not even here (it raises its error).
+        if wait && then == nil { return .later }
         let delivered = publish(topic, opcode, payload)
-        guard let calls = worker.remoteCalls, worker.redis?.isUp == true else { return .now(delivered) }
         var request = calls.request(.publish, answered: wait)
         (request.topic, request.opcode, request.payload) = (topic, opcode.rawValue, Array(payload))
-        guard wait else {
+        guard wait, let then else {
             calls.publishUncounted(request)
             return .now(delivered)
         }
-        guard let then else { return .later }
         calls.publish(request) { then(delivered + $0) }
         return .later
     }
