@@ -12,6 +12,10 @@ public enum IOEvents {
     public static let writable: UInt32 = CS_EPOLLOUT
     public static let error: UInt32 = CS_EPOLLERR
     public static let hangup: UInt32 = CS_EPOLLHUP
+    /// Report readiness when it arises, not while it lasts: the handler must read until a read comes
+    /// up short (the socket is drained then, and whatever arrives later is reported anew). Spares
+    /// the kernel polling again, in the next wait, every socket the last one reported.
+    public static let edgeTriggered: UInt32 = CS_EPOLLET
 }
 
 /// One epoll event loop on one thread. Everything registered with it is touched only from that
@@ -30,7 +34,17 @@ public final class EventLoop {
     public var afterIteration: (() -> Void)?
 
     /// Monotonic time in nanoseconds, refreshed once per loop iteration.
-    public private(set) var now: UInt64 = EventLoop.monotonicNanos()
+    public private(set) var now: UInt64 = EventLoop.monotonicNanos() {
+        didSet { wallCache = -1 }
+    }
+    private var wallCache: Int64 = -1
+
+    /// Wall-clock milliseconds since the Unix epoch when this iteration's events were received: read
+    /// on first use in an iteration, so the events of one batch cost one clock read between them.
+    public var wallNowMillis: Int64 {
+        if wallCache < 0 { wallCache = EventLoop.wallMillis() }
+        return wallCache
+    }
 
     public init(index: Int) {
         self.index = index

@@ -130,6 +130,15 @@ def test_masked_binary_is_echoed_as_binary(ws):
     assert ws.read_frame() == (True, OP_BINARY, b"\x00\x01\xfe\xff")
 
 
+def test_a_burst_larger_than_one_read_is_echoed_whole(ws):
+    # About 300 KB arrive at once, several times what one read takes: the socket is read until
+    # a read comes up short, or the rest would wait for input that never comes.
+    messages = [(b"%05d" % i) * 20 for i in range(3000)]
+    ws.send(b"".join(frame(OP_TEXT, m) for m in messages))
+    for m in messages:
+        assert ws.read_frame() == (True, OP_TEXT, m)
+
+
 def test_unmasked_client_frame_is_1002(ws):
     ws.send(frame(OP_TEXT, b"not masked", masked=False))
     assert ws.read_close_code() == 1002

@@ -109,6 +109,21 @@ elseif w.message == "retype" then
 end
 """
 
+# Sends the text it received back through both calls, drops it, then tries text of the same length
+# that is not UTF-8 through both.
+TEXT_CHECK = """
+local w = websocketInfo
+if w.type ~= "data" then return end
+w.send(w.message)
+Websocket.send{socket_id = w.socket_id, message = w.message}
+local length = #w.message
+w.message = nil
+collectgarbage()
+local first = w.send(string.rep("\\255", length))
+local second = Websocket.send{socket_id = w.socket_id, message = string.rep("\\255", length)}
+w.send(to_json{first = first and first.status, second = second and second.status})
+"""
+
 SCRIPTS = {
     "info.lua": INFO,
     "keys.lua": KEYS,
@@ -119,6 +134,7 @@ SCRIPTS = {
     "json.lua": JSON,
     "printer.lua": PRINTER,
     "boom.lua": BOOM,
+    "textcheck.lua": TEXT_CHECK,
 }
 
 HANDLER = """
@@ -357,6 +373,21 @@ def test_send_string_is_text(server):
             return await recv(ws)
 
     assert run(main()) == "plain string"
+
+
+def test_received_text_goes_back_unchanged_and_other_text_is_still_checked(server):
+    # The text a script was given is sent on without a second UTF-8 check; anything else is
+    # checked, also once the script has dropped the message it was given.
+    text = "h\u00e9llo \u2713 \U0001F600 " * 5
+
+    async def main():
+        async with connect(server.url("/textcheck")) as ws:
+            await ws.send(text)
+            return [await recv(ws) for _ in range(3)]
+
+    first, second, statuses = run(main())
+    assert first == text and second == text
+    assert json.loads(statuses) == {"first": 400, "second": 400}
 
 
 def test_close_from_script_is_1000(server):

@@ -10,6 +10,7 @@
 #define CS_EPOLLOUT 0x004u
 #define CS_EPOLLERR 0x008u
 #define CS_EPOLLHUP 0x010u
+#define CS_EPOLLET 0x80000000u
 
 typedef struct {
     uint32_t events;

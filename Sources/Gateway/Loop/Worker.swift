@@ -12,7 +12,10 @@ final class Worker {
     private(set) var config: GatewayConfig
     let listenPort: Int
     private(set) lazy var front = HTTPFront(worker: self, config: config)
-    private(set) lazy var runner = ScriptRunner(worker: self, config: config)
+    /// Unchecked, like `Connection.worker`: read several times per message, where a lazy or checked
+    /// property costs a retain and a release per read. `ownedRunner` holds it.
+    private(set) unowned(unsafe) var runner: ScriptRunner!
+    private var ownedRunner: ScriptRunner?
     private var listener: Listener?
     private var adminListener: Listener?
     /// The management API, when the admin listener is on.
@@ -54,6 +57,8 @@ final class Worker {
         listenPort = Socket.localPort(listenFd)
         loop = EventLoop(index: index)
         sessions = SessionShared(maxMessageBytes: config.maxMessageBytes, compressionMinBytes: config.compressionMinBytes)
+        ownedRunner = ScriptRunner(worker: self, config: config)
+        runner = ownedRunner
         apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
         listener = Listener(worker: self, fd: listenFd)

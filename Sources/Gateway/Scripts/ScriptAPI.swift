@@ -126,7 +126,7 @@ enum ScriptAPI {
 
     /// Sends text through the owner path, checked for UTF-8 first.
     static func send(text bytes: UnsafeRawBufferPointer, to ref: SocketRef, from worker: Worker) -> ServiceFailure? {
-        guard UTF8Validator.isValid(bytes) else {
+        guard worker.runner.isSendableText(bytes) else {
             if case .outbound = ref { return .badRequest("message is not valid UTF-8; use content_type \"binary\" for bytes") }
             return .badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64")
         }
@@ -164,7 +164,7 @@ enum ScriptAPI {
                                   _ body: (Opcode, UnsafeRawBufferPointer) -> T) -> Result<T, ServiceFailure> {
         switch type {
         case "data-text":
-            guard UTF8Validator.isValid(message) else {
+            guard runner.isSendableText(message) else {
                 return .failure(.badRequest("message is not valid UTF-8; send it with type \"data-binary\" as base64"))
             }
             return .success(body(.text, message))
@@ -178,7 +178,7 @@ enum ScriptAPI {
     /// Sends the message at `index` as text on a connection of this worker: a string as is, a table as JSON.
     private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, on connection: Connection) -> ServiceFailure? {
         func sendValid(_ bytes: UnsafeRawBufferPointer) -> ServiceFailure? {
-            guard UTF8Validator.isValid(bytes) else {
+            guard worker.runner.isSendableText(bytes) else {
                 return .badRequest("message is not valid UTF-8; send it with Websocket.send and type \"data-binary\" as base64")
             }
             return connection.offer(.text, bytes) ? nil : OwnerPath.slowReader(.socket(connection.socketId))

@@ -111,6 +111,19 @@ final class ScriptRunner {
         lua.sealBaseEnvironment()
     }
 
+    /// The text message of the socket event running, as the Lua string its script was given, while
+    /// the reused `websocketInfo` holds that string (so it can be neither collected nor its memory
+    /// reused): set by `WebsocketInfoView.push`, cleared when the run ends, waits or writes to
+    /// `websocketInfo`. The session checked it on arrival, so sending that very string on (an
+    /// echo, a relay) skips a second UTF-8 check.
+    var receivedText: UnsafeRawBufferPointer?
+
+    /// Whether `text` may go out in a text frame: the text message received, or valid UTF-8.
+    func isSendableText(_ text: UnsafeRawBufferPointer) -> Bool {
+        if let receivedText, text.baseAddress == receivedText.baseAddress, text.count == receivedText.count { return true }
+        return UTF8Validator.isValid(text)
+    }
+
     /// Remembers the binary message `bytes` whose base64 is the string at `index`.
     func keepBinaryMessage(base64At index: Int32, bytes: UnsafeRawBufferPointer) {
         let L = lua.L
@@ -185,12 +198,12 @@ final class ScriptRunner {
         if outer != nil { serving = outer }
         switch outcome {
         case .finished(let failure, let executed):
-            infoView.finish(reused: reusedView)
+            infoView.finish(reused: reusedView, runner: self)
             tally(script, executed: executed, failed: failure != nil)
             if let failure { report(failure, subject: .socket(connection, event)) }
         case .suspended(let lua):
             // The pair goes with the waiting run; the next run gets a new one to reuse.
-            if reusedView { infoView.detach() }
+            if reusedView { infoView.detach(runner: self) }
             let run = ScriptRun(lua: lua, subject: .socket(connection, event), script: script, startedAt: startedAt)
             connection.scriptWaits(run)
             waitBegan(run)

@@ -5,9 +5,10 @@ import Reactor
 
 /// The `websocketInfo` of one loop's runs: an empty table (the view) whose reads go to a data table
 /// the runner fills for each event, and whose writes go there too but mark the pair as written.
-/// Runs reuse one pair as long as no script wrote to it: an event then costs the four fields it
-/// brings (type, timestamp, message, message_type) instead of a new table, its metatable and six
-/// fields, which were most of a small script's run.
+/// Runs reuse one pair as long as no script wrote to it: an event then costs the fields it brings
+/// (type, timestamp, message, message_type) instead of a new table, its metatable and six fields,
+/// which were most of a small script's run; and of those only the ones that differ from what the
+/// pair holds (a run of messages on one loop usually changes the message alone).
 ///
 /// The socket's own fields (uri, route, socket_id, subprotocol, extensions, headers, parameters, claims)
 /// are built from its `ConnectionInfo` on first read and cleared after the run; `pairs` builds them
@@ -29,6 +30,23 @@ final class WebsocketInfoView {
     private var written = false
     /// The socket fields the reused data table holds, by `socketFields` index.
     private var builtFields: UInt8 = 0
+    /// What the reused data table holds of the last event. Nothing but `push` changes these fields
+    /// while the pair is reused: a script's write goes through the view and discards the pair.
+    private var held = Held()
+
+    /// The event fields a data table holds; a new one holds none.
+    private struct Held {
+        var type: ScriptEvent?
+        var timestamp: Int64 = -1
+        /// message_type: whether the message is binary, nil for none.
+        var binary: Bool?
+        /// The size of the message, -1 for none.
+        var messageBytes = -1
+    }
+
+    /// A message up to this size stays in the reused pair until the next event replaces it (letting
+    /// go of it costs more than it holds); a larger one goes when its run ends.
+    private static let keptMessageBytes = 4096
 
     /// Indexes of the strings table: the names of the fields an event sets, then the values of
     /// `type` and `message_type`. Kept in the registry, so setting a field hashes no string.
@@ -102,35 +120,74 @@ final class WebsocketInfoView {
                 lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
                 written = false
                 builtFields = 0
+                held = Held()
             }
         } else {
             makePair()
         }
-        // Stack: view, data.
+        // Stack: view, data. Only the fields that differ from what the pair holds are set.
         let data = lua_gettop(L)
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
-        let strings = data + 1
-        set(data, .type, strings) {
-            switch event {
-            case .open: lua_rawgeti(L, strings, Strings.open.rawValue)
-            case .data: lua_rawgeti(L, strings, Strings.data.rawValue)
-            case .close: lua_rawgeti(L, strings, Strings.close.rawValue)
+        var strings: Int32 = 0
+        func string(_ index: Strings) -> Int32 {
+            if strings == 0 {
+                lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
+                strings = lua_gettop(L)
             }
+            return lua_rawgeti(L, strings, index.rawValue)
         }
-        set(data, .timestamp, strings) { lua_pushinteger(L, lua_Integer(EventLoop.wallMillis())) }
+        func set(_ key: Strings, _ push: () -> Void) {
+            _ = string(key)
+            push()
+            lua_rawset(L, data)
+        }
+        var last = reused ? held : Held()
+        if last.type != event {
+            set(.type) {
+                switch event {
+                case .open: _ = string(.open)
+                case .data: _ = string(.data)
+                case .close: _ = string(.close)
+                }
+            }
+            last.type = event
+        }
+        let timestamp = runner.worker.loop.wallNowMillis
+        if last.timestamp != timestamp {
+            set(.timestamp) { lua_pushinteger(L, lua_Integer(timestamp)) }
+            last.timestamp = timestamp
+        }
+        runner.receivedText = nil
         if let message {
-            set(data, .message, strings) { ScriptAPI.pushMessageString(L, runner: runner, message, binary: binary) }
-            set(data, .messageType, strings) { lua_rawgeti(L, strings, binary ? Strings.binary.rawValue : Strings.text.rawValue) }
-        } else {
-            set(data, .messageType, strings) { lua_pushnil(L) }
+            set(.message) {
+                if binary {
+                    ScriptAPI.pushMessageString(L, runner: runner, message, binary: true)
+                } else {
+                    let text = lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
+                    // Only the reused pair is held (by the registry) until `finish`.
+                    if reused { runner.receivedText = UnsafeRawBufferPointer(start: text, count: message.count) }
+                }
+            }
+            last.messageBytes = message.count
+        } else if last.messageBytes >= 0 {
+            set(.message) { lua_pushnil(L) }
+            last.messageBytes = -1
         }
+        let messageType: Bool? = message == nil ? nil : binary
+        if last.binary != messageType {
+            set(.messageType) {
+                if let binary = messageType { _ = string(binary ? .binary : .text) } else { lua_pushnil(L) }
+            }
+            last.binary = messageType
+        }
+        if reused { held = last }
         lua_settop(L, data - 1)
         return reused
     }
 
     /// Ends the run of the view `push` returned `reused` for: the reused pair is kept for the next
-    /// run unless a script wrote to it, without the socket's fields and the message.
-    func finish(reused: Bool) {
+    /// run unless a script wrote to it, without the socket's fields and a large message.
+    func finish(reused: Bool, runner: ScriptRunner) {
+        runner.receivedText = nil
         guard reused else { return }
         inUse = false
         let top = lua_gettop(L)
@@ -147,10 +204,13 @@ final class WebsocketInfoView {
             lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
             return
         }
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
-        lua_rawgeti(L, -1, Strings.message.rawValue)
-        lua_pushnil(L)
-        lua_rawset(L, data)
+        if held.messageBytes > WebsocketInfoView.keptMessageBytes {
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
+            lua_rawgeti(L, -1, Strings.message.rawValue)
+            lua_pushnil(L)
+            lua_rawset(L, data)
+            held.messageBytes = -1
+        }
         if builtFields != 0 {
             for (i, name) in WebsocketInfoView.socketFields.enumerated() where builtFields & (1 << i) != 0 {
                 name.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
@@ -163,7 +223,8 @@ final class WebsocketInfoView {
 
     /// Gives the reused pair to the run that holds it, which waits: the pair is no longer reused,
     /// and the next run gets a new one.
-    func detach() {
+    func detach(runner: ScriptRunner) {
+        runner.receivedText = nil
         inUse = false
         written = false
         builtFields = 0
@@ -171,14 +232,6 @@ final class WebsocketInfoView {
         lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
         lua_pushboolean(L, 0)
         lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
-    }
-
-    /// data[strings[key]] = the value `push` pushes.
-    @inline(__always)
-    private func set(_ data: Int32, _ key: Strings, _ strings: Int32, _ push: () -> Void) {
-        lua_rawgeti(L, strings, key.rawValue)
-        push()
-        lua_rawset(L, data)
     }
 
     /// Pushes a new view and its data table (with `send` and `close`).
@@ -234,7 +287,10 @@ final class WebsocketInfoView {
     /// pair is not reused.
     private static let viewNewIndex: lua_CFunction = { L in
         ScriptAPI.withoutMemoryLimit(L) { L in
-            runner(L).infoView.written = true
+            let runner = runner(L)
+            runner.infoView.written = true
+            // The write may drop the message string the runner points to.
+            runner.receivedText = nil
             lua_settop(L, 3)
             lua_rawset(L, lua_registryIndex() - 1)
             return 0

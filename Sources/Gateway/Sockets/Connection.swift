@@ -85,7 +85,7 @@ final class Connection: IOHandler {
     static func accept(fd: Int32, worker: Worker, admin: Bool = false) {
         let tls = admin ? nil : worker.tlsContext.map { TLSStream(context: $0, fd: fd) }
         let connection = Connection(transport: Transport(fd: fd, tls: tls), worker: worker, link: nil, isAdmin: admin)
-        connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
+        connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable | connection.triggering, handler: connection)
         guard connection.registration != .none else {
             Socket.close(fd)
             return
@@ -112,7 +112,7 @@ final class Connection: IOHandler {
     static func adopt(_ established: Dialer.Established, worker: Worker, link: OutboundLink) -> Connection? {
         let fd = established.transport.fd
         let connection = Connection(transport: established.transport, worker: worker, link: link)
-        connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable, handler: connection)
+        connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable | connection.triggering, handler: connection)
         guard connection.registration != .none else {
             var transport = established.transport
             transport.tls = nil
@@ -148,6 +148,9 @@ final class Connection: IOHandler {
 
     var fd: Int32 { transport.fd }
     var isTLS: Bool { transport.tls != nil }
+    /// A plain socket is edge-triggered: `readOnce` reads until a read comes up short. A TLS socket
+    /// stays level-triggered: OpenSSL reads what a record needs, which can leave bytes in the socket.
+    private var triggering: UInt32 { transport.tls == nil ? IOEvents.edgeTriggered : 0 }
     /// Where this socket's queue size is published for senders on other loops.
     private var sendQueue: SendQueueGauge? { info ?? link?.sendQueue }
     var isOpen: Bool { phase == .webSocket && session?.state == .open }
@@ -219,13 +222,14 @@ final class Connection: IOHandler {
         if transport.hasBufferedInput && phase != .closed { readOnce() }
     }
 
-    /// Reads until the socket has nothing more for now. With TLS, decrypted bytes buffered inside
-    /// OpenSSL do not wake epoll, so reading goes on while there are any.
+    /// Reads until the socket has nothing more for now (`triggering`), or input stops. With TLS,
+    /// decrypted bytes buffered inside OpenSSL do not wake epoll, so reading goes on while there are any.
     private func readOnce() {
-        while readAvailable() && transport.hasBufferedInput && !inputStopped && phase != .closed {}
+        while readAvailable() && !inputStopped && phase != .closed {}
     }
 
-    /// One read; false when nothing more can be read now.
+    /// One read; true when another may find more now: this one filled its buffer, or TLS holds
+    /// decrypted bytes.
     private func readAvailable() -> Bool {
         let result: Transport.Result
         if input.isEmpty {
@@ -239,7 +243,7 @@ final class Connection: IOHandler {
                 if used < n && phase != .closed {
                     input.append(UnsafeRawBufferPointer(rebasing: bytes[used...]))
                 }
-                return true
+                return n == scratch.count || transport.hasBufferedInput
             }
         } else {
             let pending = session?.pendingFrameLength(UnsafeRawBufferPointer(input.readable)) ?? 0
@@ -251,7 +255,7 @@ final class Connection: IOHandler {
                 info?.lastActive.store(worker.loop.now, ordering: .relaxed)
                 input.didWrite(n)
                 processInput()
-                return true
+                return n == room || transport.hasBufferedInput
             }
         }
         switch result {
@@ -604,7 +608,7 @@ final class Connection: IOHandler {
     }
 
     private func updateInterest() {
-        var events: UInt32 = 0
+        var events = triggering
         if !inputStopped { events |= IOEvents.readable }
         if wantsWrite { events |= IOEvents.writable }
         worker.loop.modify(fd: fd, events: events, registration: registration)
