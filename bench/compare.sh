@@ -25,8 +25,11 @@
 # Servers: wsgate (WSGATE_BIN, default .build/release/wsgate) and nginx
 # (bench/nginx/nginx.conf, worker_processes 1), plus, when WSGATE_BASE_BIN
 # names a second wsgate binary, that one as "wsgate-base" (a before/after
-# comparison within the same run). Each server is pinned to SERVER_CPU (0),
-# the load generator to LOAD_CPU (1).
+# comparison within the same run), and, with CECHO=1, "cecho": bench/cecho.c,
+# a WebSocket echo in plain C (one thread, epoll, no scripting, no UTF-8
+# check), the floor the kernel sets on this machine for every server; it
+# runs every workload but idle. Each server is pinned to SERVER_CPU (0), the
+# load generator to LOAD_CPU (1).
 #
 # ROUNDS (5) rounds; in each round, for each workload, each server in turn
 # gets a fresh process (start_server in bench/lib.sh, its own temp dir and
@@ -41,7 +44,7 @@
 # figures.
 #
 # At the end: one table (workload | metric | better | server | median |
-# min-max | ratio of medians vs nginx | vs wsgate-base | check | per-round
+# min-max | ratio of medians vs nginx | vs wsgate-base | vs cecho | check | per-round
 # values | server cpu% and other% per round) and one JSON line per workload.
 # Ratios are always this server's median over nginx's (or wsgate's over
 # wsgate-base's), whatever the direction: for B/conn and server us/cycle
@@ -52,7 +55,7 @@
 #
 # Tunables (environment): ROUNDS, ECHO_SECS, ECHO_CONNS, BIG_CONNS,
 # BIG_SIZE (16384), CHURN_SECS, CHURN_INFLIGHT, WARMUP_SECS, IDLE_CONNS,
-# IDLE_SRCS, IDLE_HOLD_SECS, WSGATE_BIN, WSGATE_BASE_BIN, WSGATE_HOST,
+# IDLE_SRCS, IDLE_HOLD_SECS, WSGATE_BIN, WSGATE_BASE_BIN, CECHO, WSGATE_HOST,
 # WSLOAD, SERVER_CPU, LOAD_CPU, QUIET_WAIT_SECS, QUIET_BUSY_PCT, NOISY_PCT,
 # KEEP_TMP=1 (keep logs). Example, a short try:
 #   ROUNDS=2 ECHO_SECS=3 CHURN_SECS=3 IDLE_CONNS=2000 bench/compare.sh echo64-p1 idle
@@ -69,6 +72,8 @@ BIG_SIZE=${BIG_SIZE:-16384}
 CHURN_SECS=${CHURN_SECS:-10}
 CHURN_INFLIGHT=${CHURN_INFLIGHT:-50}
 WSGATE_BASE_BIN=${WSGATE_BASE_BIN:-}
+CECHO=${CECHO:-0}
+CECHO_BIN=/tmp/wsgate-bench-cecho
 NOISY_PCT=${NOISY_PCT:-10}     # other% above this marks a run as noisy in the summary
 
 ALL_WORKLOADS=(echo64-p1 echo64-p16 bin16k text16k handshake idle)
@@ -89,6 +94,8 @@ if [[ -n $WSGATE_BASE_BIN ]]; then
 else
   SHOWN=(wsgate nginx)
 fi
+[[ $CECHO == 0 || $CECHO == 1 ]] || die "CECHO must be 0 or 1: $CECHO"
+[[ $CECHO == 1 ]] && SHOWN=("${SHOWN[@]:0:${#SHOWN[@]}-1}" cecho nginx)
 
 # check_prereqs knows wsgate and nginx; wsgate-base was checked above.
 SERVERS=(wsgate nginx)
@@ -100,6 +107,16 @@ start_wsgate-base() {
   local WSGATE_BIN=$WSGATE_BASE_BIN
   start_wsgate "$@"
 }
+
+start_cecho() {
+  SERVER_LOG=$1/cecho.log
+  taskset -c "$SERVER_CPU" "$CECHO_BIN" -p "$2" >"$SERVER_LOG" 2>&1 &
+  SERVER_PID=$!
+}
+
+# Whether server $1 runs workload $2: cecho keeps a 64 KiB input buffer per
+# socket, no floor for idle memory.
+runs() { [[ $1 != cecho || $2 != idle ]]; }
 
 # Server order of round $1: SHOWN on odd rounds, reversed on even ones.
 round_order() {
@@ -243,7 +260,7 @@ fmt() {
 }
 
 report() {
-  local w m s first med mn mx rv rb cpus others chk
+  local w m s first med mn mx rv rb rc cpus others chk
   local -a vals
   local -A median=()
   echo
@@ -251,30 +268,35 @@ report() {
   echo "   server cpu $SERVER_CPU, load cpu $LOAD_CPU; echo ${ECHO_SECS}s, churn ${CHURN_SECS}s x $CHURN_INFLIGHT in flight, idle $IDLE_CONNS conns (browser headers), warm-up ${WARMUP_SECS}s"
   echo "   wsgate:      $WSGATE_BIN"
   [[ -n $WSGATE_BASE_BIN ]] && echo "   wsgate-base: $WSGATE_BASE_BIN"
+  [[ $CECHO == 1 ]] && echo "   cecho:       bench/cecho.c (plain C echo: the kernel's floor; not run for idle)"
   echo "   nginx:       $("$NGINX_BIN" -v 2>&1 | sed 's/^nginx version: //') + lua-nginx-websocket (bench/nginx)"
-  echo "   ratios: median / nginx's median (ratio/base: wsgate's / wsgate-base's); 'better' says which direction wins"
-  printf '%-11s %-13s %-6s %-12s %10s %-21s %11s %10s %-7s %s | %s | %s\n' workload metric better server median "min-max" \
-    "ratio/nginx" "ratio/base" check "per round" "srv cpu% per round" "other% per round"
+  echo "   ratios: median / nginx's median (ratio/base: wsgate's / wsgate-base's; ratio/cecho: wsgate's / cecho's); 'better' says which direction wins"
+  printf '%-11s %-13s %-6s %-12s %10s %-21s %11s %10s %11s %-7s %s | %s | %s\n' workload metric better server median "min-max" \
+    "ratio/nginx" "ratio/base" "ratio/cecho" check "per round" "srv cpu% per round" "other% per round"
   for w in "${WORKLOADS[@]}"; do
     first=1
     for m in $(workload_metrics "$w"); do
+      median=()
       for s in "${SHOWN[@]}"; do
+        runs "$s" "$w" || continue
         read -ra vals <<<"${VALS["$w $m $s"]}"
         read -r med _ _ < <(stats "${vals[@]}")
         median[$s]=$med
       done
       for s in "${SHOWN[@]}"; do
+        runs "$s" "$w" || continue
         read -ra vals <<<"${VALS["$w $m $s"]}"
         read -r med mn mx < <(stats "${vals[@]}")
-        rv=-; rb=-
+        rv=-; rb=-; rc=-
         [[ $s != nginx ]] && rv=$(ratio "$med" "${median[nginx]}")
         [[ $s == wsgate && -n $WSGATE_BASE_BIN ]] && rb=$(ratio "$med" "${median[wsgate-base]}")
+        [[ $s == wsgate && -n ${median[cecho]:-} ]] && rc=$(ratio "$med" "${median[cecho]}")
         chk=ok; [[ -n ${FAILS["$w $s"]:-} ]] && chk="FAIL(${FAILS["$w $s"]})"
         cpus=""; others=""
         if [[ $first == 1 ]]; then cpus=${CPUS["$w $s"]% }; others=${OTHERS["$w $s"]% }; fi
-        printf '%-11s %-13s %-6s %-12s %10s %-21s %11s %10s %-7s %s | %s | %s\n' "$w" "$(metric_unit "$m")" \
+        printf '%-11s %-13s %-6s %-12s %10s %-21s %11s %10s %11s %-7s %s | %s | %s\n' "$w" "$(metric_unit "$m")" \
           "$(metric_better "$m")" "$s" "$(fmt "$(metric_fmt "$m")" "$med")" \
-          "$(fmt "$(metric_fmt "$m")" "$mn")-$(fmt "$(metric_fmt "$m")" "$mx")" "$rv" "$rb" "$chk" \
+          "$(fmt "$(metric_fmt "$m")" "$mn")-$(fmt "$(metric_fmt "$m")" "$mx")" "$rv" "$rb" "$rc" "$chk" \
           "${vals[*]}" "$cpus" "$others"
       done
       first=0
@@ -292,7 +314,9 @@ report() {
     mj=""
     for m in $(workload_metrics "$w"); do
       local sj=""
+      median=()
       for s in "${SHOWN[@]}"; do
+        runs "$s" "$w" || continue
         read -ra vals <<<"${VALS["$w $m $s"]}"
         read -r med mn mx < <(stats "${vals[@]}")
         median[$s]=$med
@@ -300,13 +324,16 @@ report() {
       done
       rn=""; rbj=""
       for s in "${SHOWN[@]}"; do
+        runs "$s" "$w" || continue
         [[ $s == nginx ]] || rn+="${rn:+,}\"$s\":$(ratio "${median[$s]}" "${median[nginx]}")"
       done
       [[ -n $WSGATE_BASE_BIN ]] && rbj=",\"ratio_vs_base\":{\"wsgate\":$(ratio "${median[wsgate]}" "${median[wsgate-base]}")}"
+      [[ -n ${median[cecho]:-} ]] && rbj+=",\"ratio_vs_cecho\":{\"wsgate\":$(ratio "${median[wsgate]}" "${median[cecho]}")}"
       mj+="${mj:+,}\"$m\":{\"better\":\"$(metric_better "$m")\"$sj,\"ratio_vs_nginx\":{$rn}$rbj}"
     done
     local cj="" oj="" fj=""
     for s in "${SHOWN[@]}"; do
+      runs "$s" "$w" || continue
       read -ra vals <<<"${CPUS["$w $s"]}"; cj+="${cj:+,}\"$s\":$(json_list "${vals[@]}")"
       read -ra vals <<<"${OTHERS["$w $s"]}"; oj+="${oj:+,}\"$s\":$(json_list "${vals[@]}")"
       fj+="${fj:+,}\"$s\":${FAILS["$w $s"]:-0}"
@@ -320,6 +347,7 @@ report() {
 # shellcheck disable=SC2119  # over ws:// no tool beyond the common ones
 check_prereqs
 build_loadgen
+[[ $CECHO == 1 ]] && build_c_tool "$BENCH_DIR/cecho.c" "$CECHO_BIN" -lcrypto
 raise_nofile
 
 for (( round = 1; round <= ROUNDS; round++ )); do
@@ -327,6 +355,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
   log "== round $round/$ROUNDS: $order"
   for w in "${WORKLOADS[@]}"; do
     for s in $order; do
+      runs "$s" "$w" || continue
       bench_one "$round" "$w" "$s"
     done
   done
