@@ -19,10 +19,8 @@
  */
 #define _GNU_SOURCE /* accept4 */
 #define PROG "cecho"
-#define BUF_FIRST_CAP 4096
 #include "wsbench.h"
 
-#include <fcntl.h>
 #include <openssl/evp.h>
 #include <signal.h>
 
@@ -57,12 +55,11 @@ static bool upgrade(struct conn *c, const char *h)
     size_t nl, vl;
     while (head_field(&pos, &name, &nl, &val, &vl, " \t")) {
         if (!span_is(name, nl, "sec-websocket-key") || vl == 0 || vl > 64) continue;
-        static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
         unsigned char src[128], md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
         memcpy(src, val, vl);
-        memcpy(src + vl, guid, sizeof guid - 1);
-        EVP_Digest(src, vl + sizeof guid - 1, md, &mdlen, EVP_sha1(), NULL);
+        memcpy(src + vl, WS_GUID, sizeof WS_GUID - 1);
+        EVP_Digest(src, vl + sizeof WS_GUID - 1, md, &mdlen, EVP_sha1(), NULL);
         char accept[64];
         EVP_EncodeBlock((unsigned char *)accept, md, (int)mdlen);
         char resp[256];
@@ -109,24 +106,8 @@ static bool process(struct conn *c)
         size_t n = (size_t)f.len;
         if (f.op == 10) goto next; /* pong */
         int op = f.op == 9 ? 10 : f.op;
-        unsigned char h[10];
-        size_t hl = 0;
-        h[hl++] = (unsigned char)((f.fin ? 0x80 : 0) | op);
-        if (n < 126) {
-            h[hl++] = (unsigned char)n;
-        } else if (n < 65536) {
-            h[hl++] = 126;
-            h[hl++] = (unsigned char)(n >> 8);
-            h[hl++] = (unsigned char)n;
-        } else {
-            h[hl++] = 127;
-            for (int s = 56; s >= 0; s -= 8) h[hl++] = (unsigned char)((uint64_t)n >> s);
-        }
-        buf_put(&c->out, h, hl);
-        buf_reserve(&c->out, n);
-        unsigned char *dst = c->out.p + c->out.len;
-        for (size_t i = 0; i < n; i++) dst[i] = data[i] ^ mask[i & 3];
-        c->out.len += n;
+        ws_put_head(&c->out, (unsigned char)((f.fin ? 0x80 : 0) | op), n, NULL);
+        buf_put_xor(&c->out, data, n, mask);
         if (f.op == 8) c->closing = true;
     next:
         p += f.hl + 4 + n;
@@ -134,6 +115,13 @@ static bool process(struct conn *c)
         c->in.off += f.hl + 4 + n;
     }
     return true;
+}
+
+/* Sends what c->out holds; false when the socket is to be closed: a failed
+ * send, or a closing socket whose last bytes are out. */
+static bool flush(struct conn *c)
+{
+    return buf_send(c->fd, &c->out) >= 0 && !(c->closing && c->out.len == 0);
 }
 
 /* Reads until the socket is drained, answering as it goes; false to close. */
@@ -147,8 +135,7 @@ static bool readable(struct conn *c)
         if (r < 0) return errno == EAGAIN || errno == EINTR;
         c->in.len += (size_t)r;
         if (!process(c)) return false;
-        if (buf_send(c->fd, &c->out) < 0) return false;
-        if (c->closing && c->out.len == 0) return false;
+        if (!flush(c)) return false;
         if ((size_t)r < room) return true;
     }
 }
@@ -196,9 +183,7 @@ int main(int argc, char **argv)
                 continue;
             }
             bool keep = true;
-            if (events[i].events & EPOLLOUT && c->out.len > c->out.off) {
-                keep = buf_send(c->fd, &c->out) >= 0 && !(c->closing && c->out.len == 0);
-            }
+            if (events[i].events & EPOLLOUT && c->out.len > c->out.off) keep = flush(c);
             if (keep && events[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) keep = readable(c);
             if (!keep) drop(c); /* close() also takes the socket out of the epoll set */
         }

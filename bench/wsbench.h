@@ -38,6 +38,8 @@
  * tools that do not measure handshakes a SHA-1. */
 #define WS_KEY "dGhlIHNhbXBsZSBub25jZQ=="
 #define WS_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+/* Appended to a key before its SHA-1 makes the accept value (section 4.2.2). */
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 static void usage(void);
 
@@ -313,30 +315,49 @@ static inline int ws_sample_upgrade(char *req, size_t cap, const char *path, con
 }
 
 /* ------------------------------------------------------------- frames ---- */
-/* Append one masked frame (clients must mask, RFC 6455 section 5.3). */
-static inline void ws_put_frame(struct buf *out, int opcode, const unsigned char *data, size_t n, uint32_t key)
+/* Append a frame header: the first byte (FIN, RSV and opcode), the payload
+ * length n, and the masking key when mask is not NULL (clients must mask,
+ * servers must not: RFC 6455, section 5.3). */
+static inline void ws_put_head(struct buf *out, unsigned char first, size_t n, const unsigned char *mask)
 {
     unsigned char h[14];
     size_t hl = 0;
-    h[hl++] = (unsigned char)(0x80 | opcode);
+    unsigned char masked = mask ? 0x80 : 0;
+    h[hl++] = first;
     if (n < 126) {
-        h[hl++] = (unsigned char)(0x80 | n);
+        h[hl++] = (unsigned char)(masked | n);
     } else if (n < 65536) {
-        h[hl++] = 0x80 | 126;
+        h[hl++] = masked | 126;
         h[hl++] = (unsigned char)(n >> 8);
         h[hl++] = (unsigned char)n;
     } else {
-        h[hl++] = 0x80 | 127;
+        h[hl++] = masked | 127;
         for (int s = 56; s >= 0; s -= 8) h[hl++] = (unsigned char)((uint64_t)n >> s);
     }
-    unsigned char *mask = h + hl;
-    memcpy(mask, &key, 4);
-    hl += 4;
+    if (mask) {
+        memcpy(h + hl, mask, 4);
+        hl += 4;
+    }
     buf_put(out, h, hl);
+}
+
+/* Append data[0 .. n) XORed with the 4-byte mask: masking a payload and
+ * unmasking it are the same operation. */
+static inline void buf_put_xor(struct buf *out, const unsigned char *data, size_t n, const unsigned char *mask)
+{
     buf_reserve(out, n);
     unsigned char *dst = out->p + out->len;
     for (size_t i = 0; i < n; i++) dst[i] = data[i] ^ mask[i & 3];
     out->len += n;
+}
+
+/* Append one masked frame, as a client sends it. */
+static inline void ws_put_frame(struct buf *out, int opcode, const unsigned char *data, size_t n, uint32_t key)
+{
+    unsigned char mask[4];
+    memcpy(mask, &key, 4);
+    ws_put_head(out, (unsigned char)(0x80 | opcode), n, mask);
+    buf_put_xor(out, data, n, mask);
 }
 
 struct ws_head {

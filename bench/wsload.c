@@ -72,7 +72,6 @@
 #define SETUP_TIMEOUT_S 120.0
 #define ECHO_DRAIN_S 0.5
 #define HS_DRAIN_S 2.0
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 enum mode { M_ECHO, M_IDLE, M_CHURN };
 
