@@ -18,11 +18,11 @@
  * bench/cecho.c -lcrypto
  */
 #define _GNU_SOURCE /* accept4 */
+#include <openssl/evp.h> /* before wsbench.h: ws_accept_of */
+#include <signal.h>
+
 #define PROG "cecho"
 #include "wsbench.h"
-
-#include <openssl/evp.h>
-#include <signal.h>
 
 #define MAX_HEAD 8192
 #define MAX_FRAME (16u << 20)
@@ -55,13 +55,8 @@ static bool upgrade(struct conn *c, const char *h)
     size_t nl, vl;
     while (head_field(&pos, &name, &nl, &val, &vl, " \t")) {
         if (!span_is(name, nl, "sec-websocket-key") || vl == 0 || vl > 64) continue;
-        unsigned char src[128], md[EVP_MAX_MD_SIZE];
-        unsigned int mdlen = 0;
-        memcpy(src, val, vl);
-        memcpy(src + vl, WS_GUID, sizeof WS_GUID - 1);
-        EVP_Digest(src, vl + sizeof WS_GUID - 1, md, &mdlen, EVP_sha1(), NULL);
-        char accept[64];
-        EVP_EncodeBlock((unsigned char *)accept, md, (int)mdlen);
+        char accept[32];
+        ws_accept_of(val, vl, accept);
         char resp[256];
         int n = snprintf(resp, sizeof resp,
                          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -114,9 +114,13 @@ start_cecho() {
   SERVER_PID=$!
 }
 
-# Whether server $1 runs workload $2: cecho keeps a 64 KiB input buffer per
-# socket, no floor for idle memory.
-runs() { [[ $1 != cecho || $2 != idle ]]; }
+# Those of servers $2... that run workload $1: cecho keeps a 64 KiB input
+# buffer per socket, no floor for idle memory.
+running() {
+  local w=$1 s
+  shift
+  for s; do [[ $s == cecho && $w == idle ]] || echo "$s"; done
+}
 
 # Server order of round $1: SHOWN on odd rounds, reversed on even ones.
 round_order() {
@@ -277,14 +281,12 @@ report() {
     first=1
     for m in $(workload_metrics "$w"); do
       median=()
-      for s in "${SHOWN[@]}"; do
-        runs "$s" "$w" || continue
+      for s in $(running "$w" "${SHOWN[@]}"); do
         read -ra vals <<<"${VALS["$w $m $s"]}"
         read -r med _ _ < <(stats "${vals[@]}")
         median[$s]=$med
       done
-      for s in "${SHOWN[@]}"; do
-        runs "$s" "$w" || continue
+      for s in $(running "$w" "${SHOWN[@]}"); do
         read -ra vals <<<"${VALS["$w $m $s"]}"
         read -r med mn mx < <(stats "${vals[@]}")
         rv=-; rb=-; rc=-
@@ -315,16 +317,14 @@ report() {
     for m in $(workload_metrics "$w"); do
       local sj=""
       median=()
-      for s in "${SHOWN[@]}"; do
-        runs "$s" "$w" || continue
+      for s in $(running "$w" "${SHOWN[@]}"); do
         read -ra vals <<<"${VALS["$w $m $s"]}"
         read -r med mn mx < <(stats "${vals[@]}")
         median[$s]=$med
         sj+=",\"$s\":{\"median\":$med,\"min\":$mn,\"max\":$mx,\"values\":$(json_list "${vals[@]}")}"
       done
       rn=""; rbj=""
-      for s in "${SHOWN[@]}"; do
-        runs "$s" "$w" || continue
+      for s in $(running "$w" "${SHOWN[@]}"); do
         [[ $s == nginx ]] || rn+="${rn:+,}\"$s\":$(ratio "${median[$s]}" "${median[nginx]}")"
       done
       [[ -n $WSGATE_BASE_BIN ]] && rbj=",\"ratio_vs_base\":{\"wsgate\":$(ratio "${median[wsgate]}" "${median[wsgate-base]}")}"
@@ -332,8 +332,7 @@ report() {
       mj+="${mj:+,}\"$m\":{\"better\":\"$(metric_better "$m")\"$sj,\"ratio_vs_nginx\":{$rn}$rbj}"
     done
     local cj="" oj="" fj=""
-    for s in "${SHOWN[@]}"; do
-      runs "$s" "$w" || continue
+    for s in $(running "$w" "${SHOWN[@]}"); do
       read -ra vals <<<"${CPUS["$w $s"]}"; cj+="${cj:+,}\"$s\":$(json_list "${vals[@]}")"
       read -ra vals <<<"${OTHERS["$w $s"]}"; oj+="${oj:+,}\"$s\":$(json_list "${vals[@]}")"
       fj+="${fj:+,}\"$s\":${FAILS["$w $s"]:-0}"
@@ -354,8 +353,8 @@ for (( round = 1; round <= ROUNDS; round++ )); do
   order=$(round_order "$round")
   log "== round $round/$ROUNDS: $order"
   for w in "${WORKLOADS[@]}"; do
-    for s in $order; do
-      runs "$s" "$w" || continue
+    # shellcheck disable=SC2086  # order: server names, one word each
+    for s in $(running "$w" $order); do
       bench_one "$round" "$w" "$s"
     done
   done

@@ -41,6 +41,21 @@
 /* Appended to a key before its SHA-1 makes the accept value (section 4.2.2). */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+#ifdef OPENSSL_EVP_H
+/* The accept value of the key[0 .. n) (n at most 64), NUL-terminated into
+ * accept (29 bytes or more); for the tools that compute it, which link
+ * libcrypto and include <openssl/evp.h> before this header. */
+static inline void ws_accept_of(const char *key, size_t n, char *accept)
+{
+    unsigned char src[64 + sizeof WS_GUID], md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    memcpy(src, key, n);
+    memcpy(src + n, WS_GUID, sizeof WS_GUID - 1);
+    EVP_Digest(src, n + sizeof WS_GUID - 1, md, &mdlen, EVP_sha1(), NULL);
+    EVP_EncodeBlock((unsigned char *)accept, md, (int)mdlen);
+}
+#endif
+
 static void usage(void);
 
 /* --------------------------------------------------------------- util ---- */

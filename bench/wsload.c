@@ -377,24 +377,16 @@ static bool on_frames(struct conn *c, bool counting, double t)
 }
 
 /* ------------------------------------------------------------ upgrade ---- */
-static void b64(const unsigned char *in, int n, char *out)
-{
-    EVP_EncodeBlock((unsigned char *)out, in, n);
-}
-
 static void queue_upgrade(struct conn *c)
 {
-    unsigned char key[16], md[EVP_MAX_MD_SIZE];
-    char key64[32], src[96];
-    unsigned mdlen = 0;
+    unsigned char key[16];
+    char key64[32];
     for (int i = 0; i < 16; i += 4) {
         uint32_t r = rnd32();
         memcpy(key + i, &r, 4);
     }
-    b64(key, 16, key64);
-    int sl = snprintf(src, sizeof src, "%s%s", key64, WS_GUID);
-    EVP_Digest(src, (size_t)sl, md, &mdlen, EVP_sha1(), NULL);
-    b64(md, (int)mdlen, c->accept);
+    EVP_EncodeBlock((unsigned char *)key64, key, 16);
+    ws_accept_of(key64, strlen(key64), c->accept);
 
     static const char ext_offer[] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
     char req[2048];
