@@ -1,5 +1,3 @@
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
-
 #include "CLuaSupport.h"
 #include "cls_internal.h"
 
@@ -9,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* MARK: Allocator */
 
@@ -58,71 +55,6 @@ cls_control *cls_control_of(lua_State *L) {
     void *ud = NULL;
     lua_Alloc f = lua_getallocf(L, &ud);
     return f == cls_alloc ? (cls_control *)ud : NULL;
-}
-
-/* MARK: Timeout */
-
-uint64_t cls_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void cls_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    cls_control *c = ud;
-    if (c->deadline == 0) {
-        /* A coroutine that inherited the hook, resumed after its run ended. */
-        lua_sethook(L, NULL, 0, 0);
-        return;
-    }
-    if (cls_now_ns() < c->deadline) return;
-    cls_raise_timeout(L, c, 0);
-}
-
-int cls_raise_timeout(lua_State *L, cls_control *c, int level) {
-    /* From now on fire before every instruction of this thread, so a script that catches the error
-       with pcall cannot run a single further instruction: every level unwinds in turn. */
-    lua_sethook(L, cls_hook, LUA_MASKCOUNT, 1);
-    c->timed_out = 1;
-    luaL_where(L, level);
-    lua_pushfstring(L, "script timed out after %I ms", (lua_Integer)(c->timeout_ns / 1000000u));
-    lua_concat(L, 2);
-    return lua_error(L);
-}
-
-void cls_arm_timeout(lua_State *L, uint64_t start_ns, uint64_t remaining_ns, uint64_t timeout_ns) {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    cls_control *c = ud;
-    c->timeout_ns = timeout_ns;
-    c->timed_out = 0;
-    c->deadline = start_ns + remaining_ns;
-    lua_sethook(L, cls_hook, LUA_MASKCOUNT, CLS_HOOK_COUNT);
-}
-
-void cls_hook_thread(lua_State *L) {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    if (((cls_control *)ud)->deadline != 0)
-        lua_sethook(L, cls_hook, LUA_MASKCOUNT, CLS_HOOK_COUNT);
-    else
-        lua_sethook(L, NULL, 0, 0);
-}
-
-uint64_t cls_deadline(lua_State *L) {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    return ((cls_control *)ud)->deadline;
-}
-
-void cls_disarm_timeout(lua_State *L) {
-    void *ud = NULL;
-    lua_getallocf(L, &ud);
-    ((cls_control *)ud)->deadline = 0;
-    lua_sethook(L, NULL, 0, 0);
 }
 
 /* MARK: Functions that wait */
@@ -449,10 +381,14 @@ int cls_open_sandbox(lua_State *L) {
     lua_setfield(L, globals, "os");
     lua_pop(L, 1);
 
+    lua_getfield(L, globals, "coroutine");
+    cls_install_coroutine_functions(L, lua_gettop(L));
+    lua_pop(L, 1);
+
     lua_getfield(L, globals, "string");
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
-    /* Pattern matching that observes the deadline (the count hook cannot interrupt a single C
+    /* Pattern matching that observes the deadline (the timeout's hook cannot interrupt a single C
        call), and a bounded string.rep. Done before sealing; string methods find them too, since
        the string metatable's __index is this same table. */
     cls_install_string_functions(L, lua_gettop(L));

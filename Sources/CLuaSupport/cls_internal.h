@@ -17,4 +17,8 @@ int cls_raise_timeout(lua_State *L, cls_control *c, int level);
    `index` by the deadline-aware versions of patterns.c. */
 void cls_install_string_functions(lua_State *L, int index);
 
+/* Replaces resume, wrap and close in the (still writable) coroutine library table at `index` by
+   versions that tell the watchdog which thread executes Lua (timeout.c). */
+void cls_install_coroutine_functions(lua_State *L, int index);
+
 #endif

@@ -1,7 +1,7 @@
 /* Lua 5.4 pattern matching for the sandbox, written for wsgate from the reference manual
    (section 6.4.1, "Patterns", and the descriptions of string.find, match, gmatch and gsub).
 
-   Why: the count hook that enforces a run's deadline only fires between VM instructions, and a
+   Why: the hook that stops a run past its deadline only fires between VM instructions, and a
    pattern such as ".-.-.-.-b" against a long subject backtracks for minutes inside one call to
    the standard matcher. This matcher has the same semantics (results, lazily raised errors and
    their messages, the recursion limit of "pattern too complex") but counts its work and checks

@@ -37,7 +37,7 @@ extension LuaState {
     }
 
     /// Runs the chunk `ref` (from `compile`) in a coroutine, with the environment on top of the stack
-    /// (consumed), one that `pushEnvironment(for: global)` made. With `handler`, a handler-style
+    /// (consumed), the one `pushEnvironment(for: global)` made last. With `handler`, a handler-style
     /// script: once the chunk has run, its global function of that name is called with the global's
     /// value. The chunk and the handler share the run's limits: `timeoutNanos` for the time it
     /// executes (across suspensions) and the memory limit.
@@ -47,30 +47,32 @@ extension LuaState {
     /// environment's metatable hidden), so such an environment is as fresh as a new one. A run
     /// that is abandoned never gives its environment back.
     public func start(_ ref: Int32, in global: EventGlobal, handler: String? = nil) -> RunOutcome {
+        let spare = pushedSpare
         let (thread, threadRef) = takeThread()
         lua_xmove(L, thread, 1)
         lua_rawgeti(thread, lua_registryIndex(), lua_Integer(ref))
         lua_pushvalue(thread, 1)
-        return proceed(thread, threadRef, global, handler: handler, arguments: 1, executedNanos: 0, environmentWritten: 0, run: nil)
+        return proceed(thread, threadRef, global, spare: spare, handler: handler, arguments: 1, executedNanos: 0,
+                       environmentWritten: 0, run: nil)
     }
 
     /// Resumes a suspended run: `push` pushes on `run.thread` the values its waiting function
     /// returns and says how many.
     public func resume(_ run: LuaRun, pushing push: (OpaquePointer) -> Int32) -> RunOutcome {
         let count = push(run.thread)
-        return proceed(run.thread, run.threadRef, run.global, handler: run.handler, arguments: count,
+        return proceed(run.thread, run.threadRef, run.global, spare: false, handler: run.handler, arguments: count,
                        executedNanos: run.executedNanos, environmentWritten: run.environmentWritten, run: run)
     }
 
     /// Ends a suspended run where it is: its pending to-be-closed variables are closed (within what
     /// is left of its time) and its environment is dropped.
     public func abandon(_ run: LuaRun) {
-        beginSlice(run.thread, executedNanos: run.executedNanos, now: cls_now_ns())
+        let outerExecuting = beginSlice(run.thread, executedNanos: run.executedNanos, now: cls_now_ns())
         let outerThread = control.pointee.run_thread
         control.pointee.run_thread = run.thread
         _ = lua_resetthread(run.thread)
         control.pointee.run_thread = outerThread
-        endSlice(run.thread)
+        endSlice(run.thread, outerExecuting)
         luaL_unref(L, lua_registryIndex(), run.threadRef)
     }
 
@@ -98,9 +100,10 @@ extension LuaState {
         }
     }
 
-    /// Resumes `thread`, whose stack is the environment, then the function or the waiting function's
-    /// results (`arguments` values), until the run finishes or waits.
-    private func proceed(_ thread: OpaquePointer, _ threadRef: Int32, _ global: EventGlobal, handler: String?, arguments: Int32,
+    /// Resumes `thread`, whose stack is the environment (`spare`: the global's spare environment),
+    /// then the function or the waiting function's results (`arguments` values), until the run
+    /// finishes or waits.
+    private func proceed(_ thread: OpaquePointer, _ threadRef: Int32, _ global: EventGlobal, spare: Bool, handler: String?, arguments: Int32,
                          executedNanos: UInt64, environmentWritten: Int32, run: LuaRun?) -> RunOutcome {
         // Runs nest: the state of the run around this one is put back afterwards.
         let outerWritten = control.pointee.env_written
@@ -108,7 +111,7 @@ extension LuaState {
         control.pointee.env_written = environmentWritten
         control.pointee.run_thread = thread
         let sliceStart = cls_now_ns()
-        beginSlice(thread, executedNanos: executedNanos, now: sliceStart)
+        let outerExecuting = beginSlice(thread, executedNanos: executedNanos, now: sliceStart)
         var handler = handler
         var results: Int32 = 0
         var status = lua_resume(thread, outerThread ?? L, arguments, &results)
@@ -127,7 +130,7 @@ extension LuaState {
             }
         }
         let executed = executedNanos + (cls_now_ns() &- sliceStart)
-        endSlice(thread)
+        endSlice(thread, outerExecuting)
         let written = control.pointee.env_written
         control.pointee.env_written = outerWritten
         control.pointee.run_thread = outerThread
@@ -135,6 +138,8 @@ extension LuaState {
         switch status {
         case LUA_YIELD:
             lua_pop(thread, results)
+            // The run keeps its environment while it waits.
+            if spare { releaseSpare(of: global) }
             guard let run else {
                 return .suspended(LuaRun(thread: thread, threadRef: threadRef, global: global, handler: handler,
                                          executedNanos: executed, environmentWritten: written))
@@ -147,7 +152,7 @@ extension LuaState {
             lua_settop(thread, 1)
             lua_xmove(thread, L, 1)
             let environment = lua_gettop(L)
-            if written == 0 { keepIfFresh(environment: environment, global: global) }
+            finishEnvironment(at: environment, fresh: written == 0, spare: spare, global: global)
             lua_settop(L, environment - 1)
             recycle(thread, threadRef)
             return .finished(failure: nil, executedNanos: executed)
@@ -156,6 +161,7 @@ extension LuaState {
             // function that raised. A memory error gets none, as from a message handler: there is
             // no memory to spare for it. The environment is not kept: it is out of reach (indexes
             // of a failed coroutine are relative to the function that raised), and failures are rare.
+            if spare { releaseSpare(of: global) }
             let message = lua_type(thread, -1) == LUA_TSTRING ? lua_tolstring(thread, -1, nil) : nil
             if status == LUA_ERRMEM {
                 lua_pushswift(L, message.map { String(cString: $0) } ?? "not enough memory")
@@ -167,34 +173,33 @@ extension LuaState {
             let failure = lua_swiftstring(L, -1) ?? "error"
             lua_pop(L, 1)
 
-            // Not reused: an error raised by the timeout hook leaves the thread with hooks off.
+            // Not reused: a coroutine an error ended is dead.
             luaL_unref(L, lua_registryIndex(), threadRef)
             return .finished(failure: failure, executedNanos: executed)
         }
     }
 
     /// Limits what `thread` does from now: the memory limit, and the run's deadline (what is left of
-    /// `timeoutNanos` after `executedNanos`); a run nested in another shares the other's.
+    /// `timeoutNanos` after `executedNanos`); a run nested in another shares the other's. Returns
+    /// the thread that executed Lua before, for `endSlice`.
     @inline(__always)
-    private func beginSlice(_ thread: OpaquePointer, executedNanos: UInt64, now: UInt64) {
+    private func beginSlice(_ thread: OpaquePointer, executedNanos: UInt64, now: UInt64) -> OpaquePointer? {
         runDepth += 1
-        guard runDepth == 1 else {
-            cls_hook_thread(thread)
-            return
-        }
+        guard runDepth == 1 else { return cls_enter_thread(thread) }
         control.pointee.enforcing = 1
         if timeoutNanos > 0 {
             cls_arm_timeout(thread, now, timeoutNanos > executedNanos ? timeoutNanos - executedNanos : 0, timeoutNanos)
             timeoutArmed = true
         } else {
-            cls_hook_thread(thread)
+            control.pointee.timed_out = 0
         }
+        return nil
     }
 
     @inline(__always)
-    private func endSlice(_ thread: OpaquePointer) {
+    private func endSlice(_ thread: OpaquePointer, _ outerExecuting: OpaquePointer?) {
         runDepth -= 1
-        guard runDepth == 0 else { return }
+        guard runDepth == 0 else { return cls_leave_thread(thread, outerExecuting) }
         control.pointee.enforcing = 0
         if timeoutArmed {
             cls_disarm_timeout(thread)

@@ -68,9 +68,11 @@ public final class LuaState {
 
     /// Longest time one run may execute (`start`, including its handler, and every `resume`
     /// together; the time it waits suspended does not count); past it the script gets the error
-    /// "script timed out after N ms", which it cannot catch for good. 0 = no limit. Checked every 1000 VM instructions, and by the sandbox's own pattern
-    /// matcher (string.find, match, gmatch, gsub) every 4096 steps of a match; other time spent
-    /// inside a single C function is not interrupted (string.rep refuses results over 64 MiB).
+    /// "script timed out after N ms", which it cannot catch for good. 0 = no limit. A watchdog thread
+    /// looks every 10 ms (see timeout.c in CLuaSupport) and stops the run at its next VM instruction;
+    /// the sandbox's own pattern matcher (string.find, match, gmatch, gsub) checks every 4096 steps
+    /// of a match; other time spent inside a single C function is not interrupted (string.rep
+    /// refuses results over 64 MiB).
     public var timeoutNanos: UInt64 = 0
 
     /// Most bytes the state may hold while a script runs; an allocation that would pass it fails
@@ -91,7 +93,7 @@ public final class LuaState {
 
     public init(memoryLimit: Int = 0) {
         control = .allocate(capacity: 1)
-        control.initialize(to: cls_control(in_use: 0, limit: 0, enforcing: 0, deadline: 0, timeout_ns: 0, timed_out: 0, env_written: 0, run_thread: nil))
+        cls_control_init(control)
         guard let state = cls_newstate(control) else { fatalError("cannot create a Lua state") }
         L = state
         // Setup runs unlimited (the limit is only enforced inside runs) and protected.
@@ -107,6 +109,7 @@ public final class LuaState {
 
     deinit {
         lua_close(L)
+        cls_control_release(control)
         control.deinitialize(count: 1)
         control.deallocate()
     }
@@ -150,9 +153,14 @@ public final class LuaState {
         // a block, so it cannot close the function it is wrapped in below.
         if let error = load(source, chunkName: chunkName) { return .failure(error) }
         lua_pop(L, 1)
-        // Lines stay the script's own: the prefix adds none.
-        let wrapped = Array("return function(_ENV, ...) ".utf8) + source + Array("\nend".utf8)
-        if let error = load(wrapped, chunkName: chunkName) { return .failure(error) }
+        // Lines stay the script's own: the prefix adds none. The wrapper takes `...` (always empty,
+        // as a main chunk's is here) only for a chunk that uses it: a vararg function costs every
+        // call an adjustment of its frame.
+        let wrapped = Array("return function(_ENV) ".utf8) + source + Array("\nend".utf8)
+        if load(wrapped, chunkName: chunkName) != nil {
+            let vararg = Array("return function(_ENV, ...) ".utf8) + source + Array("\nend".utf8)
+            if let error = load(vararg, chunkName: chunkName) { return .failure(error) }
+        }
         // The wrapper reads no global; its own _ENV is left empty.
         lua_pushnil(L)
         lua_setupvalue(L, -2, 1)
@@ -185,65 +193,97 @@ public final class LuaState {
         let nameRef: Int32
         let spareRef: Int32
         let keepsValue: Bool
+        /// This global's bit in `sparesInUse`.
+        let bit: UInt64
     }
+
+    /// The event globals whose spare environment a run is using; `pushEnvironment` makes a new one
+    /// for such a global (a run nested in another, or running while another waits).
+    private var sparesInUse: UInt64 = 0
+    private var eventGlobals = 0
+    /// Whether the environment `pushEnvironment` pushed last is its global's spare, for `start`.
+    var pushedSpare = false
 
     /// `keepsValue`: the spare environment keeps the global's value, for a value that outlives its
     /// runs anyway (one object reused by every run); otherwise it is cleared after each run, so that
     /// nothing of the event is held until the next one.
     public func eventGlobal(named name: String, keepsValue: Bool) -> EventGlobal {
+        precondition(eventGlobals < 64, "at most 64 event globals")
         lua_pushswift(L, name)
         let nameRef = luaL_ref(L, lua_registryIndex())
         lua_pushboolean(L, 0)
-        return EventGlobal(nameRef: nameRef, spareRef: luaL_ref(L, lua_registryIndex()), keepsValue: keepsValue)
+        eventGlobals += 1
+        return EventGlobal(nameRef: nameRef, spareRef: luaL_ref(L, lua_registryIndex()), keepsValue: keepsValue,
+                           bit: 1 << UInt64(eventGlobals - 1))
     }
 
     /// Replaces the value on top of the stack by an environment for one run that has it as `global`:
     /// an empty global table over the sandboxed base whose `_G` is itself, new or the spare, which no
-    /// script can tell from a new one (see `run`).
+    /// script can tell from a new one (see `run`). The spare stays in its registry slot while the
+    /// run uses it.
     public func pushEnvironment(for global: EventGlobal) {
         let event = lua_gettop(L)
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
-        if lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.spareRef)) == LUA_TTABLE {
-            lua_pushboolean(L, 0)
-            lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
-            // Stack: event, name, environment.
+        pushedSpare = sparesInUse & global.bit == 0
+            && lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.spareRef)) == LUA_TTABLE
+        if pushedSpare {
+            sparesInUse |= global.bit
+            // Stack: event, environment.
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
             if global.keepsValue {
-                lua_pushvalue(L, event + 1)
-                if lua_rawget(L, event + 2) == LUA_TTABLE && lua_rawequal(L, -1, event) != 0 {
-                    lua_copy(L, event + 2, event)
+                lua_pushvalue(L, -1)
+                if lua_rawget(L, event + 1) == LUA_TTABLE && lua_rawequal(L, -1, event) != 0 {
+                    lua_copy(L, event + 1, event)
                     lua_settop(L, event)
                     return
                 }
                 lua_pop(L, 1)
             }
         } else {
-            lua_pop(L, 1)
+            lua_settop(L, event)
             lua_createtable(L, 0, 2)
             lua_rawgeti(L, lua_registryIndex(), lua_Integer(envMetatableRef))
             lua_setmetatable(L, -2)
             lua_pushvalue(L, -1)
             lua_setfield(L, -2, "_G")
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
         }
-        lua_pushvalue(L, event + 1)
+        // Stack: event, environment, name.
         lua_pushvalue(L, event)
-        lua_rawset(L, event + 2)
-        lua_copy(L, event + 2, event)
+        lua_rawset(L, event + 1)
+        lua_copy(L, event + 1, event)
         lua_settop(L, event)
     }
 
-    /// Keeps the environment at `index`, to which the run added no key (the sandbox notes every new
-    /// global, `rawset` included), as `global`'s spare when its `_G` is still itself. The global is
-    /// cleared unless it keeps its value; if the script replaced it, `pushEnvironment` sets it anew.
-    func keepIfFresh(environment index: Int32, global: EventGlobal) {
+    /// Ends a run's use of its environment at `index`: `fresh` when the run succeeded and added no
+    /// key to it (the sandbox notes every new global, `rawset` included). The spare goes back
+    /// unless the run spoiled it; a new environment becomes the spare when there is none. Either
+    /// is kept only while its `_G` is still itself. The global is cleared unless it keeps its
+    /// value; if the script replaced it, `pushEnvironment` sets it anew.
+    func finishEnvironment(at index: Int32, fresh: Bool, spare: Bool, global: EventGlobal) {
+        if spare { sparesInUse &= ~global.bit }
         // `_G` is a key of its own: assigning it calls no metamethod.
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(underscoreGRef))
-        guard lua_rawget(L, index) == LUA_TTABLE, lua_rawequal(L, -1, index) != 0 else { return }
-        if !global.keepsValue {
+        let keep = fresh && {
+            lua_rawgeti(L, lua_registryIndex(), lua_Integer(underscoreGRef))
+            defer { lua_pop(L, 1) }
+            return lua_rawget(L, index) == LUA_TTABLE && lua_rawequal(L, -1, index) != 0
+        }()
+        if keep && !global.keepsValue {
             lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
             lua_pushnil(L)
             lua_rawset(L, index)
         }
-        lua_pushvalue(L, index)
+        if spare {
+            if !keep { releaseSpare(of: global) }
+        } else if keep && sparesInUse & global.bit == 0 {
+            lua_pushvalue(L, index)
+            lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
+        }
+    }
+
+    /// Empties `global`'s spare slot: its environment went to a run that waits, or was spoiled.
+    func releaseSpare(of global: EventGlobal) {
+        sparesInUse &= ~global.bit
+        lua_pushboolean(L, 0)
         lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
     }
 
@@ -251,6 +291,7 @@ public final class LuaState {
     /// in Swift that allocate Lua memory (push strings or tables) while a script runs: a refused
     /// allocation raises a Lua error, whose longjmp must never cross Swift frames. The memory
     /// still counts; the script's next growing allocation fails instead.
+    @inlinable
     public static func withMemoryLimitSuspended<T>(_ L: OpaquePointer, _ body: () throws -> T) rethrows -> T {
         guard let control = cls_control_of(L) else { return try body() }
         let saved = control.pointee.enforcing

@@ -80,6 +80,36 @@ final class LuaRunTests: XCTestCase {
         XCTAssertNil(failure(lua.resume(second) { _ in 0 }))
     }
 
+    // The spare environment a waiting run took stays with it; runs meanwhile get a new one, which
+    // becomes the spare in turn.
+    func testAWaitingRunKeepsTheSpareEnvironmentAndTheOthersGetAnother() {
+        let (lua, global) = makeState()
+        let quick = compile(lua, "assert(event.tag == 'quick')")
+        let waiting = compile(lua, "local before = event.tag wait() assert(event.tag == before and before == 'w')")
+        func begin(_ ref: Int32, tag: String) -> (LuaState.RunOutcome, UnsafeRawPointer?) {
+            lua_createtable(lua.L, 0, 1)
+            lua_pushswift(lua.L, tag)
+            lua_setfield(lua.L, -2, "tag")
+            lua.pushEnvironment(for: global)
+            let environment = lua_topointer(lua.L, -1)
+            return (lua.start(ref, in: global), environment)
+        }
+        let (firstOutcome, spare) = begin(quick, tag: "quick")
+        XCTAssertNil(failure(firstOutcome))
+        let (waitingOutcome, held) = begin(waiting, tag: "w")
+        XCTAssertEqual(held, spare, "a run gets the spare")
+        guard let run = suspended(waitingOutcome) else { return }
+        let (meanwhile, other) = begin(quick, tag: "quick")
+        XCTAssertNil(failure(meanwhile))
+        XCTAssertNotEqual(other, held, "the waiting run keeps its environment")
+        let (next, again) = begin(quick, tag: "quick")
+        XCTAssertNil(failure(next))
+        XCTAssertEqual(again, other, "the new environment became the spare")
+        XCTAssertNil(failure(lua.resume(run) { _ in 0 }))
+        XCTAssertNil(failure(begin(quick, tag: "quick").0))
+        XCTAssertEqual(lua_gettop(lua.L), 0)
+    }
+
     func testTheHandlerIsCalledAfterAChunkThatWaited() {
         let (lua, global) = makeState()
         let ref = compile(lua, "wait() function handle(e) assert(e.tag == 'h') wait() error('handled ' .. e.tag) end")

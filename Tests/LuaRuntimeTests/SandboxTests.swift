@@ -133,6 +133,17 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(lua_gettop(L), 0)
     }
 
+    // A main chunk is vararg, with nothing in `...` here: scripts may use it (the wrapper takes it
+    // only for those) and may not when nested functions misuse it.
+    func testChunkVarargsAreEmpty() {
+        let lua = LuaState()
+        expectSuccess(lua, "assert(select('#', ...) == 0) local a, b = ... assert(a == nil and b == nil)")
+        expectSuccess(lua, "local t = {...} assert(#t == 0)")
+        if case .success = lua.compile(Array("local function f() return ... end".utf8), chunkName: "bad.lua") {
+            XCTFail("'...' outside a vararg function compiled")
+        }
+    }
+
     func testRemovedFunctionsAreNil() {
         let lua = LuaState()
         expectSuccess(lua, """
@@ -336,6 +347,78 @@ final class SandboxTests: XCTestCase {
         """, containing: "timed out")
         XCTAssertLessThan(seconds, 2.0)
         expectSuccess(lua, "assert(pcall(function() return 1 end))")
+    }
+
+    // The watchdog stops whichever thread executes Lua at the deadline: a coroutine the script
+    // resumed, one it closes (its __close handler runs there), and the script's own thread once
+    // it caught the coroutine's error.
+    func testTimeoutStopsCoroutinesTheScriptRuns() {
+        let lua = LuaState()
+        lua.timeoutNanos = 100_000_000
+        var seconds = expectFailure(lua, """
+        local ok, message = coroutine.resume(coroutine.create(function() while true do end end))
+        assert(not ok)
+        while true do end
+        """, containing: "timed out")
+        XCTAssertLessThan(seconds, 2.0)
+        seconds = expectFailure(lua, """
+        local co = coroutine.create(function()
+          local guard <close> = setmetatable({}, {__close = function() while true do end end})
+          coroutine.yield()
+        end)
+        coroutine.resume(co)
+        coroutine.close(co)
+        """, containing: "timed out")
+        XCTAssertLessThan(seconds, 2.0)
+        seconds = expectFailure(lua, """
+        local outer = coroutine.wrap(function()
+          coroutine.wrap(function() coroutine.yield() while true do end end)()
+        end)
+        pcall(outer)
+        while true do end
+        """, containing: "timed out")
+        XCTAssertLessThan(seconds, 2.0)
+    }
+
+    // The watchdog sleeps once no run has been in progress for a second; a run that starts then
+    // wakes it.
+    func testTimeoutAfterIdleSecond() {
+        let lua = LuaState()
+        lua.timeoutNanos = 100_000_000
+        expectSuccess(lua, "assert(true)")
+        Thread.sleep(forTimeInterval: 1.5)
+        let seconds = expectFailure(lua, "while true do end", containing: "timed out")
+        XCTAssertLessThan(seconds, 2.0)
+        XCTAssertGreaterThanOrEqual(seconds, 0.09)
+    }
+
+    // The functions that switch coroutines keep the standard ones' results and errors.
+    func testCoroutinesBehaveAsStandard() {
+        let lua = LuaState()
+        lua.timeoutNanos = 1_000_000_000
+        expectSuccess(lua, """
+        local gen = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) return b * 2 end)
+        assert(gen(1) == 2 and gen(5) == 10)
+        local co = coroutine.create(function(...) return select('#', ...), ... end)
+        local ok, n, x, y = coroutine.resume(co, 'x', nil)
+        assert(ok and n == 2 and x == 'x' and y == nil and coroutine.status(co) == 'dead')
+        local ok2, message = coroutine.resume(co)
+        assert(not ok2 and message == 'cannot resume dead coroutine')
+        local failing = coroutine.create(function() error('boom') end)
+        local ok3, e = coroutine.resume(failing)
+        assert(not ok3 and e:find('boom'))
+        local ok4, e4 = pcall(coroutine.wrap(function() error({code = 7}) end))
+        assert(not ok4 and e4.code == 7)
+        local ok5, e5 = pcall(coroutine.resume, 42)
+        assert(not ok5 and e5:find('bad argument'))
+        local closed = false
+        local c = coroutine.create(function()
+          local guard <close> = setmetatable({}, {__close = function() closed = true end})
+          coroutine.yield()
+        end)
+        coroutine.resume(c)
+        assert(coroutine.close(c) == true and closed and coroutine.status(c) == 'dead')
+        """)
     }
 
     func testTimeoutCoversAfter() {

@@ -33,7 +33,9 @@ async def chat_across(first_url: str, second_url: str):
         # A socket's own join arrives once its subscription is in place; the second joins after it.
         first_id = json.loads((await recv_until(first, is_event("join")))[0])["socket_id"]
         async with connect(second_url) as second:
-            second_id = json.loads((await recv_until(second, is_event("join")))[0])["socket_id"]
+            # The first's join, relayed through Redis, may reach the second's node after it joined.
+            is_second_join = lambda m: is_event("join")(m) and json.loads(m)["socket_id"] != first_id  # noqa: E731
+            second_id = json.loads((await recv_until(second, is_second_join))[0])["socket_id"]
             await first.send("hello from the first")
             got, _ = await recv_until(second, is_event("message"))
             return first_id, second_id, json.loads(got)

@@ -9,8 +9,9 @@
 
 typedef struct lua_State lua_State;
 
-/* Per-state limits, shared by the allocator (found through lua_getallocf) and the count hook.
-   The owner reads and writes the fields directly; the state is confined to one thread. */
+/* Per-state limits, shared by the allocator (found through lua_getallocf), the timeout's hook and
+   the watchdog. The owner reads and writes the fields directly (the state is confined to one
+   thread), except those marked as the watchdog's, which only the functions here touch. */
 typedef struct cls_control {
     /* Bytes Lua holds right now, as Lua accounts them. */
     size_t in_use;
@@ -18,8 +19,6 @@ typedef struct cls_control {
        "not enough memory"); 0 = unlimited. Applies only while `enforcing` is nonzero. */
     size_t limit;
     int enforcing;
-    /* CLOCK_MONOTONIC nanoseconds after which the count hook raises; 0 = none. */
-    uint64_t deadline;
     /* The timeout the deadline was set from, for the error message. */
     uint64_t timeout_ns;
     /* Set when the hook raised the timeout error since the deadline was armed. */
@@ -30,7 +29,22 @@ typedef struct cls_control {
     /* The coroutine of the run executing now (NULL between runs): the only thread a waiting
        function may suspend. */
     lua_State *run_thread;
+    /* The watchdog's: CLOCK_MONOTONIC nanoseconds past which the run in progress is stopped
+       (0 = none); the thread executing Lua in it now (the run's coroutine, one the script resumed,
+       a nested run's), which the watchdog's signal stops; the kernel id of the thread the run is
+       on; whether the watchdog knows the state, and the next state it knows. */
+    uint64_t deadline;
+    lua_State *executing;
+    int tid;
+    int watched;
+    struct cls_control *watch_next;
 } cls_control;
+
+/* Zeroes a control block for cls_newstate. */
+void cls_control_init(cls_control *control);
+
+/* Makes the watchdog forget a control block; call once its state is closed, before freeing it. */
+void cls_control_release(cls_control *control);
 
 /* A new state whose allocator counts into `control` (which must outlive the state), with a panic
    handler that reports to stderr and Lua warnings off. NULL when the first allocation fails. */
@@ -53,20 +67,22 @@ int cls_seal_globals(lua_State *L);
    read-only proxy, or the value itself when it is not a table. */
 int cls_seal_value(lua_State *L);
 
-/* Starts a deadline `remaining_ns` after `start_ns` (cls_now_ns): installs a count hook on L that
-   raises "script timed out after N ms" (N from `timeout_ns`, the whole budget) once it passes,
-   and at every instruction from then on. */
+/* Starts a deadline `remaining_ns` after `start_ns` (cls_now_ns) for the run whose coroutine L
+   is. Nothing watches a run that keeps to it: the watchdog thread looks at the deadlines of all
+   states every CLS_WATCHDOG_TICK_NS (or at the earliest one) and signals the thread of a run
+   past its own, whose handler gives the thread executing Lua there a count hook that raises
+   "script timed out after N ms" (N from `timeout_ns`, the whole budget), before every
+   instruction from then on. */
 void cls_arm_timeout(lua_State *L, uint64_t start_ns, uint64_t remaining_ns, uint64_t timeout_ns);
 
-/* Gives the thread L the count hook of the deadline armed now (for a run nested in another,
-   which shares its deadline), or removes L's hook when none is armed. */
-void cls_hook_thread(lua_State *L);
-
-/* Clears the deadline and removes the hook from L. */
+/* Clears the deadline; the run is over. */
 void cls_disarm_timeout(lua_State *L);
 
-/* The deadline armed now in CLOCK_MONOTONIC nanoseconds (0 = none), and the clock. */
-uint64_t cls_deadline(lua_State *L);
+/* Lua now executes in L, a run nested in the one in progress (which shares its deadline), until
+   cls_leave_thread(L, the value returned). */
+lua_State *cls_enter_thread(lua_State *L);
+void cls_leave_thread(lua_State *L, lua_State *previous);
+
 uint64_t cls_now_ns(void);
 
 /* Pushes a function for scripts named `name` that may wait: it calls `prepare` (a plain C call,
@@ -82,7 +98,7 @@ void cls_push_waiting_function(lua_State *L, int (*prepare)(lua_State *), const 
 /* Whether a waiting function called on `L` now may wait (see above). */
 int cls_may_wait(lua_State *L);
 
-/* Instructions between two deadline checks. */
-#define CLS_HOOK_COUNT 1000
+/* How often the watchdog looks at the deadlines of runs in progress. */
+#define CLS_WATCHDOG_TICK_NS 10000000u
 
 #endif

@@ -38,6 +38,8 @@ final class Worker {
     var metrics = LoopMetrics()
     /// Connections with output queued during this loop iteration.
     var flushList: [Connection] = []
+    /// The list `flushAll` is going through.
+    private var flushing: [Connection] = []
     private(set) lazy var deadlines = Deadlines(loop: loop)
     /// Idle keep-alive connections of this loop's `Http.request` calls.
     private(set) lazy var httpPool = HTTPConnectionPool(loop: loop)
@@ -127,9 +129,11 @@ final class Worker {
     /// may queue output for others.
     private func flushAll() {
         while !flushList.isEmpty {
-            let list = flushList
-            flushList.removeAll(keepingCapacity: true)
-            for connection in list where !connection.isClosed { connection.flush() }
+            // Swapped with a spare rather than copied: emptying a list still referenced elsewhere
+            // would allocate a new buffer every loop iteration.
+            swap(&flushList, &flushing)
+            for connection in flushing where !connection.isClosed { connection.flush() }
+            flushing.removeAll(keepingCapacity: true)
         }
     }
 

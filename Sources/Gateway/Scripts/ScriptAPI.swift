@@ -200,10 +200,18 @@ enum ScriptAPI {
     // MARK: websocketInfo.send / close
 
     static let infoSend: lua_CFunction = { L in
-        withoutMemoryLimit(L) { L in
-            let worker = worker(L)
-            guard let connection = worker.runner.current, worker.runner.currentEvent != .close, connection.isOpen else {
-                return push(L, .notFound("socket \(worker.runner.current?.socketId ?? "-") is closed"))
+        let L = L!
+        let worker = worker(L)
+        let runner = worker.runner!
+        let connection = runner.current
+        // A string to send allocates no Lua memory: only a failure needs the limit lifted.
+        if let connection, runner.currentEvent != .close, connection.isOpen, lua_type(L, 1) == LUA_TSTRING {
+            guard let failure = sendText(L, worker, 1, on: connection) else { return 0 }
+            return withoutMemoryLimit(L) { push($0, failure) }
+        }
+        return withoutMemoryLimit(L) { L in
+            guard let connection, runner.currentEvent != .close, connection.isOpen else {
+                return push(L, .notFound("socket \(connection?.socketId ?? "-") is closed"))
             }
             if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
             return 0
