@@ -2,18 +2,18 @@ import CLua
 import CLuaSupport
 
 /// The Lua C API macros that do not import into Swift, as the functions behind them.
-@inline(__always) public func lua_pop(_ L: OpaquePointer, _ n: Int32) { lua_settop(L, -n - 1) }
-@inline(__always) public func lua_newtable(_ L: OpaquePointer) { lua_createtable(L, 0, 0) }
-@inline(__always) public func lua_pushcfunction(_ L: OpaquePointer, _ f: lua_CFunction) { lua_pushcclosure(L, f, 0) }
-@inline(__always) public func lua_isnoneornil(_ L: OpaquePointer, _ i: Int32) -> Bool { lua_type(L, i) <= LUA_TNIL }
-@inline(__always) public func lua_pcall(_ L: OpaquePointer, _ nargs: Int32, _ nresults: Int32, _ msgh: Int32) -> Int32 {
+@inlinable @inline(__always) public func lua_pop(_ L: OpaquePointer, _ n: Int32) { lua_settop(L, -n - 1) }
+@inlinable @inline(__always) public func lua_newtable(_ L: OpaquePointer) { lua_createtable(L, 0, 0) }
+@inlinable @inline(__always) public func lua_pushcfunction(_ L: OpaquePointer, _ f: lua_CFunction) { lua_pushcclosure(L, f, 0) }
+@inlinable @inline(__always) public func lua_isnoneornil(_ L: OpaquePointer, _ i: Int32) -> Bool { lua_type(L, i) <= LUA_TNIL }
+@inlinable @inline(__always) public func lua_pcall(_ L: OpaquePointer, _ nargs: Int32, _ nresults: Int32, _ msgh: Int32) -> Int32 {
     lua_pcallk(L, nargs, nresults, msgh, 0, nil)
 }
-@inline(__always) public func luaL_typename(_ L: OpaquePointer, _ i: Int32) -> UnsafePointer<CChar> { lua_typename(L, lua_type(L, i)) }
-@inline(__always) public func lua_registryIndex() -> Int32 { -LUAI_MAXSTACK - 1000 }
+@inlinable @inline(__always) public func luaL_typename(_ L: OpaquePointer, _ i: Int32) -> UnsafePointer<CChar> { lua_typename(L, lua_type(L, i)) }
+@inlinable @inline(__always) public func lua_registryIndex() -> Int32 { -LUAI_MAXSTACK - 1000 }
 
 /// Pushes a Swift string without going through a C string (embedded NULs survive).
-@inline(__always)
+@inlinable @inline(__always)
 public func lua_pushswift(_ L: OpaquePointer, _ s: String) {
     var s = s
     s.withUTF8 { buffer in _ = lua_pushlstring(L, buffer.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, buffer.count) }
@@ -29,6 +29,7 @@ public func lua_swiftstring(_ L: OpaquePointer, _ index: Int32) -> String? {
 }
 
 /// The bytes of the string at `index`, without copying; valid while the value stays on the stack.
+@inlinable @inline(__always)
 public func lua_bytes(_ L: OpaquePointer, _ index: Int32) -> UnsafeRawBufferPointer? {
     guard lua_type(L, index) == LUA_TSTRING else { return nil }
     var length = 0

@@ -99,7 +99,19 @@ extension LuaState {
     /// The object given to `setOwner` of the state `L` belongs to (a coroutine's included).
     @inline(__always)
     public static func owner<T: AnyObject>(of L: OpaquePointer, as type: T.Type) -> T {
+        unmanagedOwner(of: L, as: type).takeUnretainedValue()
+    }
+
+    /// Calls `body` with the owner of `L` without retaining it: for the calls every message makes,
+    /// when the owner outlives the state's runs.
+    @inline(__always)
+    public static func withOwner<T: AnyObject, R>(of L: OpaquePointer, as type: T.Type, _ body: (T) -> R) -> R {
+        unmanagedOwner(of: L, as: type)._withUnsafeGuaranteedRef(body)
+    }
+
+    @inline(__always)
+    private static func unmanagedOwner<T: AnyObject>(of L: OpaquePointer, as type: T.Type) -> Unmanaged<T> {
         let raw = (UnsafeMutableRawPointer(L) - MemoryLayout<UnsafeRawPointer>.size).load(as: UnsafeMutableRawPointer.self)
-        return Unmanaged<T>.fromOpaque(raw).takeUnretainedValue()
+        return Unmanaged<T>.fromOpaque(raw)
     }
 }

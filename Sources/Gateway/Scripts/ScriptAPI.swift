@@ -201,20 +201,17 @@ enum ScriptAPI {
 
     static let infoSend: lua_CFunction = { L in
         let L = L!
-        let worker = worker(L)
-        let runner = worker.runner!
-        let connection = runner.current
-        // A string to send allocates no Lua memory: only a failure needs the limit lifted.
-        if let connection, runner.currentEvent != .close, connection.isOpen, lua_type(L, 1) == LUA_TSTRING {
+        return LuaState.withOwner(of: L, as: Worker.self) { worker in
+            let runner = worker.runner!
+            guard let connection = runner.current, runner.currentEvent != .close, connection.isOpen else {
+                return withoutMemoryLimit(L) { push($0, .notFound("socket \(runner.current?.socketId ?? "-") is closed")) }
+            }
+            // A string to send allocates no Lua memory: only a failure needs the limit lifted.
+            guard lua_type(L, 1) == LUA_TSTRING else {
+                return withoutMemoryLimit(L) { L in sendText(L, worker, 1, on: connection).map { push(L, $0) } ?? 0 }
+            }
             guard let failure = sendText(L, worker, 1, on: connection) else { return 0 }
             return withoutMemoryLimit(L) { push($0, failure) }
-        }
-        return withoutMemoryLimit(L) { L in
-            guard let connection, runner.currentEvent != .close, connection.isOpen else {
-                return push(L, .notFound("socket \(connection?.socketId ?? "-") is closed"))
-            }
-            if let failure = sendText(L, worker, 1, on: connection) { return push(L, failure) }
-            return 0
         }
     }
 

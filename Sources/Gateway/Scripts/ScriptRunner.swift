@@ -22,8 +22,9 @@ enum ScriptEvent {
 /// and an outbound connection's (`wsEvent`), each in a fresh environment over the sandboxed base
 /// with the services installed (`ScriptAPI`). Knows which run is in progress, for the services.
 final class ScriptRunner {
-    /// Unchecked: the worker owns its runner (see Connection.worker).
-    unowned(unsafe) let worker: Worker
+    /// Strong and a `let`, as `Connection.worker`: reading it needs no retain. The worker and its
+    /// runner live as long as the process.
+    let worker: Worker
     let lua: LuaState
     /// Compiled scripts by file relative to the endpoints folder.
     private(set) var scripts: [String: EndpointScript] = [:]

@@ -25,10 +25,10 @@ final class Connection: IOHandler {
         case closed
     }
 
-    /// Unchecked: a socket is only ever touched from its worker's loop, which the worker owns, so the
-    /// worker outlives every use; the checked form cost a retain and a release per use, several per
-    /// message.
-    unowned(unsafe) let worker: Worker
+    /// Strong, and a `let`: reading it from a method of the socket then needs no retain (an unowned
+    /// reference costs one and a release per use, several per message). The worker lives as long as
+    /// the process; a socket leaves it when it closes, so the cycle ends then.
+    let worker: Worker
     /// The named outbound connection this socket serves, in the client role. Held strongly: a link
     /// replaced under its name must still hear of its socket's end (until then the link holds
     /// the socket too, a cycle that `connectionEnded` breaks).
