@@ -8,55 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* MARK: Allocator */
-
-/* Frees always succeed and shrinking reallocations never fail (Lua relies on both); only a block
-   that grows while the limit is enforced can be refused, and Lua answers a refusal with an
-   emergency full collection and one retry before it raises "not enough memory". */
-static void *cls_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    cls_control *c = ud;
-    size_t old = ptr != NULL ? osize : 0; /* for a new block, osize is the kind of object */
-    if (nsize == 0) {
-        free(ptr);
-        c->in_use -= old;
-        return NULL;
-    }
-    if (nsize > old && c->enforcing && c->limit != 0) {
-        size_t grow = nsize - old;
-        if (c->in_use >= c->limit || grow > c->limit - c->in_use) return NULL;
-    }
-    void *block = realloc(ptr, nsize);
-    if (block == NULL) {
-        if (ptr == NULL || nsize > old) return NULL;
-        block = ptr; /* a failed shrink: the old block is still large enough */
-    }
-    c->in_use = c->in_use - old + nsize;
-    return block;
-}
-
-static int cls_panic(lua_State *L) {
-    const char *message = lua_tostring(L, -1);
-    fprintf(stderr, "PANIC: unprotected error in call to Lua API (%s)\n",
-            message != NULL ? message : "error object is not a string");
-    fflush(stderr);
-    return 0; /* Lua aborts */
-}
-
-lua_State *cls_newstate(cls_control *control) {
-    lua_State *L = lua_newstate(cls_alloc, control);
-    if (L != NULL) {
-        lua_atpanic(L, cls_panic);
-        lua_setwarnf(L, NULL, NULL); /* warnings (e.g. from `warn`) go nowhere */
-    }
-    return L;
-}
-
-cls_control *cls_control_of(lua_State *L) {
-    void *ud = NULL;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    return f == cls_alloc ? (cls_control *)ud : NULL;
-}
-
 /* MARK: Functions that wait */
 
 /* Upvalues: 1 = the host's prepare function, 2 = the function's name for errors. */

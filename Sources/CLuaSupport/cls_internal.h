@@ -21,4 +21,7 @@ void cls_install_string_functions(lua_State *L, int index);
    versions that tell the watchdog which thread executes Lua (timeout.c). */
 void cls_install_coroutine_functions(lua_State *L, int index);
 
+/* Frees the blocks the allocator keeps for a state's next allocations (allocator.c). */
+void cls_free_kept_blocks(cls_control *c);
+
 #endif

@@ -200,6 +200,7 @@ static void watch(cls_control *c) {
 void cls_control_init(cls_control *control) { memset(control, 0, sizeof *control); }
 
 void cls_control_release(cls_control *control) {
+    cls_free_kept_blocks(control);
     if (!control->watched) return;
     pthread_mutex_lock(&watch_lock);
     for (cls_control **link = &watched_list; *link != NULL; link = &(*link)->watch_next) {

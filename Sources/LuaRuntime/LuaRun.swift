@@ -10,12 +10,12 @@ public final class LuaRun {
     fileprivate let threadRef: Int32
     fileprivate let global: LuaState.EventGlobal
     /// The function to call once the chunk is done, if it has not been called yet.
-    fileprivate var handler: String?
+    fileprivate var handler: StaticString?
     /// Time executed in the slices so far.
     public fileprivate(set) var executedNanos: UInt64
     fileprivate var environmentWritten: Int32
 
-    fileprivate init(thread: OpaquePointer, threadRef: Int32, global: LuaState.EventGlobal, handler: String?,
+    fileprivate init(thread: OpaquePointer, threadRef: Int32, global: LuaState.EventGlobal, handler: StaticString?,
                      executedNanos: UInt64, environmentWritten: Int32) {
         self.thread = thread
         self.threadRef = threadRef
@@ -46,7 +46,8 @@ extension LuaState {
     /// the next run of that kind. Nothing else a script can reach outlives its run (the base is sealed, the
     /// environment's metatable hidden), so such an environment is as fresh as a new one. A run
     /// that is abandoned never gives its environment back.
-    public func start(_ ref: Int32, in global: EventGlobal, handler: String? = nil) -> RunOutcome {
+    public func start(_ ref: Int32, in global: EventGlobal, handler: StaticString? = nil) -> RunOutcome {
+        assert(lua_gettop(L) > stackBase, "the environment is on the stack, above the pinned slots")
         let spare = pushedSpare
         let (thread, threadRef) = takeThread()
         lua_xmove(L, thread, 1)
@@ -103,7 +104,7 @@ extension LuaState {
     /// Resumes `thread`, whose stack is the environment (`spare`: the global's spare environment),
     /// then the function or the waiting function's results (`arguments` values), until the run
     /// finishes or waits.
-    private func proceed(_ thread: OpaquePointer, _ threadRef: Int32, _ global: EventGlobal, spare: Bool, handler: String?, arguments: Int32,
+    private func proceed(_ thread: OpaquePointer, _ threadRef: Int32, _ global: EventGlobal, spare: Bool, handler: StaticString?, arguments: Int32,
                          executedNanos: UInt64, environmentWritten: Int32, run: LuaRun?) -> RunOutcome {
         // Runs nest: the state of the run around this one is put back afterwards.
         let outerWritten = control.pointee.env_written
@@ -118,7 +119,7 @@ extension LuaState {
         if status == LUA_OK, let name = handler {
             handler = nil
             lua_settop(thread, 1)
-            lua_pushswift(thread, name)
+            _ = lua_pushlstring(thread, UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self), name.utf8CodeUnitCount)
             if lua_rawget(thread, 1) == LUA_TFUNCTION {
                 lua_rawgeti(thread, lua_registryIndex(), lua_Integer(global.nameRef))
                 lua_rawget(thread, 1)

@@ -11,6 +11,10 @@ import CLuaSupport
 }
 @inlinable @inline(__always) public func luaL_typename(_ L: OpaquePointer, _ i: Int32) -> UnsafePointer<CChar> { lua_typename(L, lua_type(L, i)) }
 @inlinable @inline(__always) public func lua_registryIndex() -> Int32 { -LUAI_MAXSTACK - 1000 }
+@inlinable @inline(__always) public func lua_replace(_ L: OpaquePointer, _ index: Int32) {
+    lua_copy(L, -1, index)
+    lua_settop(L, -2)
+}
 
 /// Pushes a Swift string without going through a C string (embedded NULs survive).
 @inlinable @inline(__always)
@@ -55,8 +59,13 @@ public final class LuaState {
     public let L: OpaquePointer
     let control: UnsafeMutablePointer<cls_control>
     private let envMetatableRef: Int32
-    /// Registry slot of the string "_G".
-    let underscoreGRef: Int32
+    /// Pinned slot of the string "_G".
+    let underscoreGSlot: Int32
+    /// Values the host reaches on every event sit at the bottom of the main thread's stack, below
+    /// this index: pushing one (`lua_pushvalue`) costs half a registry lookup. They are pinned at
+    /// set-up, while the stack holds nothing else, and the stack never goes below them: host code
+    /// pushes and pops above `stackBase`.
+    public private(set) var stackBase: Int32 = 0
     /// Runs executing now: a run can start another inside a C function it calls.
     var runDepth = 0
     var timeoutArmed = false
@@ -104,8 +113,20 @@ public final class LuaState {
         }
         envMetatableRef = luaL_ref(L, lua_registryIndex())
         lua_pushswift(L, "_G")
-        underscoreGRef = luaL_ref(L, lua_registryIndex())
+        underscoreGSlot = LuaState.pinTop(L, &stackBase)
         self.memoryLimit = memoryLimit
+    }
+
+    /// Leaves the value on top of the stack in a new pinned slot (see `stackBase`) and returns its
+    /// index; only while the stack holds the pinned slots and that value.
+    public func pinTop() -> Int32 { LuaState.pinTop(L, &stackBase) }
+
+    private static func pinTop(_ L: OpaquePointer, _ stackBase: inout Int32) -> Int32 {
+        precondition(lua_gettop(L) == stackBase + 1, "a value is pinned only while the stack holds nothing else")
+        stackBase += 1
+        // Host code above the pinned slots gets the room the API promises at the base of a stack.
+        guard lua_checkstack(L, LUA_MINSTACK) != 0 else { fatalError("cannot grow the Lua stack") }
+        return stackBase
     }
 
     deinit {
@@ -190,9 +211,11 @@ public final class LuaState {
     /// the last run of that kind left as fresh as it got it, kept for the next one: a new
     /// environment and its collection per run cost more than the rest of a small script's run.
     public struct EventGlobal {
-        /// Registry slots: the global's name as a Lua string, and the spare environment or `false`.
+        /// The global's name as a Lua string in the registry (for a run's coroutine) and in a pinned
+        /// slot; the spare environment or `false`, pinned.
         let nameRef: Int32
-        let spareRef: Int32
+        let nameSlot: Int32
+        let spareSlot: Int32
         let keepsValue: Bool
         /// This global's bit in `sparesInUse`.
         let bit: UInt64
@@ -211,25 +234,27 @@ public final class LuaState {
     public func eventGlobal(named name: String, keepsValue: Bool) -> EventGlobal {
         precondition(eventGlobals < 64, "at most 64 event globals")
         lua_pushswift(L, name)
+        lua_pushvalue(L, -1)
         let nameRef = luaL_ref(L, lua_registryIndex())
+        let nameSlot = pinTop()
         lua_pushboolean(L, 0)
         eventGlobals += 1
-        return EventGlobal(nameRef: nameRef, spareRef: luaL_ref(L, lua_registryIndex()), keepsValue: keepsValue,
+        return EventGlobal(nameRef: nameRef, nameSlot: nameSlot, spareSlot: pinTop(), keepsValue: keepsValue,
                            bit: 1 << UInt64(eventGlobals - 1))
     }
 
     /// Replaces the value on top of the stack by an environment for one run that has it as `global`:
     /// an empty global table over the sandboxed base whose `_G` is itself, new or the spare, which no
-    /// script can tell from a new one (see `run`). The spare stays in its registry slot while the
+    /// script can tell from a new one (see `run`). The spare stays in its pinned slot while the
     /// run uses it.
     public func pushEnvironment(for global: EventGlobal) {
         let event = lua_gettop(L)
-        pushedSpare = sparesInUse & global.bit == 0
-            && lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.spareRef)) == LUA_TTABLE
+        pushedSpare = sparesInUse & global.bit == 0 && lua_type(L, global.spareSlot) == LUA_TTABLE
         if pushedSpare {
             sparesInUse |= global.bit
             // Stack: event, environment.
-            lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
+            lua_pushvalue(L, global.spareSlot)
+            lua_pushvalue(L, global.nameSlot)
             if global.keepsValue {
                 lua_pushvalue(L, -1)
                 if lua_rawget(L, event + 1) == LUA_TTABLE && lua_rawequal(L, -1, event) != 0 {
@@ -240,13 +265,12 @@ public final class LuaState {
                 lua_pop(L, 1)
             }
         } else {
-            lua_settop(L, event)
             lua_createtable(L, 0, 2)
             lua_rawgeti(L, lua_registryIndex(), lua_Integer(envMetatableRef))
             lua_setmetatable(L, -2)
             lua_pushvalue(L, -1)
             lua_setfield(L, -2, "_G")
-            lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
+            lua_pushvalue(L, global.nameSlot)
         }
         // Stack: event, environment, name.
         lua_pushvalue(L, event)
@@ -264,12 +288,12 @@ public final class LuaState {
         if spare { sparesInUse &= ~global.bit }
         // `_G` is a key of its own: assigning it calls no metamethod.
         let keep = fresh && {
-            lua_rawgeti(L, lua_registryIndex(), lua_Integer(underscoreGRef))
+            lua_pushvalue(L, underscoreGSlot)
             defer { lua_pop(L, 1) }
             return lua_rawget(L, index) == LUA_TTABLE && lua_rawequal(L, -1, index) != 0
         }()
         if keep && !global.keepsValue {
-            lua_rawgeti(L, lua_registryIndex(), lua_Integer(global.nameRef))
+            lua_pushvalue(L, global.nameSlot)
             lua_pushnil(L)
             lua_rawset(L, index)
         }
@@ -277,7 +301,7 @@ public final class LuaState {
             if !keep { releaseSpare(of: global) }
         } else if keep && sparesInUse & global.bit == 0 {
             lua_pushvalue(L, index)
-            lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
+            lua_replace(L, global.spareSlot)
         }
     }
 
@@ -285,7 +309,7 @@ public final class LuaState {
     func releaseSpare(of global: EventGlobal) {
         sparesInUse &= ~global.bit
         lua_pushboolean(L, 0)
-        lua_rawseti(L, lua_registryIndex(), lua_Integer(global.spareRef))
+        lua_replace(L, global.spareSlot)
     }
 
     /// Runs `body` with the memory limit of the state `L` belongs to lifted. For C functions written

@@ -37,11 +37,12 @@ public final class EventLoop {
     public private(set) var now: UInt64 = EventLoop.monotonicNanos() {
         didSet { wallCache = -1 }
     }
-    private var wallCache: Int64 = -1
+    @usableFromInline var wallCache: Int64 = -1
 
     /// Wall-clock milliseconds since the Unix epoch when this iteration's events were received: read
     /// on first use in an iteration, so the events of one batch cost one clock read between them.
-    public var wallNowMillis: Int64 {
+    /// Inlinable: every script event reads it, and a call across modules retains the loop.
+    @inlinable public var wallNowMillis: Int64 {
         if wallCache < 0 { wallCache = EventLoop.wallMillis() }
         return wallCache
     }

@@ -15,7 +15,7 @@ final class WebsocketInfoViewTests: XCTestCase {
     }
 
     override func tearDown() {
-        XCTAssertEqual(lua_gettop(L), 0, "unbalanced stack")
+        XCTAssertEqual(lua_gettop(L), runner.lua.stackBase, "unbalanced stack")
         loops = nil
     }
 

@@ -29,7 +29,7 @@ final class LuaRunTests: XCTestCase {
     }
 
     /// Starts `ref` with `event` set to a table holding `tag`.
-    private func start(_ lua: LuaState, _ ref: Int32, _ global: LuaState.EventGlobal, tag: String, handler: String? = nil) -> LuaState.RunOutcome {
+    private func start(_ lua: LuaState, _ ref: Int32, _ global: LuaState.EventGlobal, tag: String, handler: StaticString? = nil) -> LuaState.RunOutcome {
         lua_createtable(lua.L, 0, 1)
         lua_pushswift(lua.L, tag)
         lua_setfield(lua.L, -2, "tag")
@@ -63,7 +63,7 @@ final class LuaRunTests: XCTestCase {
         guard let again = suspended(lua.resume(run) { T in lua_pushswift(T, "answer"); lua_pushinteger(T, 42); return 2 }) else { return }
         XCTAssertTrue(again === run)
         XCTAssertNil(failure(lua.resume(run) { _ in 0 }))
-        XCTAssertEqual(lua_gettop(lua.L), 0)
+        XCTAssertEqual(lua_gettop(lua.L), lua.stackBase)
     }
 
     func testInterleavedRunsOfOneScriptKeepTheirOwnGlobals() {
@@ -107,7 +107,7 @@ final class LuaRunTests: XCTestCase {
         XCTAssertEqual(again, other, "the new environment became the spare")
         XCTAssertNil(failure(lua.resume(run) { _ in 0 }))
         XCTAssertNil(failure(begin(quick, tag: "quick").0))
-        XCTAssertEqual(lua_gettop(lua.L), 0)
+        XCTAssertEqual(lua_gettop(lua.L), lua.stackBase)
     }
 
     func testTheHandlerIsCalledAfterAChunkThatWaited() {
@@ -173,7 +173,7 @@ final class LuaRunTests: XCTestCase {
         lua_rawgeti(lua.L, lua_registryIndex(), lua_Integer(event))
         lua_getfield(lua.L, -1, "closed")
         XCTAssertEqual(lua_toboolean(lua.L, -1), 1)
-        lua_settop(lua.L, 0)
+        lua_settop(lua.L, lua.stackBase)
         XCTAssertNil(failure(start(lua, compile(lua, "assert(event.tag == 'after')"), global, tag: "after")))
     }
 }

@@ -49,10 +49,10 @@ final class PatternTimeoutTests: XCTestCase {
         }
         defer { lua.release(ref) }
         let L = lua.L
+        let event = lua.eventGlobal(named: "event", keepsValue: false)
         let top = lua_gettop(L)
         var result: [[UInt8]] = []
         let start = DispatchTime.now().uptimeNanoseconds
-        let event = lua.eventGlobal(named: "event", keepsValue: false)
         lua_createtable(L, 0, 1)
         lua_pushvalue(L, -1)
         let eventRef = luaL_ref(L, lua_registryIndex())

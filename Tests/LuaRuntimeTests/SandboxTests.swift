@@ -15,8 +15,8 @@ final class SandboxTests: XCTestCase {
             return error.message
         }
         defer { lua.release(ref) }
-        let top = lua_gettop(lua.L)
         let event = eventGlobal(of: lua)
+        let top = lua_gettop(lua.L)
         lua_createtable(lua.L, 0, 0)
         lua.pushEnvironment(for: event)
         lastEnvironment = lua_topointer(lua.L, -1)
@@ -130,7 +130,7 @@ final class SandboxTests: XCTestCase {
         XCTAssertEqual(run(seven, keptEvent), first)
         XCTAssertEqual(run(leave, keptEvent), first)
         XCTAssertNotEqual(run(seven, keptEvent), first, "a run that left a global gives no environment back")
-        XCTAssertEqual(lua_gettop(L), 0)
+        XCTAssertEqual(lua_gettop(L), lua.stackBase)
     }
 
     // A main chunk is vararg, with nothing in `...` here: scripts may use it (the wrapper takes it
@@ -436,7 +436,7 @@ final class SandboxTests: XCTestCase {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         XCTAssertTrue(failure?.contains("timed out") == true, failure ?? "no error")
         XCTAssertLessThan(seconds, 2.0)
-        XCTAssertEqual(lua_gettop(L), 0)
+        XCTAssertEqual(lua_gettop(L), lua.stackBase)
         expectSuccess(lua, "assert(true)")
     }
 
@@ -466,6 +466,37 @@ final class SandboxTests: XCTestCase {
         lua.memoryLimit = 0
         expectSuccess(lua, "local s = string.rep('x', 32 * 1024 * 1024) assert(#s == 32 * 1024 * 1024)")
         XCTAssertEqual(lua.memoryLimit, 0)
+    }
+
+    /// The allocator keeps freed blocks of up to 256 bytes by size class and resizes across
+    /// classes by copying: contents survive every kind of move, and what it counts comes back.
+    func testBlocksKeptAndResizedAcrossSizeClasses() {
+        let lua = LuaState(memoryLimit: 16 << 20)
+        expectSuccess(lua, "collectgarbage()")
+        let before = lua.memoryInUse
+        expectSuccess(lua, """
+            for round = 1, 3 do
+              local kept = {}
+              for n = 1, 600 do
+                -- An array grows through small and large sizes (resized in and across classes).
+                local t = {}
+                for i = 1, n % 70 do t[i] = i * n end
+                for i = 1, n % 70 do assert(t[i] == i * n) end
+                -- A buffer that grows as it is filled (table.concat), and strings of every length.
+                local joined = table.concat(t, ",")
+                local expected = 0
+                for i = 1, #t do expected = expected + #tostring(t[i]) + (i > 1 and 1 or 0) end
+                assert(#joined == expected and (#t == 0 or joined:sub(1, #tostring(n)) == tostring(n)))
+                local s = string.rep(string.char(65 + n % 26), n)
+                assert(#s == n and s:byte(1) == 65 + n % 26 and s:byte(n) == 65 + n % 26)
+                kept[#kept + 1] = s .. n
+                if n % 50 == 0 then kept = {} collectgarbage() end
+              end
+              for i, s in ipairs(kept) do assert(#s > 0) end
+            end
+            """)
+        expectSuccess(lua, "collectgarbage()")
+        XCTAssertLessThan(abs(lua.memoryInUse - before), 4096, "the allocator's count comes back after a collection")
     }
 
     func testMemoryLimitOnlyAppliesToRuns() {

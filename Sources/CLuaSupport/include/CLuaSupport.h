@@ -9,6 +9,11 @@
 
 typedef struct lua_State lua_State;
 
+/* The allocator keeps up to CLS_SMALL_KEEP freed blocks of each size class of 16 bytes up to
+   16 * CLS_SMALL_CLASSES bytes for the state's next allocations (allocator.c). */
+#define CLS_SMALL_CLASSES 16
+#define CLS_SMALL_KEEP 128
+
 /* Per-state limits, shared by the allocator (found through lua_getallocf), the timeout's hook and
    the watchdog. The owner reads and writes the fields directly (the state is confined to one
    thread), except those marked as the watchdog's, which only the functions here touch. */
@@ -38,12 +43,16 @@ typedef struct cls_control {
     int tid;
     int watched;
     struct cls_control *watch_next;
+    /* The allocator's: freed small blocks by size class, linked through their first word. */
+    void *kept[CLS_SMALL_CLASSES];
+    uint16_t kept_count[CLS_SMALL_CLASSES];
 } cls_control;
 
 /* Zeroes a control block for cls_newstate. */
 void cls_control_init(cls_control *control);
 
-/* Makes the watchdog forget a control block; call once its state is closed, before freeing it. */
+/* Makes the watchdog forget a control block and frees the blocks its allocator kept; call once
+   its state is closed, before freeing it. */
 void cls_control_release(cls_control *control);
 
 /* A new state whose allocator counts into `control` (which must outlive the state), with a panic

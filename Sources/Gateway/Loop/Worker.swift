@@ -13,8 +13,10 @@ final class Worker {
     let listenPort: Int
     private(set) lazy var front = HTTPFront(worker: self, config: config)
     /// Unchecked, like `Connection.worker`: read several times per message, where a lazy or checked
-    /// property costs a retain and a release per read. `ownedRunner` holds it.
-    private(set) unowned(unsafe) var runner: ScriptRunner!
+    /// property costs a retain and a release per read. `ownedRunner` holds it; `withRunner` lends
+    /// it without a retain.
+    var runner: ScriptRunner { unmanagedRunner.unsafelyUnwrapped.takeUnretainedValue() }
+    private var unmanagedRunner: Unmanaged<ScriptRunner>?
     private var ownedRunner: ScriptRunner?
     private var listener: Listener?
     private var adminListener: Listener?
@@ -60,7 +62,7 @@ final class Worker {
         loop = EventLoop(index: index)
         sessions = SessionShared(maxMessageBytes: config.maxMessageBytes, compressionMinBytes: config.compressionMinBytes)
         ownedRunner = ScriptRunner(worker: self, config: config)
-        runner = ownedRunner
+        unmanagedRunner = Unmanaged.passUnretained(ownedRunner!)
         apply(scripts)
         loop.afterIteration = { [unowned self] in self.flushAll() }
         listener = Listener(worker: self, fd: listenFd)
@@ -132,7 +134,12 @@ final class Worker {
             // Swapped with a spare rather than copied: emptying a list still referenced elsewhere
             // would allocate a new buffer every loop iteration.
             swap(&flushList, &flushing)
-            for connection in flushing where !connection.isClosed { connection.flush() }
+            // The list holds each socket for the call: no retain per socket.
+            flushing.withUnsafeBufferPointer { list in
+                for connection in list {
+                    Unmanaged.passUnretained(connection)._withUnsafeGuaranteedRef { if !$0.isClosed { $0.flush() } }
+                }
+            }
             flushing.removeAll(keepingCapacity: true)
         }
     }
@@ -205,8 +212,13 @@ final class Worker {
         if let link = connection.link {
             runner.runOutboundScript(link, event: .data, message: payload, binary: binary)
         } else {
-            runner.runScript(connection, event: .data, message: payload, binary: binary)
+            withRunner { $0.runScript(connection, event: .data, message: payload, binary: binary) }
         }
+    }
+
+    @inline(__always)
+    func withRunner<R>(_ body: (ScriptRunner) -> R) -> R {
+        unmanagedRunner.unsafelyUnwrapped._withUnsafeGuaranteedRef(body)
     }
 
     func connectionClosed(_ connection: Connection) {

@@ -52,7 +52,7 @@ enum ScriptAPI {
 
     @inline(__always)
     static func worker(_ L: OpaquePointer?) -> Worker {
-        LuaState.owner(of: L!, as: Worker.self)
+        LuaState.owner(of: L!, as: ScriptRunner.self).worker
     }
 
     // MARK: websocketInfo
@@ -178,7 +178,7 @@ enum ScriptAPI {
     /// Sends the message at `index` as text on a connection of this worker: a string as is, a table as JSON.
     private static func sendText(_ L: OpaquePointer, _ worker: Worker, _ index: Int32, on connection: Connection) -> ServiceFailure? {
         func sendValid(_ bytes: UnsafeRawBufferPointer) -> ServiceFailure? {
-            guard worker.runner.isSendableText(bytes) else {
+            guard LuaState.withOwner(of: L, as: ScriptRunner.self, { $0.isSendableText(bytes) }) else {
                 return .badRequest("message is not valid UTF-8; send it with Websocket.send and type \"data-binary\" as base64")
             }
             return connection.offer(.text, bytes) ? nil : OwnerPath.slowReader(.socket(connection.socketId))
@@ -201,17 +201,23 @@ enum ScriptAPI {
 
     static let infoSend: lua_CFunction = { L in
         let L = L!
-        return LuaState.withOwner(of: L, as: Worker.self) { worker in
-            let runner = worker.runner!
-            guard let connection = runner.current, runner.currentEvent != .close, connection.isOpen else {
+        // Neither the runner nor the socket is retained: both outlive the run.
+        return LuaState.withOwner(of: L, as: ScriptRunner.self) { runner in
+            let worker = runner.worker
+            guard let current = runner.currentSocket, runner.currentEvent != .close else {
                 return withoutMemoryLimit(L) { push($0, .notFound("socket \(runner.current?.socketId ?? "-") is closed")) }
             }
-            // A string to send allocates no Lua memory: only a failure needs the limit lifted.
-            guard lua_type(L, 1) == LUA_TSTRING else {
-                return withoutMemoryLimit(L) { L in sendText(L, worker, 1, on: connection).map { push(L, $0) } ?? 0 }
+            return current._withUnsafeGuaranteedRef { connection in
+                guard connection.isOpen else {
+                    return withoutMemoryLimit(L) { push($0, .notFound("socket \(connection.socketId) is closed")) }
+                }
+                // A string to send allocates no Lua memory: only a failure needs the limit lifted.
+                guard lua_type(L, 1) == LUA_TSTRING else {
+                    return withoutMemoryLimit(L) { L in sendText(L, worker, 1, on: connection).map { push(L, $0) } ?? 0 }
+                }
+                guard let failure = sendText(L, worker, 1, on: connection) else { return 0 }
+                return withoutMemoryLimit(L) { push($0, failure) }
             }
-            guard let failure = sendText(L, worker, 1, on: connection) else { return 0 }
-            return withoutMemoryLimit(L) { push($0, failure) }
         }
     }
 

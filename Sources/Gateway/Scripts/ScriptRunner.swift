@@ -37,8 +37,10 @@ final class ScriptRunner {
     /// The socket whose event is running, if it is one. Unchecked and kept apart from `serving`:
     /// it is read by every `websocketInfo.send`, and set and restored around every message's run,
     /// where the retains and releases of an enum holding it cost more than the rest of that
-    /// bookkeeping; the socket outlives its run (the worker and the caller hold it).
-    private(set) unowned(unsafe) var current: Connection?
+    /// bookkeeping; the socket outlives its run (the worker and the caller hold it). Kept
+    /// unmanaged: saving, restoring and reading it (`currentSocket`) retains nothing.
+    private(set) var currentSocket: Unmanaged<Connection>?
+    var current: Connection? { currentSocket?.takeUnretainedValue() }
     /// The event running for `current`.
     private(set) var currentEvent = ScriptEvent.open
 
@@ -46,10 +48,10 @@ final class ScriptRunner {
     private func serve(_ subject: ScriptRun.Subject?) {
         if case .socket(let connection, let event)? = subject {
             serving = nil
-            (current, currentEvent) = (connection, event)
+            (currentSocket, currentEvent) = (Unmanaged.passUnretained(connection), event)
         } else {
             serving = subject
-            (current, currentEvent) = (nil, .open)
+            (currentSocket, currentEvent) = (nil, .open)
         }
     }
 
@@ -100,9 +102,8 @@ final class ScriptRunner {
         self.worker = worker
         lua = LuaState(memoryLimit: config.scriptMemoryBytes)
         lua.timeoutNanos = UInt64(config.scriptTimeoutMs) * 1_000_000
-        lua.setOwner(worker)
         ScriptAPI.install(in: lua, cluster: worker.shared.cluster != nil)
-        infoView = WebsocketInfoView(lua.L)
+        infoView = WebsocketInfoView(lua)
         websocketInfoGlobal = lua.eventGlobal(named: "websocketInfo", keepsValue: true)
         wsEventGlobal = lua.eventGlobal(named: "wsEvent", keepsValue: false)
         requestGlobal = lua.eventGlobal(named: "request", keepsValue: false)
@@ -110,6 +111,8 @@ final class ScriptRunner {
         lua_pushboolean(lua.L, 0)
         binaryMessageRef = luaL_ref(lua.L, lua_registryIndex())
         lua.sealBaseEnvironment()
+        // The services find the runner (and through it the worker) from the state.
+        lua.setOwner(self)
     }
 
     /// The text message of the socket event running, as the Lua string its script was given, while
@@ -176,12 +179,15 @@ final class ScriptRunner {
     }
 
     /// The name of the function an event handler script defines.
-    private static let handlerFunction = "handle_websocket_websocket_info"
+    private static let handlerFunction: StaticString = "handle_websocket_websocket_info"
 
     /// Runs a socket's event. While a run of the socket waits, its input is held, so the only event
     /// that can come is its close, which runs once the waiting run has ended.
     func runScript(_ connection: Connection, event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool) {
-        guard let script = connection.script, !script.removed else { return }
+        // Neither is retained: the socket holds its script for good, and the socket around this
+        // run (a nested one) outlives it.
+        guard let unretained = connection.script.map(Unmanaged.passUnretained),
+              !unretained._withUnsafeGuaranteedRef({ $0.removed }) else { return }
         if let waiting = connection.waitingRun {
             waiting.closeDeferred = true
             return
@@ -190,22 +196,24 @@ final class ScriptRunner {
         // Usually nothing runs around this run: then nothing is retained to be restored.
         let outer = serving
         if outer != nil { serving = nil }
-        let (outerSocket, outerEvent) = (current, currentEvent)
-        (current, currentEvent) = (connection, event)
+        let (outerSocket, outerEvent) = (currentSocket, currentEvent)
+        (currentSocket, currentEvent) = (Unmanaged.passUnretained(connection), event)
         let reusedView = infoView.push(event: event, message: message, binary: binary, runner: self)
         lua.pushEnvironment(for: websocketInfoGlobal)
-        let outcome = lua.start(script.ref, in: websocketInfoGlobal, handler: script.isEventHandler ? Self.handlerFunction : nil)
-        (current, currentEvent) = (outerSocket, outerEvent)
+        let outcome = unretained._withUnsafeGuaranteedRef {
+            lua.start($0.ref, in: websocketInfoGlobal, handler: $0.isEventHandler ? Self.handlerFunction : nil)
+        }
+        (currentSocket, currentEvent) = (outerSocket, outerEvent)
         if outer != nil { serving = outer }
-        switch outcome {
+        switch consume outcome {
         case .finished(let failure, let executed):
             infoView.finish(reused: reusedView, runner: self)
-            tally(script, executed: executed, failed: failure != nil)
+            unretained._withUnsafeGuaranteedRef { tally($0, executed: executed, failed: failure != nil) }
             if let failure { report(failure, subject: .socket(connection, event)) }
         case .suspended(let lua):
             // The pair goes with the waiting run; the next run gets a new one to reuse.
             if reusedView { infoView.detach(runner: self) }
-            let run = ScriptRun(lua: lua, subject: .socket(connection, event), script: script, startedAt: startedAt)
+            let run = ScriptRun(lua: lua, subject: .socket(connection, event), script: unretained.takeUnretainedValue(), startedAt: startedAt)
             connection.scriptWaits(run)
             waitBegan(run)
         }

@@ -18,12 +18,13 @@ import Reactor
 /// of its own, and a run that waits keeps the pair it has (`detach`).
 final class WebsocketInfoView {
     private let L: OpaquePointer
-    /// Registry slots: the reused view and its data table (`false` once written to), the metatable
-    /// every data table shares, and the strings an event sets (`Strings`).
-    private let viewRef: Int32
-    private let dataRef: Int32
+    /// Pinned slots (`LuaState.stackBase`): the reused view and its data table (`false` once
+    /// written to), and the strings an event sets (`Strings`, in their order from `firstString`).
+    /// The metatable every data table shares is in the registry.
+    private let viewSlot: Int32
+    private let dataSlot: Int32
+    private let firstString: Int32
     private let dataMetatableRef: Int32
-    private let stringsRef: Int32
     /// A run is using the reused pair.
     private var inUse = false
     /// A script wrote to a view since it was made.
@@ -48,9 +49,9 @@ final class WebsocketInfoView {
     /// go of it costs more than it holds); a larger one goes when its run ends.
     private static let keptMessageBytes = 4096
 
-    /// Indexes of the strings table: the names of the fields an event sets, then the values of
-    /// `type` and `message_type`. Kept in the registry, so setting a field hashes no string.
-    private enum Strings: lua_Integer, CaseIterable {
+    /// The names of the fields an event sets, then the values of `type` and `message_type`. Kept
+    /// as Lua strings, so setting a field hashes no string.
+    private enum Strings: Int32, CaseIterable {
         case type = 1, timestamp, message, messageType
         case open, data, close, text, binary
         var text: StaticString {
@@ -87,56 +88,51 @@ final class WebsocketInfoView {
         }
     }
 
-    init(_ L: OpaquePointer) {
+    init(_ lua: LuaState) {
+        let L = lua.L
         self.L = L
-        lua_createtable(L, Int32(Strings.allCases.count), 0)
+        var slots: [Int32] = []
         for string in Strings.allCases {
             string.text.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
-            lua_rawseti(L, -2, string.rawValue)
+            slots.append(lua.pinTop())
         }
-        stringsRef = luaL_ref(L, lua_registryIndex())
+        firstString = slots[0]
         let metatable = LuaTable(pushedOn: L, fields: 1)
         metatable.set("__index", WebsocketInfoView.dataIndex)
         dataMetatableRef = luaL_ref(L, lua_registryIndex())
         lua_pushboolean(L, 0)
-        viewRef = luaL_ref(L, lua_registryIndex())
+        viewSlot = lua.pinTop()
         lua_pushboolean(L, 0)
-        dataRef = luaL_ref(L, lua_registryIndex())
+        dataSlot = lua.pinTop()
     }
+
+    private func slot(_ string: Strings) -> Int32 { firstString + string.rawValue - 1 }
 
     /// Pushes the view for one event of the socket `ScriptRunner.current` names. Must be followed,
     /// once the run is over, by `finish(reused:)` with the value returned here.
     func push(event: ScriptEvent, message: UnsafeRawBufferPointer?, binary: Bool, runner: ScriptRunner) -> Bool {
         let reused = !inUse
+        let data: Int32
         if reused {
             inUse = true
-            lua_rawgeti(L, lua_registryIndex(), lua_Integer(viewRef))
-            if lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataRef)) != LUA_TTABLE {
-                lua_pop(L, 2)
+            if lua_type(L, dataSlot) != LUA_TTABLE {
                 makePair()
-                lua_pushvalue(L, -2)
-                lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
-                lua_pushvalue(L, -1)
-                lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
+                lua_replace(L, dataSlot)
+                lua_replace(L, viewSlot)
                 written = false
                 builtFields = 0
                 held = Held()
             }
+            data = dataSlot
         } else {
+            // Stack: view, data.
             makePair()
+            data = lua_gettop(L)
         }
-        // Stack: view, data. Only the fields that differ from what the pair holds are set.
-        let data = lua_gettop(L)
-        var strings: Int32 = 0
-        func string(_ index: Strings) -> Int32 {
-            if strings == 0 {
-                lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
-                strings = lua_gettop(L)
-            }
-            return lua_rawgeti(L, strings, index.rawValue)
-        }
+        // Only the fields that differ from what the pair holds are set.
+        func string(_ string: Strings) { lua_pushvalue(L, slot(string)) }
         func set(_ key: Strings, _ push: () -> Void) {
-            _ = string(key)
+            string(key)
             push()
             lua_rawset(L, data)
         }
@@ -144,9 +140,9 @@ final class WebsocketInfoView {
         if last.type != event {
             set(.type) {
                 switch event {
-                case .open: _ = string(.open)
-                case .data: _ = string(.data)
-                case .close: _ = string(.close)
+                case .open: string(.open)
+                case .data: string(.data)
+                case .close: string(.close)
                 }
             }
             last.type = event
@@ -163,7 +159,7 @@ final class WebsocketInfoView {
                     ScriptAPI.pushMessageString(L, runner: runner, message, binary: true)
                 } else {
                     let text = lua_pushlstring(L, message.baseAddress?.assumingMemoryBound(to: CChar.self), message.count)
-                    // Only the reused pair is held (by the registry) until `finish`.
+                    // Only the reused pair is held (in its pinned slot) until `finish`.
                     if reused { runner.receivedText = UnsafeRawBufferPointer(start: text, count: message.count) }
                 }
             }
@@ -175,12 +171,16 @@ final class WebsocketInfoView {
         let messageType: Bool? = message == nil ? nil : binary
         if last.binary != messageType {
             set(.messageType) {
-                if let binary = messageType { _ = string(binary ? .binary : .text) } else { lua_pushnil(L) }
+                if let binary = messageType { string(binary ? .binary : .text) } else { lua_pushnil(L) }
             }
             last.binary = messageType
         }
-        if reused { held = last }
-        lua_settop(L, data - 1)
+        if reused {
+            held = last
+            lua_pushvalue(L, viewSlot)
+        } else {
+            lua_settop(L, data - 1)
+        }
         return reused
     }
 
@@ -190,35 +190,39 @@ final class WebsocketInfoView {
         runner.receivedText = nil
         guard reused else { return }
         inUse = false
-        let top = lua_gettop(L)
-        defer { lua_settop(L, top) }
-        guard lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataRef)) == LUA_TTABLE else { return }
-        let data = top + 1
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(viewRef))
-        lua_pushnil(L)
+        guard lua_type(L, dataSlot) == LUA_TTABLE else { return }
         // A `rawset` on the view itself leaves a key in it.
-        if written || lua_next(L, data + 1) != 0 {
-            lua_pushboolean(L, 0)
-            lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
-            lua_pushboolean(L, 0)
-            lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
+        if written || {
+            lua_pushnil(L)
+            guard lua_next(L, viewSlot) != 0 else { return false }
+            lua_pop(L, 2)
+            return true
+        }() {
+            discardPair()
             return
         }
         if held.messageBytes > WebsocketInfoView.keptMessageBytes {
-            lua_rawgeti(L, lua_registryIndex(), lua_Integer(stringsRef))
-            lua_rawgeti(L, -1, Strings.message.rawValue)
+            lua_pushvalue(L, slot(.message))
             lua_pushnil(L)
-            lua_rawset(L, data)
+            lua_rawset(L, dataSlot)
             held.messageBytes = -1
         }
         if builtFields != 0 {
             for (i, name) in WebsocketInfoView.socketFields.enumerated() where builtFields & (1 << i) != 0 {
                 name.withUTF8Buffer { _ = lua_pushlstring(L, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
                 lua_pushnil(L)
-                lua_rawset(L, data)
+                lua_rawset(L, dataSlot)
             }
             builtFields = 0
         }
+    }
+
+    /// Lets go of the reused pair: the next run makes a new one.
+    private func discardPair() {
+        lua_pushboolean(L, 0)
+        lua_replace(L, dataSlot)
+        lua_pushboolean(L, 0)
+        lua_replace(L, viewSlot)
     }
 
     /// Gives the reused pair to the run that holds it, which waits: the pair is no longer reused,
@@ -228,10 +232,7 @@ final class WebsocketInfoView {
         inUse = false
         written = false
         builtFields = 0
-        lua_pushboolean(L, 0)
-        lua_rawseti(L, lua_registryIndex(), lua_Integer(dataRef))
-        lua_pushboolean(L, 0)
-        lua_rawseti(L, lua_registryIndex(), lua_Integer(viewRef))
+        discardPair()
     }
 
     /// Pushes a new view and its data table (with `send` and `close`).
@@ -257,7 +258,7 @@ final class WebsocketInfoView {
         lua_setmetatable(L, view)
     }
 
-    private static func runner(_ L: OpaquePointer?) -> ScriptRunner { ScriptAPI.worker(L).runner }
+    private static func runner(_ L: OpaquePointer?) -> ScriptRunner { LuaState.owner(of: L!, as: ScriptRunner.self) }
 
     /// The data table's `__index`: builds a socket field on first read and keeps it there.
     private static let dataIndex: lua_CFunction = { L in
@@ -278,9 +279,8 @@ final class WebsocketInfoView {
     /// Records that the reused data table holds socket field `field` (the table at `data` may be a
     /// nested run's own).
     private func noteBuilt(_ field: Int, in L: OpaquePointer, data: Int32) {
-        lua_rawgeti(L, lua_registryIndex(), lua_Integer(dataRef))
-        if lua_rawequal(L, -1, data) != 0 { builtFields |= 1 << field }
-        lua_pop(L, 1)
+        // The reused table is on the main thread's stack; `L` may be a run's coroutine.
+        if lua_topointer(L, data) == lua_topointer(self.L, dataSlot) { builtFields |= 1 << field }
     }
 
     /// The view's `__newindex` (upvalue: the data table): the write lands in the data table, and the

@@ -33,7 +33,13 @@ final class Connection: IOHandler {
     /// replaced under its name must still hear of its socket's end (until then the link holds
     /// the socket too, a cycle that `connectionEnded` breaks).
     let link: OutboundLink?
-    private(set) var session: WebSocketSession?
+    /// Set once (the upgrade, or the outbound handshake) and never replaced: the per-message paths
+    /// reach it through `unmanagedSession`, without the retain and release a read of this costs
+    /// around each call.
+    private(set) var session: WebSocketSession? {
+        didSet { unmanagedSession = session.map(Unmanaged.passUnretained) }
+    }
+    private var unmanagedSession: Unmanaged<WebSocketSession>?
     /// What the upgrade request established; nil for outbound connections and the health route.
     private(set) var info: ConnectionInfo?
     /// The endpoint script (or event handler) this socket's events run.
@@ -392,7 +398,11 @@ final class Connection: IOHandler {
     var remoteAddress: String { Socket.peerAddress(transport.fd) }
 
     private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
-        guard let session else { return bytes.count }
+        guard let session = unmanagedSession else { return bytes.count }
+        return session._withUnsafeGuaranteedRef { processFrames(bytes, session: $0) }
+    }
+
+    private func processFrames(_ bytes: UnsafeMutableRawBufferPointer, session: WebSocketSession) -> Int {
         var consumed = 0
         // Once the bytes are used up, one more call lets the session release a delivered message's buffer.
         // In the .webSocket phase input stops for throttling or for a waiting run (`inputStopped`).
@@ -484,7 +494,7 @@ final class Connection: IOHandler {
     /// plus refused bytes pass the limit the connection is closed with 1008.
     func offer(_ opcode: Opcode, _ payload: UnsafeRawBufferPointer) -> Bool {
         guard admits(payload.count) else { return false }
-        if session?.send(opcode, payload, output: &output) == true { queued() }
+        if unmanagedSession?._withUnsafeGuaranteedRef({ $0.send(opcode, payload, output: &output) }) == true { queued() }
         countSent(payload.count)
         return true
     }
