@@ -22,7 +22,7 @@ public enum IOEvents {
 /// thread; other threads reach it through `post`, which queues a job and wakes the loop via eventfd.
 public final class EventLoop {
     public let index: Int
-    private let epfd: Int32
+    let epfd: Int32
     private let wakeFd: Int32
     private var slots: [IOHandler?] = []
     private var generations: [UInt32] = []
@@ -93,6 +93,19 @@ public final class EventLoop {
     public func deregister(fd: Int32, registration: Registration) {
         guard registration != .none else { return }
         _ = cs_epoll_del(epfd, fd)
+        forget(registration)
+    }
+
+    /// Stops watching `fd`, which the caller closes next: closing its only descriptor takes it out
+    /// of the epoll set, so this spares the `epoll_ctl` (a system call per connection). Should the
+    /// socket outlive the close (a descriptor inherited by a child), its events carry a stale
+    /// token and are discarded.
+    public func deregisterForClose(fd: Int32, registration: Registration) {
+        guard registration != .none else { return }
+        forget(registration)
+    }
+
+    private func forget(_ registration: Registration) {
         let slot = Int(registration.token & 0xFFFF_FFFF)
         slots[slot] = nil
         generations[slot] &+= 1

@@ -25,21 +25,32 @@ public enum Socket {
 
     /// The peer's IP address as text, or "" when the socket has none.
     public static func peerAddress(_ fd: Int32) -> String {
-        var text = [CChar](repeating: 0, count: 64)
-        guard cs_peer_address(fd, &text, text.count) == 0 else { return "" }
-        return text.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        addressText { cs_peer_address(fd, $0, $1) == 0 }
+    }
+
+    /// Text a C function writes into room for an IP address (INET6_ADDRSTRLEN), "" when it fails.
+    private static func addressText(_ write: (UnsafeMutablePointer<CChar>, Int) -> Bool) -> String {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 48) { room in
+            write(room.baseAddress!, room.count) ? String(cString: room.baseAddress!) : ""
+        }
     }
 
     public enum AcceptResult {
-        case socket(Int32)
+        /// The socket and its peer's IP address as `peerAddress` gives it (taken from the accept,
+        /// which spares a `getpeername` per connection).
+        case socket(Int32, peer: String)
         case wouldBlock
         case failed(SocketError)
     }
 
     /// Accepts one connection, non-blocking with TCP_NODELAY.
     public static func accept(_ listenFd: Int32) -> AcceptResult {
-        let fd = cs_accept(listenFd)
-        if fd >= 0 { return .socket(fd) }
+        var fd: Int32 = -1
+        let peer = addressText {
+            fd = cs_accept(listenFd, $0, $1)
+            return fd >= 0
+        }
+        if fd >= 0 { return .socket(fd, peer: peer) }
         if -fd == EAGAIN || -fd == EWOULDBLOCK { return .wouldBlock }
         return .failed(SocketError(operation: "accept", errno: -fd))
     }

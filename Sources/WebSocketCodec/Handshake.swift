@@ -43,6 +43,10 @@ public enum Handshake {
     }
 
     /// Writes the 28 characters of Sec-WebSocket-Accept for `key` at `out`, without allocating.
+    /// SHA-1, fetched once: OpenSSL 3's `SHA1()` looks the algorithm up in its providers on every
+    /// call, which cost more than hashing the key.
+    private static let sha1 = EVP_MD_fetch(nil, "SHA1", nil)
+
     private static func writeAcceptValue(forKey key: String, into out: UnsafeMutableRawPointer) {
         var key = key, guid = guid
         key.withUTF8 { key in
@@ -53,7 +57,7 @@ public enum Handshake {
                     if let k = key.baseAddress { input.copyMemory(from: k, byteCount: key.count) }
                     (input + key.count).copyMemory(from: guid.baseAddress!, byteCount: guid.count)
                     let digest = input + key.count + guid.count
-                    _ = SHA1(input.assumingMemoryBound(to: UInt8.self), key.count + guid.count, digest.assumingMemoryBound(to: UInt8.self))
+                    _ = EVP_Digest(input, key.count + guid.count, digest.assumingMemoryBound(to: UInt8.self), nil, sha1, nil)
                     Base64.encode(UnsafeRawBufferPointer(start: digest, count: Int(SHA_DIGEST_LENGTH)), into: out)
                 }
             }

@@ -24,7 +24,7 @@ final class DeadlinesTests: XCTestCase {
         var fds: [Int32] = [0, 0]
         XCTAssertEqual(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds), 0)
         defer { close(fds[0]) }
-        Connection.accept(fd: fds[1], worker: loops.workers[0])
+        Connection.accept(fd: fds[1], peer: "", worker: loops.workers[0])
         loops.write(fds[0], Array("GET /echo HTTP/1.1\r\nHost: test\r\n".utf8)) // never finished
         XCTAssertEqual(loops.workers[0].deadlines.count, 1)
         run(loops, for: 50)

@@ -89,6 +89,15 @@ final class RouterTests: XCTestCase {
         XCTAssertEqual(parameters(r, "/chat/bad%zz"), ["room=bad%zz"])
     }
 
+    /// A path splits at every "/" byte, before decoding: a combining mark after a slash (one
+    /// Character with it) does not hide the slash, and an encoded slash stays in its segment.
+    func testSplitsAtSlashBytesBeforeDecoding() {
+        let r = router(["a/{x}/b.lua", "chat/{room}.lua"])
+        XCTAssertEqual(parameters(r, "/a/\u{301}/b"), ["x=\u{301}"])
+        XCTAssertEqual(parameters(r, "/chat/caf\u{E9}"), ["room=caf\u{E9}"])
+        XCTAssertEqual(parameters(r, "/chat/a%2Fb"), ["room=a/b"])
+    }
+
     func testLiteralComparedAfterPercentDecoding() {
         let r = router(["echo.lua"])
         XCTAssertEqual(matchedFile(r, "/ech%6F"), "echo.lua")

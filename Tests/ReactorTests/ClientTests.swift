@@ -113,8 +113,39 @@ final class ConnectTests: XCTestCase {
         waitFor([(fd, pollOut)], timeoutMs: 5000)
         XCTAssertEqual(Socket.pendingError(fd), 0)
         waitFor([(listener, pollIn)], timeoutMs: 5000)
-        guard case .socket(let accepted) = Socket.accept(listener) else { return XCTFail("nothing to accept") }
+        guard case .socket(let accepted, let peer) = Socket.accept(listener) else { return XCTFail("nothing to accept") }
+        XCTAssertEqual(peer, "127.0.0.1", "the peer's address comes with the accepted socket")
+        XCTAssertEqual(peer, Socket.peerAddress(accepted))
         Socket.close(accepted)
+    }
+
+    /// The peer's address comes with the accepted socket, formatted as dotted IPv4 for every
+    /// width of octet (the loopback network answers from any 127.x.y.z).
+    func testAcceptedSocketsPeerAddress() throws {
+        let listener = try Socket.listen(host: "127.0.0.1", port: 0)
+        defer { Socket.close(listener) }
+        for source in ["127.0.0.1", "127.10.200.5", "127.0.99.250", "127.255.255.254"] {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { Socket.close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr(source)
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            XCTAssertEqual(bound, 0, "bind to \(source)")
+            address.sin_port = in_port_t(UInt16(Socket.localPort(listener)).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            XCTAssertEqual(connected, 0, "connect from \(source)")
+            waitFor([(listener, pollIn)], timeoutMs: 5000)
+            guard case .socket(let accepted, let peer) = Socket.accept(listener) else { return XCTFail("nothing to accept") }
+            XCTAssertEqual(peer, source)
+            XCTAssertEqual(Socket.peerAddress(accepted), source)
+            Socket.close(accepted)
+        }
     }
 
     func testConnectToClosedPortIsRefused() throws {

@@ -658,7 +658,7 @@ final class EchoServer {
     }
 
     private func acceptAll() {
-        while case .socket(let fd) = Socket.accept(listenFd) {
+        while case .socket(let fd, _) = Socket.accept(listenFd) {
             connections[fd] = Connection(fd: fd, stream: TLSStream(context: context, fd: fd))
         }
     }

@@ -30,8 +30,9 @@ int cs_eventfd_drain(int fd);
 
 /* Listening socket bound with SO_REUSEADDR and SO_REUSEPORT, non-blocking. Returns fd or -errno. */
 int cs_listen(const char *host, uint16_t port, int backlog);
-/* accept4 non-blocking, TCP_NODELAY set. Returns fd or -errno. */
-int cs_accept(int listen_fd);
+/* accept4 non-blocking, TCP_NODELAY set; the peer's address as text (as cs_peer_address, "" if
+   it has none) into `address`. Returns fd or -errno. */
+int cs_accept(int listen_fd, char *address, size_t address_len);
 int cs_errno(void);
 
 /* A sockaddr of `length` bytes, big enough for IPv4 and IPv6; a value type Swift can copy. */

@@ -23,11 +23,11 @@ final class Listener: IOHandler {
     func ioReady(_ events: UInt32) {
         for _ in 0..<64 {
             switch Socket.accept(fd) {
-            case .socket(let client): Connection.accept(fd: client, worker: worker, admin: admin)
+            case .socket(let client, let peer): Connection.accept(fd: client, peer: peer, worker: worker, admin: admin)
             case .wouldBlock: return
             case .failed(let error) where error.isOutOfDescriptors && reserve >= 0:
                 Socket.close(reserve)
-                if case .socket(let client) = Socket.accept(fd) { Socket.close(client) }
+                if case .socket(let client, _) = Socket.accept(fd) { Socket.close(client) }
                 reserve = Socket.openReserve()
                 worker.metrics.reject(.limit)
                 if worker.loop.now &- lastRefusalLog > 1_000_000_000 {

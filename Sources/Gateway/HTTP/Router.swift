@@ -6,6 +6,11 @@ public struct Route: Equatable {
     public enum Segment: Equatable {
         case literal(String)
         case parameter(String)
+
+        var isLiteral: Bool {
+            if case .literal = self { return true }
+            return false
+        }
     }
 
     /// The pattern as scripts see it, e.g. "/chat/{room}".
@@ -46,38 +51,33 @@ public struct Router {
     }
 
     public func match(path: String) -> Match? {
-        let parts = path.split(separator: "/")
-        var best: (index: Int, literals: [Bool])?
+        // Split and decoded once, over UTF-8: splitting and searching a String by Characters cost
+        // more than the rest of routing an upgrade.
+        let parts = path.utf8.split(separator: UInt8(ascii: "/")).map {
+            URLComponentsDecoding.percentDecode(Substring($0), plusAsSpace: false)
+        }
+        var best: Int?
         for (index, route) in routes.enumerated() where route.segments.count == parts.count {
-            var literals: [Bool] = []
-            literals.reserveCapacity(parts.count)
-            var matches = true
-            for (segment, part) in zip(route.segments, parts) {
-                switch segment {
-                case .literal(let text):
-                    if text != URLComponentsDecoding.percentDecode(part, plusAsSpace: false) { matches = false }
-                    literals.append(true)
-                case .parameter:
-                    literals.append(false)
-                }
-                if !matches { break }
+            let matches = zip(route.segments, parts).allSatisfy { segment, part in
+                if case .literal(let text) = segment { return text == part }
+                return true
             }
             guard matches else { continue }
-            if let current = best, !Router.moreSpecific(literals, than: current.literals) { continue }
-            best = (index, literals)
+            if let current = best, !Router.moreSpecific(route, than: routes[current]) { continue }
+            best = index
         }
         guard let best else { return nil }
         var parameters: [(name: String, value: String)] = []
-        for (segment, part) in zip(routes[best.index].segments, parts) {
-            if case .parameter(let name) = segment {
-                parameters.append((name, URLComponentsDecoding.percentDecode(part, plusAsSpace: false)))
-            }
+        for (segment, part) in zip(routes[best].segments, parts) {
+            if case .parameter(let name) = segment { parameters.append((name, part)) }
         }
-        return Match(routeIndex: best.index, parameters: parameters)
+        return Match(routeIndex: best, parameters: parameters)
     }
 
-    private static func moreSpecific(_ a: [Bool], than b: [Bool]) -> Bool {
-        for (x, y) in zip(a, b) where x != y { return x }
+    /// At the first position where one has a literal segment and the other a parameter, `a` has
+    /// the literal.
+    private static func moreSpecific(_ a: Route, than b: Route) -> Bool {
+        for (x, y) in zip(a.segments, b.segments) where x.isLiteral != y.isLiteral { return x.isLiteral }
         return false
     }
 

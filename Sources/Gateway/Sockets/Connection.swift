@@ -77,8 +77,12 @@ final class Connection: IOHandler {
     var deadlineIndex = -1
     var deadline: (at: UInt64, kind: Deadlines.Kind) = (0, .request)
 
-    private init(transport: Transport, worker: Worker, link: OutboundLink?, isAdmin: Bool = false) {
+    /// The peer's IP address (`websocketInfo.remote_addr`, `request.remote_addr`, logs).
+    let remoteAddress: String
+
+    private init(transport: Transport, peer: String, worker: Worker, link: OutboundLink?, isAdmin: Bool = false) {
         self.transport = transport
+        remoteAddress = peer
         self.isAdmin = isAdmin
         transportReady = transport.tls == nil || link != nil
         self.worker = worker
@@ -88,9 +92,9 @@ final class Connection: IOHandler {
 
     /// Watches an accepted socket for its first request, within limits.handshakeTimeoutMs. The
     /// admin listener's sockets speak plain HTTP to the management API.
-    static func accept(fd: Int32, worker: Worker, admin: Bool = false) {
+    static func accept(fd: Int32, peer: String, worker: Worker, admin: Bool = false) {
         let tls = admin ? nil : worker.tlsContext.map { TLSStream(context: $0, fd: fd) }
-        let connection = Connection(transport: Transport(fd: fd, tls: tls), worker: worker, link: nil, isAdmin: admin)
+        let connection = Connection(transport: Transport(fd: fd, tls: tls), peer: peer, worker: worker, link: nil, isAdmin: admin)
         connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable | connection.triggering, handler: connection)
         guard connection.registration != .none else {
             Socket.close(fd)
@@ -117,7 +121,7 @@ final class Connection: IOHandler {
     /// watch its socket (the socket is closed then).
     static func adopt(_ established: Dialer.Established, worker: Worker, link: OutboundLink) -> Connection? {
         let fd = established.transport.fd
-        let connection = Connection(transport: established.transport, worker: worker, link: link)
+        let connection = Connection(transport: established.transport, peer: Socket.peerAddress(fd), worker: worker, link: link)
         connection.registration = worker.loop.register(fd: fd, events: IOEvents.readable | connection.triggering, handler: connection)
         guard connection.registration != .none else {
             var transport = established.transport
@@ -394,9 +398,6 @@ final class Connection: IOHandler {
         }
     }
 
-    /// The peer's IP address.
-    var remoteAddress: String { Socket.peerAddress(transport.fd) }
-
     private func processFrames(_ bytes: UnsafeMutableRawBufferPointer) -> Int {
         guard let session = unmanagedSession else { return bytes.count }
         return session._withUnsafeGuaranteedRef { processFrames(bytes, session: $0) }
@@ -669,7 +670,7 @@ final class Connection: IOHandler {
         unlist()
         phase = .closed
         worker.deadlines.clear(self)
-        worker.loop.deregister(fd: fd, registration: registration)
+        worker.loop.deregisterForClose(fd: fd, registration: registration)
         transport.tls = nil // freed before the descriptor can be reused
         Socket.close(fd)
         input.release()

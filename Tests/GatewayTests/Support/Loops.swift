@@ -46,7 +46,7 @@ final class Loops {
         }
         let worker = workers[index]
         let before = Set(worker.connections.keys)
-        Connection.accept(fd: fds[1], worker: worker)
+        Connection.accept(fd: fds[1], peer: "", worker: worker)
         write(fds[0], Array("GET \(path) HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".utf8))
         pump()
         let response = String(decoding: read(fds[0]), as: UTF8.self)

@@ -23,7 +23,7 @@ struct SocketPair {
         var server: Int32 = -1
         let deadline = Date().addingTimeInterval(5)
         while server < 0 && Date() < deadline {
-            if case .socket(let fd) = Socket.accept(listener) { server = fd } else { usleep(1000) }
+            if case .socket(let fd, _) = Socket.accept(listener) { server = fd } else { usleep(1000) }
         }
         precondition(server >= 0, "accept timed out")
         if buffer > 0 { setBuffers(server, buffer) }
