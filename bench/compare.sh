@@ -7,7 +7,7 @@
 #
 # Workloads (the arguments):
 #   echo64-p1    ECHO_CONNS (100) connections x 64-byte text messages, 1 in
-#                flight per connection, ECHO_SECS (10) s          -> msgs/s
+#                flight per connection, ECHO_SECS (10) s (or SLICE_SECS) -> msgs/s
 #   echo64-p16   the same with 16 in flight                       -> msgs/s
 #   bin16k       BIG_CONNS (50) connections x 16384-byte binary messages,
 #                1 in flight, ECHO_SECS s                         -> msgs/s
@@ -37,7 +37,19 @@
 # same load; handshake: churn; idle: a 64-byte echo, so that the baseline is
 # a warmed-up server as in run.sh), the measurement, then stop_server. The
 # order alternates: wsgate first on odd rounds, nginx first on even ones
-# (with wsgate-base in the middle). Before every throughput run the script
+# (with wsgate-base in the middle).
+#
+# PAIRED=1 runs the echo workloads differently: each server is started once
+# (all pinned to SERVER_CPU, each on its own port) and warmed up, then each
+# of ROUNDS rounds gives every server in turn SLICE_SECS (3) s of the load
+# while the others sit idle, in the same alternating order. Within a round
+# the servers are measured seconds apart, so a slow phase of the host (this
+# KVM guest has them, lasting tens of seconds, and they slow every server,
+# the plain C echo included) lands on all of them instead of on one
+# server's fresh-process rounds. Handshake and idle always get a fresh
+# process per measurement: their state is what they measure.
+#
+# Before every throughput run the script
 # waits for a quiet machine (wait_quiet); every run records the server's CPU
 # use (% of one core) and "other%", the CPU used meanwhile by unrelated
 # processes (see foreign_pct in bench/lib.sh): large values mean noisy
@@ -48,17 +60,23 @@
 # values | server cpu% and other% per round) and one JSON line per workload.
 # Ratios are always this server's median over nginx's (or wsgate's over
 # wsgate-base's), whatever the direction: for B/conn and server us/cycle
-# lower is better, so there a ratio below 1 favours wsgate. Runs whose
+# lower is better, so there a ratio below 1 favours wsgate. Under the table,
+# for each server but nginx, the ratios round by round (this server's value
+# over nginx's in the same round): their median and quartiles, which keep
+# less of the machine's drift than the ratio of the medians (in the JSON:
+# round_ratio_vs_nginx; "paired" says how the rounds ran). Runs whose
 # other% exceeds NOISY_PCT (10) are counted in a warning under the table.
 # Exit status is non-zero if any load-generator run reported errors, failed
 # connections or wrong echoes.
 #
 # Tunables (environment): ROUNDS, ECHO_SECS, ECHO_CONNS, BIG_CONNS,
 # BIG_SIZE (16384), CHURN_SECS, CHURN_INFLIGHT, WARMUP_SECS, IDLE_CONNS,
-# IDLE_SRCS, IDLE_HOLD_SECS, WSGATE_BIN, WSGATE_BASE_BIN, CECHO, WSGATE_HOST,
-# WSLOAD, SERVER_CPU, LOAD_CPU, QUIET_WAIT_SECS, QUIET_BUSY_PCT, NOISY_PCT,
-# KEEP_TMP=1 (keep logs). Example, a short try:
+# IDLE_SRCS, IDLE_HOLD_SECS, WSGATE_BIN, WSGATE_BASE_BIN, CECHO, PAIRED,
+# SLICE_SECS, WSGATE_HOST, WSLOAD, SERVER_CPU, LOAD_CPU, QUIET_WAIT_SECS,
+# QUIET_BUSY_PCT, NOISY_PCT, KEEP_TMP=1 (keep logs). Examples, a short try
+# and the paired echoes:
 #   ROUNDS=2 ECHO_SECS=3 CHURN_SECS=3 IDLE_CONNS=2000 bench/compare.sh echo64-p1 idle
+#   PAIRED=1 ROUNDS=20 CECHO=1 bench/compare.sh echo64-p1 echo64-p16 bin16k text16k
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,6 +91,8 @@ CHURN_SECS=${CHURN_SECS:-10}
 CHURN_INFLIGHT=${CHURN_INFLIGHT:-50}
 WSGATE_BASE_BIN=${WSGATE_BASE_BIN:-}
 CECHO=${CECHO:-0}
+PAIRED=${PAIRED:-0}
+SLICE_SECS=${SLICE_SECS:-3}
 CECHO_BIN=/tmp/wsgate-bench-cecho
 NOISY_PCT=${NOISY_PCT:-10}     # other% above this marks a run as noisy in the summary
 
@@ -82,7 +102,8 @@ usage() { echo "usage: $0 [WORKLOAD...]   (workloads: ${ALL_WORKLOADS[*]}; defau
 
 declare -a WORKLOADS=()
 pick_names ALL_WORKLOADS WORKLOADS "$@"
-need_positive ROUNDS
+need_positive ROUNDS SLICE_SECS
+[[ $PAIRED == 0 || $PAIRED == 1 ]] || die "PAIRED must be 0 or 1: $PAIRED"
 
 # The temp dir becomes the working directory: binaries named relatively must
 # be resolved first.
@@ -149,12 +170,14 @@ workload_args() {
 
 # The workload's parameters, as a JSON object.
 workload_params() {
+  local secs=$ECHO_SECS
+  paired "$1" && secs=$SLICE_SECS
   case "$1" in
     echo64-p1|echo64-p16)
-      echo "{\"conns\":$ECHO_CONNS,\"size\":64,\"depth\":${1#echo64-p},\"binary\":false,\"secs\":$ECHO_SECS}" ;;
+      echo "{\"conns\":$ECHO_CONNS,\"size\":64,\"depth\":${1#echo64-p},\"binary\":false,\"secs\":$secs}" ;;
     bin16k|text16k)
       local bin=false; [[ $1 == bin16k ]] && bin=true
-      echo "{\"conns\":$BIG_CONNS,\"size\":$BIG_SIZE,\"depth\":1,\"binary\":$bin,\"secs\":$ECHO_SECS}" ;;
+      echo "{\"conns\":$BIG_CONNS,\"size\":$BIG_SIZE,\"depth\":1,\"binary\":$bin,\"secs\":$secs}" ;;
     handshake) echo "{\"inflight\":$CHURN_INFLIGHT,\"secs\":$CHURN_SECS}" ;;
     idle) echo "{\"conns\":$IDLE_CONNS,\"browser_headers\":true,\"hold_secs\":$IDLE_HOLD_SECS}" ;;
   esac
@@ -232,21 +255,43 @@ bench_one() {
       summary="$IDLE_PER_CONN B/conn ($IDLE_BASE_TOTAL -> $IDLE_TOTAL KiB, $IDLE_OPEN open)"
       ;;
     *)
-      log "$name: warm-up ${WARMUP_SECS}s"
-      run_load "${WL_ARGS[@]}" -d "$WARMUP_SECS" "$url" >"$dir/warm.json"
-      check_result "$w warm-up" "$(cat "$dir/warm.json")" "$WL_CONNS" || true
-      log "round $round/$ROUNDS, $w, $name: ${WL_ARGS[*]} -d $ECHO_SECS"
-      measured_run "$dir/run.json" "${WL_ARGS[@]}" -d "$ECHO_SECS" "$url"
-      res=$RUN_RES
-      log "  $res"
-      check_result "$w" "$res" "$WL_CONNS" || ok=FAIL
-      v=("$(jval msgs_per_s "$res")")
-      summary="${v[0]} msgs/s"
+      echo_workload_warmup "$w" "$name" "$url" "$dir"
+      measure_echo_workload "$round" "$w" "$name" "$url" "$dir" "$ECHO_SECS"
+      stop_server
+      return
       ;;
   esac
   stop_server
+  record "$round" "$w" "$name" "$ok" "$summary" "${v[@]}"
+}
 
-  local m i=0
+# Unreported warm-up of echo workload $1 on server $2 at URL $3 (files in $4).
+echo_workload_warmup() {
+  local w=$1 name=$2 url=$3 dir=$4
+  log "$name: warm-up ${WARMUP_SECS}s"
+  run_load "${WL_ARGS[@]}" -d "$WARMUP_SECS" "$url" >"$dir/warm.json"
+  check_result "$w warm-up" "$(cat "$dir/warm.json")" "$WL_CONNS" || true
+}
+
+# One measurement of echo workload W (WL_ARGS set) on the running server
+# SERVER_PID, recorded. Usage: measure_echo_workload ROUND W NAME URL DIR SECS
+measure_echo_workload() {
+  local round=$1 w=$2 name=$3 url=$4 dir=$5 secs=$6 res ok=ok msgs
+  log "round $round/$ROUNDS, $w, $name: ${WL_ARGS[*]} -d $secs"
+  measured_run "$dir/run-$round.json" "${WL_ARGS[@]}" -d "$secs" "$url"
+  res=$RUN_RES
+  log "  $res"
+  check_result "$w" "$res" "$WL_CONNS" || ok=FAIL
+  msgs=$(jval msgs_per_s "$res")
+  record "$round" "$w" "$name" "$ok" "$msgs msgs/s" "$msgs"
+}
+
+# Appends a measurement to VALS (one value per metric of the workload), CPUS,
+# OTHERS and FAILS. Usage: record ROUND W NAME OK SUMMARY VALUE...
+record() {
+  local round=$1 w=$2 name=$3 ok=$4 summary=$5 m i=0
+  shift 5
+  local -a v=("$@")
   for m in $(workload_metrics "$w"); do
     VALS["$w $m $name"]+="${v[$i]} "
     i=$(( i + 1 ))
@@ -257,10 +302,66 @@ bench_one() {
   log "round $round/$ROUNDS, $w, $name: $summary, server cpu ${RUN_SRV_PCT}%, other ${RUN_OTHER_PCT}%, $ok"
 }
 
+# Whether workload $1 runs in paired slices (PAIRED=1; echo workloads only).
+paired() { [[ $PAIRED == 1 && $1 != handshake && $1 != idle ]]; }
+
+# PAIRED=1, an echo workload: every server is started once, pinned to the
+# same core, and warmed up; then each round gives each server in turn
+# SLICE_SECS of load while the others sit idle. Servers whose slices lie
+# seconds apart see the same state of the machine, which a fresh process per
+# 10-s measurement does not (a slow phase of the host then lands on one
+# server's rounds only).
+paired_workload() {
+  local w=$1 s round dir port
+  local -A url=() wdir=() pid=()
+  workload_args "$w"
+  for s in "${SHOWN[@]}"; do
+    dir=$TMP_ROOT/paired-$w-$s; mkdir -p "$dir"; chmod 755 "$dir"
+    port=$(free_port)
+    url[$s]="ws://127.0.0.1:$port/echo"; wdir[$s]=$dir
+    start_server "$s" "$dir" "$port"
+    pid[$s]=$SERVER_PID
+    keep_server
+  done
+  for s in "${SHOWN[@]}"; do
+    SERVER_NAME=$s SERVER_PID=${pid[$s]}
+    echo_workload_warmup "$w" "$s" "${url[$s]}" "${wdir[$s]}"
+  done
+  SERVER_PID=""
+  for (( round = 1; round <= ROUNDS; round++ )); do
+    for s in $(round_order "$round"); do
+      # Measured as SERVER_PID (whose CPU measured_run counts), still kept.
+      SERVER_NAME=$s SERVER_PID=${pid[$s]}
+      alive "$SERVER_PID" || die "$s exited during the paired rounds (log: ${wdir[$s]})"
+      measure_echo_workload "$round" "$w" "$s" "${url[$s]}" "${wdir[$s]}" "$SLICE_SECS"
+    done
+  done
+  SERVER_PID=""
+  stop_kept_servers
+}
+
 # ------------------------------------------------------------ summary ----
 # (stats, ratio and json_list are lib.sh's.)
 fmt() {
   if [[ $2 == null ]]; then echo null; else awk -v f="$1" -v x="$2" 'BEGIN { printf f, x }'; fi
+}
+
+# "median q1 q3" of the per-round ratios of two servers' values ($1 over $2,
+# space-separated lists of the same rounds; rounds with a null skipped;
+# quartiles by nearest rank), "null null null" if there are none. Rounds run
+# minutes apart for one server but seconds apart within a round, so these
+# ratios keep less of the machine's drift than the ratio of the medians.
+round_ratios() {
+  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) \
+    | awk '$1 != "null" && $2 != "null" && $2 + 0 > 0 { printf "%.6f\n", $1 / $2 }' | sort -g | awk '
+      { v[NR] = $1 }
+      END {
+        if (NR == 0) { print "null null null"; exit }
+        m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        q1 = int(NR / 4 + 0.75); q3 = int(3 * NR / 4 + 0.75)
+        if (q1 < 1) q1 = 1
+        printf "%.3f %.3f %.3f\n", m, v[q1], v[q3]
+      }'
 }
 
 report() {
@@ -268,7 +369,9 @@ report() {
   local -a vals
   local -A median=()
   echo
-  echo "== wsgate vs nginx, rounds: $ROUNDS (a fresh server per measurement; order alternating, odd rounds: ${SHOWN[*]})"
+  local how="a fresh server per measurement"
+  [[ $PAIRED == 1 ]] && how="echo workloads paired: each server started once, ${SLICE_SECS}s slices; handshake and idle: a fresh server per measurement"
+  echo "== wsgate vs nginx, rounds: $ROUNDS ($how; order alternating, odd rounds: ${SHOWN[*]})"
   echo "   server cpu $SERVER_CPU, load cpu $LOAD_CPU; echo ${ECHO_SECS}s, churn ${CHURN_SECS}s x $CHURN_INFLIGHT in flight, idle $IDLE_CONNS conns (browser headers), warm-up ${WARMUP_SECS}s"
   echo "   wsgate:      $WSGATE_BIN"
   [[ -n $WSGATE_BASE_BIN ]] && echo "   wsgate-base: $WSGATE_BASE_BIN"
@@ -306,6 +409,16 @@ report() {
   done
 
   echo "   (B/conn and srv us/cycle: lower is better, so there a ratio below 1 favours the row's server)"
+  local q1 q3 a b
+  for w in "${WORKLOADS[@]}"; do
+    for m in $(workload_metrics "$w"); do
+      for s in $(running "$w" "${SHOWN[@]}"); do
+        [[ $s == nginx ]] && continue
+        read -r med q1 q3 < <(round_ratios "${VALS["$w $m $s"]}" "${VALS["$w $m nginx"]}")
+        echo "   $w $(metric_unit "$m"), $s / nginx round by round: median $med, quartiles $q1-$q3"
+      done
+    done
+  done
   local noisy total
   read -r noisy total < <(printf '%s\n' "${OTHERS[@]}" | count_noisy)
   noisy_warning "$noisy" "$total"
@@ -324,12 +437,16 @@ report() {
         sj+=",\"$s\":{\"median\":$med,\"min\":$mn,\"max\":$mx,\"values\":$(json_list "${vals[@]}")}"
       done
       rn=""; rbj=""
+      local rr="" q1 q3 rm
       for s in $(running "$w" "${SHOWN[@]}"); do
-        [[ $s == nginx ]] || rn+="${rn:+,}\"$s\":$(ratio "${median[$s]}" "${median[nginx]}")"
+        [[ $s == nginx ]] && continue
+        rn+="${rn:+,}\"$s\":$(ratio "${median[$s]}" "${median[nginx]}")"
+        read -r rm q1 q3 < <(round_ratios "${VALS["$w $m $s"]}" "${VALS["$w $m nginx"]}")
+        rr+="${rr:+,}\"$s\":{\"median\":$rm,\"q1\":$q1,\"q3\":$q3}"
       done
       [[ -n $WSGATE_BASE_BIN ]] && rbj=",\"ratio_vs_base\":{\"wsgate\":$(ratio "${median[wsgate]}" "${median[wsgate-base]}")}"
       [[ -n ${median[cecho]:-} ]] && rbj+=",\"ratio_vs_cecho\":{\"wsgate\":$(ratio "${median[wsgate]}" "${median[cecho]}")}"
-      mj+="${mj:+,}\"$m\":{\"better\":\"$(metric_better "$m")\"$sj,\"ratio_vs_nginx\":{$rn}$rbj}"
+      mj+="${mj:+,}\"$m\":{\"better\":\"$(metric_better "$m")\"$sj,\"ratio_vs_nginx\":{$rn},\"round_ratio_vs_nginx\":{$rr}$rbj}"
     done
     local cj="" oj="" fj=""
     for s in $(running "$w" "${SHOWN[@]}"); do
@@ -337,7 +454,7 @@ report() {
       read -ra vals <<<"${OTHERS["$w $s"]}"; oj+="${oj:+,}\"$s\":$(json_list "${vals[@]}")"
       fj+="${fj:+,}\"$s\":${FAILS["$w $s"]:-0}"
     done
-    line="{\"workload\":\"$w\",\"rounds\":$ROUNDS,\"params\":$(workload_params "$w"),\"metrics\":{$mj},\"server_cpu_pct\":{$cj},\"other_cpu_pct\":{$oj},\"failed_runs\":{$fj}}"
+    line="{\"workload\":\"$w\",\"rounds\":$ROUNDS,\"paired\":$(paired "$w" && echo true || echo false),\"params\":$(workload_params "$w"),\"metrics\":{$mj},\"server_cpu_pct\":{$cj},\"other_cpu_pct\":{$oj},\"failed_runs\":{$fj}}"
     echo "$line"
   done
 }
@@ -349,16 +466,22 @@ build_loadgen
 [[ $CECHO == 1 ]] && build_c_tool "$BENCH_DIR/cecho.c" "$CECHO_BIN" -lcrypto
 raise_nofile
 
-for (( round = 1; round <= ROUNDS; round++ )); do
-  order=$(round_order "$round")
-  log "== round $round/$ROUNDS: $order"
-  for w in "${WORKLOADS[@]}"; do
-    # shellcheck disable=SC2086  # order: server names, one word each
-    for s in $(running "$w" $order); do
-      bench_one "$round" "$w" "$s"
+declare -a FRESH=()
+for w in "${WORKLOADS[@]}"; do
+  if paired "$w"; then paired_workload "$w"; else FRESH+=("$w"); fi
+done
+if (( ${#FRESH[@]} > 0 )); then
+  for (( round = 1; round <= ROUNDS; round++ )); do
+    order=$(round_order "$round")
+    log "== round $round/$ROUNDS: $order"
+    for w in "${FRESH[@]}"; do
+      # shellcheck disable=SC2086  # order: server names, one word each
+      for s in $(running "$w" $order); do
+        bench_one "$round" "$w" "$s"
+      done
     done
   done
-done
+fi
 
 report
 if [[ $FAILED != 0 ]]; then

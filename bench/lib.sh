@@ -67,6 +67,10 @@ die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
 # ---------------------------------------------------------------- state ----
 TMP_ROOT=""
 SERVER_PID=""                  # process we started (nginx master / wsgate)
+# Servers a harness keeps running across measurements (compare.sh with
+# PAIRED=1): "name:pid" words (keep_server), stopped by stop_kept_servers
+# and, on any exit, by cleanup.
+KEPT_SERVERS=""
 SERVER_NAME=""
 SERVER_LOG=""
 LOAD_PID=""                    # load generator running in the background
@@ -187,6 +191,21 @@ stop_server() {
   SERVER_PID=""
 }
 
+# The server start_server started last stays up, listed in KEPT_SERVERS, and
+# is no longer SERVER_PID (which stop_server and cleanup stop).
+keep_server() {
+  KEPT_SERVERS+="${KEPT_SERVERS:+ }$SERVER_NAME:$SERVER_PID"
+  SERVER_PID=""
+}
+stop_kept_servers() {
+  local kept
+  for kept in $KEPT_SERVERS; do
+    SERVER_NAME=${kept%%:*} SERVER_PID=${kept#*:}
+    stop_server
+  done
+  KEPT_SERVERS=""
+}
+
 cleanup() {
   local rc=$?
   set +e
@@ -196,6 +215,7 @@ cleanup() {
     tail -n 20 "$SERVER_LOG" >&2
   fi
   stop_server
+  stop_kept_servers
   if [[ ${KEEP_TMP:-0} == 1 ]]; then
     log "kept temp dir $TMP_ROOT"
   else
