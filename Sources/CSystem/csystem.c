@@ -76,6 +76,9 @@ int cs_listen(const char *host, uint16_t port, int backlog) {
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        /* Set once here: Linux copies a listener's options into the sockets it accepts, which
+           spares a setsockopt per connection. */
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog) == 0) break;
         err = errno;
         close(fd);
@@ -120,8 +123,6 @@ int cs_accept(int listen_fd, char *address, size_t address_len) {
     socklen_t length = sizeof peer;
     int fd = accept4(listen_fd, (struct sockaddr *)&peer, &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return -errno;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (format_address(&peer, address, address_len) != 0 && address_len > 0) address[0] = 0;
     return fd;
 }

@@ -11,7 +11,8 @@ public struct SocketError: Error, CustomStringConvertible {
 
 /// Thin wrappers over the socket calls the gateway needs, with errno turned into results.
 public enum Socket {
-    /// A non-blocking listening socket with SO_REUSEPORT, so every loop can own one on the same port.
+    /// A non-blocking listening socket with SO_REUSEPORT, so every loop can own one on the same
+    /// port, and TCP_NODELAY, which the sockets it accepts inherit.
     public static func listen(host: String, port: UInt16, backlog: Int32 = 4096) throws(SocketError) -> Int32 {
         let fd = cs_listen(host, port, backlog)
         if fd < 0 { throw SocketError(operation: "listen on \(host):\(port)", errno: -fd) }
@@ -43,7 +44,7 @@ public enum Socket {
         case failed(SocketError)
     }
 
-    /// Accepts one connection, non-blocking with TCP_NODELAY.
+    /// Accepts one connection, non-blocking, with TCP_NODELAY from the listener.
     public static func accept(_ listenFd: Int32) -> AcceptResult {
         var fd: Int32 = -1
         let peer = addressText {

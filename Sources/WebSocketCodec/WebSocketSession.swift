@@ -74,6 +74,7 @@ public final class WebSocketSession {
     private var frameDiscarded = false
     /// A delivered message lives in `fragments` or in the shared inflate buffer until the next call.
     private var releaseDelivered = false
+    private var _peerSentClose = false
     /// Runs over the whole text message being received, frame after frame.
     private var utf8 = UTF8Validator()
     private var _closeCode: UInt16?
@@ -95,6 +96,8 @@ public final class WebSocketSession {
     public var closeReason: String { _closeReason }
     /// A delivered message still occupies a buffer, which the next call to `next` releases.
     public var holdsMessage: Bool { releaseDelivered }
+    /// The peer's close frame arrived: by RFC 6455 5.5.1 nothing follows it.
+    public var peerSentClose: Bool { _peerSentClose }
 
     /// The caller read bytes from the peer at `now`.
     public func received(at now: UInt64) {
@@ -307,6 +310,7 @@ public final class WebSocketSession {
         case .open:
             switch ClosePayload.validate(payload) {
             case .success(let code):
+                _peerSentClose = true
                 noteClose(code?.rawValue ?? 1005, payload.count > 2 ? String(decoding: payload[2...], as: UTF8.self) : "")
                 // Echo the peer's code (RFC 6455 5.5.1); an empty close is answered with an empty one.
                 let reply = code.map { FrameEncoder.closePayload($0) } ?? []
@@ -317,6 +321,7 @@ public final class WebSocketSession {
             }
         case .closing:
             // Our close came first and is the one noted: the peer's answer ends the handshake.
+            _peerSentClose = true
             _state = .closed
         case .closed:
             break

@@ -116,6 +116,10 @@ final class ConnectTests: XCTestCase {
         guard case .socket(let accepted, let peer) = Socket.accept(listener) else { return XCTFail("nothing to accept") }
         XCTAssertEqual(peer, "127.0.0.1", "the peer's address comes with the accepted socket")
         XCTAssertEqual(peer, Socket.peerAddress(accepted))
+        noDelay = 0
+        getsockopt(accepted, Int32(IPPROTO_TCP), TCP_NODELAY, &noDelay, &size)
+        XCTAssertEqual(noDelay, 1, "the accepted socket has TCP_NODELAY from its listener")
+        XCTAssertNotEqual(fcntl(accepted, F_GETFL) & O_NONBLOCK, 0)
         Socket.close(accepted)
     }
 

@@ -164,6 +164,7 @@ final class WebSocketSessionTests: XCTestCase {
         let h = Harness(role, maxMessageBytes: maxMessageBytes, deflate: deflate)
         XCTAssertEqual(h.feed(bytes).last, .failed(code), "\(role)", file: file, line: line)
         XCTAssertEqual(h.session.state, .closed, file: file, line: line)
+        XCTAssertFalse(h.session.peerSentClose, "a failed peer may still be sending", file: file, line: line)
         XCTAssertEqual(h.session.closeCode, code.rawValue, file: file, line: line)
         XCTAssertEqual(closeCode(h.sent().last), code.rawValue, "the close frame carries the code", file: file, line: line)
     }
@@ -228,8 +229,10 @@ final class WebSocketSessionTests: XCTestCase {
     func testPeerCloseIsEchoedAndEndsTheSession() {
         for role in roles {
             let h = Harness(role)
+            XCTAssertFalse(h.session.peerSentClose)
             XCTAssertEqual(h.feed(frame(to: role, .close, [0x03, 0xE8] + Array("bye".utf8))), [.closed])
             XCTAssertEqual(h.session.state, .closed)
+            XCTAssertTrue(h.session.peerSentClose)
             XCTAssertEqual(h.session.closeCode, 1000)
             XCTAssertEqual(h.session.closeReason, "bye")
             XCTAssertEqual(closeCode(h.sent().first), 1000)
@@ -251,7 +254,9 @@ final class WebSocketSessionTests: XCTestCase {
             XCTAssertFalse(h.send(.text, "late"), "nothing is sent after our close")
             XCTAssertEqual(h.feed(frame(to: role, .text, "ignored") + frame(to: role, .ping, [])), [])
             XCTAssertTrue(h.sent().isEmpty, "no pong while closing")
+            XCTAssertFalse(h.session.peerSentClose)
             XCTAssertEqual(h.feed(frame(to: role, .close, [0x03, 0xE8])), [.closed])
+            XCTAssertTrue(h.session.peerSentClose, "the peer's answer ends the handshake")
             XCTAssertEqual(h.session.closeCode, 1001, "our close came first")
             XCTAssertTrue(h.sent().isEmpty, "the peer's answer is not answered")
         }
@@ -280,6 +285,7 @@ final class WebSocketSessionTests: XCTestCase {
         XCTAssertEqual(sent.count, 1)
         XCTAssertEqual(closeCode(sent.first), 1008)
         XCTAssertEqual(h.session.state, .closed)
+        XCTAssertFalse(h.session.peerSentClose)
     }
 
     // MARK: Admission

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -195,6 +196,19 @@ def test_close_1000_is_answered_and_tcp_closed(ws):
     ws.send(close_frame(1000, b"bye"))
     assert ws.read_close_code() == 1000
     assert ws.tcp_closed(), "server kept the TCP connection open after the close handshake"
+
+
+def test_server_closes_at_once_after_the_close_handshake(ws):
+    # RFC 6455 7.1.1: once both close frames are exchanged the server closes the TCP connection,
+    # without waiting for the client's end. Bytes the client sends afterwards meet a closed socket,
+    # which resets them; a socket still draining input would read and drop them silently.
+    ws.send(close_frame(1000, b"bye"))
+    assert ws.read_close_code() == 1000
+    assert ws.tcp_closed()
+    with pytest.raises((BrokenPipeError, ConnectionResetError)):
+        for _ in range(50):
+            ws.sock.sendall(b"x")
+            time.sleep(0.02)
 
 
 def test_close_with_invalid_code_is_1002(ws):

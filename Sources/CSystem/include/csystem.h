@@ -28,10 +28,11 @@ int cs_eventfd(void);
 int cs_eventfd_signal(int fd);
 int cs_eventfd_drain(int fd);
 
-/* Listening socket bound with SO_REUSEADDR and SO_REUSEPORT, non-blocking. Returns fd or -errno. */
+/* Listening socket bound with SO_REUSEADDR and SO_REUSEPORT, non-blocking, with TCP_NODELAY for
+   the sockets it accepts. Returns fd or -errno. */
 int cs_listen(const char *host, uint16_t port, int backlog);
-/* accept4 non-blocking, TCP_NODELAY set; the peer's address as text (as cs_peer_address, "" if
-   it has none) into `address`. Returns fd or -errno. */
+/* accept4 non-blocking (TCP_NODELAY comes from the listener); the peer's address as text (as
+   cs_peer_address, "" if it has none) into `address`. Returns fd or -errno. */
 int cs_accept(int listen_fd, char *address, size_t address_len);
 int cs_errno(void);
 

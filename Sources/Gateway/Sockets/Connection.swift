@@ -17,7 +17,8 @@ final class Connection: IOHandler {
         case responding
         /// Frames flow; the session says whether it is open or closing.
         case webSocket
-        /// Our last bytes are being flushed; then the write half is shut.
+        /// Our last bytes are being flushed; then the socket is closed, or its write half is shut
+        /// (`closesAtOnce`).
         case finishing
         /// Write half shut: input is read and discarded until the peer's EOF, so our last frame is not
         /// lost to a reset caused by unread data.
@@ -599,7 +600,17 @@ final class Connection: IOHandler {
         refusedBytes = 0
         sendQueue?.bytes.store(0, ordering: .relaxed)
         setWantsWrite(false)
-        if phase == .finishing { linger() }
+        guard phase == .finishing else { return }
+        if closesAtOnce { closeSocket() } else { linger() }
+    }
+
+    /// After our last bytes, an accepted plain socket whose peer sent its close frame is closed at
+    /// once: the server closes first (RFC 6455 7.1.1), and nothing follows the peer's close frame
+    /// that, left unread, would turn our close into a reset. Every other socket lingers: an HTTP
+    /// client may still be sending, a TLS peer answers our close_notify, a peer whose connection
+    /// we failed may be mid-message, and in the client role the server is the one to close.
+    private var closesAtOnce: Bool {
+        transport.tls == nil && link == nil && session?.peerSentClose == true
     }
 
     private func linger() {
